@@ -1,0 +1,224 @@
+"""Typed deploy configuration: one TOML file, overridden by environment and flags.
+
+Precedence (lowest to highest): defaults < TOML file < `TFROLLOUT_<SECTION>__<KEY>`
+environment variables < `--set section.key=value` flags. Every layer is merged as
+plain dicts first and validated once, so an error always names the dotted key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+ENV_PREFIX = "TFROLLOUT_"
+ENV_NESTING = "__"
+DEFAULT_CONFIG_FILE = Path("deploy.toml")
+
+
+class _Section(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """The local source model and where to cut it into base + head."""
+
+    path: Path = Path("demo/source_model.keras")
+    cut_layer: str | None = Field(
+        default="features",
+        description="Layer whose output feeds the new head; None = the layer before the last.",
+    )
+
+
+class DataConfig(_Section):
+    """Target-domain data: the built-in digits demo, an image folder, or an .npz."""
+
+    source: Literal["demo", "dir", "npz"] = "demo"
+    path: Path | None = None
+    labels_per_class: int = Field(default=5, ge=1, description="Demo: labelled examples per class.")
+    test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
+    seed: int = 0
+
+    @field_validator("path")
+    @classmethod
+    def _path_not_empty(cls, value: Path | None) -> Path | None:
+        if value is not None and str(value).strip() == "":
+            raise ValueError("must not be empty")
+        return value
+
+
+class TransferConfig(_Section):
+    """How the source model is adapted to the target domain."""
+
+    strategy: Literal["feature-extraction", "fine-tune", "full"] = "fine-tune"
+    head_units: int = Field(default=0, ge=0, description="Hidden units in the new head; 0 = none.")
+    head_epochs: int = Field(default=150, ge=1)
+    fine_tune_epochs: int = Field(default=40, ge=0)
+    learning_rate: float = Field(default=1e-2, gt=0.0)
+    fine_tune_learning_rate: float = Field(default=1e-4, gt=0.0)
+    unfreeze_top: int = Field(default=2, ge=0, description="Fine-tune: base layers (with weights) to unfreeze.")
+    unfreeze_after: str | None = Field(
+        default=None, description="Fine-tune: unfreeze every layer after this one (overrides unfreeze_top)."
+    )
+    batch_size: int = Field(default=32, ge=1)
+    validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    patience: int = Field(default=20, ge=1)
+    cache_features: bool = True
+    seed: int = 0
+    baseline: bool = True
+    baseline_epochs: int = Field(default=150, ge=1)
+
+
+class ExportConfig(_Section):
+    """Where and how the TF Serving SavedModel is written."""
+
+    root: Path = Path("exports")
+    model_name: str = Field(default="digits", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: int | None = Field(default=None, ge=1)
+    input_name: str = Field(default="inputs", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    output_name: str = Field(default="probabilities", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    warmup_records: int = Field(default=8, ge=0, le=1000)
+    golden_size: int = Field(default=64, ge=1)
+    parity_atol: float = Field(default=1e-5, gt=0.0)
+
+
+class StorageConfig(_Section):
+    """Object storage for published versions (see `pipeline/storage`)."""
+
+    uri: str = "file://store"
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    create_bucket: bool = False
+    multipart_threshold: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    multipart_chunksize: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    max_concurrency: int = Field(default=10, ge=1)
+
+
+class RunConfig(_Section):
+    """Where the run record and intermediate artefacts live."""
+
+    workdir: Path = Path(".tfrollout")
+
+
+class DeployConfig(_Section):
+    """The whole configuration, one section per concern."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    transfer: TransferConfig = TransferConfig()
+    export: ExportConfig = ExportConfig()
+    storage: StorageConfig = StorageConfig()
+    run: RunConfig = RunConfig()
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def parse_scalar(text: str) -> Any:
+    """Read an override value as TOML (numbers, booleans, arrays), else as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = [k for k in dotted.split(".") if k]
+    if not keys:
+        raise ConfigError(f"config override {dotted!r}: empty key")
+    node = target
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`TFROLLOUT_EXPORT__MODEL_NAME=x` -> {"export": {"model_name": "x"}}."""
+    merged: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or ENV_NESTING not in name:
+            continue
+        dotted = name[len(ENV_PREFIX) :].lower().replace(ENV_NESTING, ".")
+        _set_dotted(merged, dotted, parse_scalar(raw))
+    return merged
+
+
+def flag_overrides(assignments: Iterable[str]) -> dict[str, Any]:
+    """`["transfer.head_epochs=5"]` -> {"transfer": {"head_epochs": 5}}."""
+    merged: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. transfer.head_epochs=50")
+        _set_dotted(merged, key.strip(), parse_scalar(raw.strip()))
+    return merged
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge nested dicts; values in `override` win."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per bad key: `transfer.head_epochs: Input should be ... (got -1)`."""
+    parts = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        got = item.get("input")
+        suffix = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        parts.append(f"{key}: {item['msg']}{suffix}")
+    return "; ".join(parts)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML config file, reporting the file and the parser's reason on failure."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+
+
+def build_config(
+    file_data: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    assignments: Iterable[str] = (),
+) -> DeployConfig:
+    """Merge the layers and validate once (pure: no file or process access)."""
+    merged = deep_merge({}, file_data or {})
+    merged = deep_merge(merged, env_overrides(environ or {}))
+    merged = deep_merge(merged, flag_overrides(assignments))
+    try:
+        return DeployConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config: {format_validation_error(exc)}") from None
+
+
+def load_config(path: Path | None = None, assignments: Iterable[str] = ()) -> DeployConfig:
+    """Load `path` (or ./deploy.toml when present), then apply env and flag overrides."""
+    if path is None:
+        file_data = read_toml(DEFAULT_CONFIG_FILE) if DEFAULT_CONFIG_FILE.is_file() else {}
+    else:
+        file_data = read_toml(path)
+    return build_config(file_data, os.environ, assignments)
