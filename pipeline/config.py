@@ -104,6 +104,17 @@ class StorageConfig(_Section):
     max_concurrency: int = Field(default=10, ge=1)
 
 
+class VerifyConfig(_Section):
+    """How served predictions are checked against the exported model's golden set."""
+
+    target: str = "127.0.0.1:8500"
+    label: str | None = None
+    version: int | None = Field(default=None, ge=1)
+    atol: float = Field(default=1e-6, ge=0.0)
+    rtol: float = Field(default=0.0, ge=0.0)
+    deadline_s: float = Field(default=30.0, gt=0.0)
+
+
 class RunConfig(_Section):
     """Where the run record and intermediate artefacts live."""
 
@@ -118,6 +129,7 @@ class DeployConfig(_Section):
     transfer: TransferConfig = TransferConfig()
     export: ExportConfig = ExportConfig()
     storage: StorageConfig = StorageConfig()
+    verify: VerifyConfig = VerifyConfig()
     run: RunConfig = RunConfig()
 
 

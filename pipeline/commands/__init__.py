@@ -1,0 +1,1 @@
+"""Command groups mounted on the `tfrollout` CLI: each module exposes `register(app)`."""

@@ -1,0 +1,66 @@
+"""Progress and messages for humans, on stderr, so stdout stays free for `--json`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+
+class Advance(Protocol):
+    """What a progress context hands out: call it with the amount of work done."""
+
+    def __call__(self, amount: float = 1, *, status: str | None = None) -> None: ...
+
+
+class Reporter:
+    """Stage banners, notes and progress bars; silent when `quiet` (tests, --json in CI)."""
+
+    def __init__(self, *, quiet: bool = False, console: Console | None = None) -> None:
+        self.quiet = quiet
+        self.console = console or Console(stderr=True, file=sys.stderr)
+
+    def stage(self, name: str) -> None:
+        if not self.quiet:
+            self.console.rule(f"[bold]{name}")
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, highlight=False)
+
+    @contextmanager
+    def progress(self, description: str, total: float, *, unit: str = "steps") -> Iterator[Advance]:
+        """A bar for long work; `unit="bytes"` shows sizes and transfer speed."""
+        if self.quiet:
+            yield lambda amount=1, *, status=None: None
+            return
+        if unit == "bytes":
+            columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                       TransferSpeedColumn(), TimeRemainingColumn()]
+        else:
+            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TaskProgressColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}")]
+        with Progress(*columns, console=self.console, transient=False) as bar:
+            task = bar.add_task(description, total=total, status="")
+
+            def advance(amount: float = 1, *, status: str | None = None) -> None:
+                if status is None:
+                    bar.advance(task, amount)
+                else:
+                    bar.update(task, advance=amount, status=status)
+
+            yield advance

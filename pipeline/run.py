@@ -1,0 +1,227 @@
+"""The ordered stage list, the run record, and resume.
+
+A stage is a module `pipeline.stages.<name>` with `run(ctx) -> dict` returning
+JSON-serialisable outputs (paths, numbers). Outputs are saved in the run record
+(`<workdir>/run.json`) after every stage, so a later command — `--from STAGE`, a
+single-stage sub-command, or a re-run after a failure — can pick up where the
+previous one stopped without redoing finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import DeployConfig
+from pipeline.errors import StageOrderError, TfRolloutError
+from pipeline.progress import Reporter
+
+STAGE_ORDER: tuple[str, ...] = ("load", "transfer", "export")
+RECORD_FILE = "run.json"
+
+
+def config_fingerprint(config: DeployConfig) -> str:
+    """Stable hash of the resolved config: a resumed run must use the same settings."""
+    payload = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageResult:
+    """What one stage did: status, wall time, outputs or the error line."""
+
+    status: str  # "ok" | "failed"
+    started_at: str
+    duration_s: float
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "started_at": self.started_at,
+                "duration_s": round(self.duration_s, 3), "outputs": self.outputs, "error": self.error}
+
+
+@dataclass
+class RunRecord:
+    """Persistent record of one run: which stages finished and what they produced."""
+
+    run_id: str
+    config_hash: str
+    stages: dict[str, StageResult] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return all(self.stages.get(s) and self.stages[s].status == "ok" for s in STAGE_ORDER)
+
+    def outputs(self, stage: str) -> dict[str, Any]:
+        """Outputs of a finished stage; a clear error when it has not run."""
+        result = self.stages.get(stage)
+        if result is None or result.status != "ok":
+            raise StageOrderError(
+                f"stage {stage!r} has no successful result in this run; run it first "
+                f"(e.g. `tfrollout deploy --until {stage}`)"
+            )
+        return result.outputs
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "config_hash": self.config_hash,
+                "stages": {name: res.to_json() for name, res in self.stages.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        stages = {name: StageResult(status=s["status"], started_at=s["started_at"],
+                                    duration_s=s["duration_s"], outputs=s.get("outputs") or {},
+                                    error=s.get("error"))
+                  for name, s in data.get("stages", {}).items()}
+        return cls(run_id=data["run_id"], config_hash=data["config_hash"], stages=stages)
+
+    @classmethod
+    def new(cls, config: DeployConfig) -> RunRecord:
+        return cls(run_id=uuid.uuid4().hex[:12], config_hash=config_fingerprint(config))
+
+
+def record_path(config: DeployConfig) -> Path:
+    return config.run.workdir / RECORD_FILE
+
+
+def load_record(config: DeployConfig) -> RunRecord | None:
+    path = record_path(config)
+    if not path.is_file():
+        return None
+    try:
+        return RunRecord.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError):
+        return None  # an unreadable record is treated as no record: start a fresh run
+
+
+def save_record(config: DeployConfig, record: RunRecord) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves half a record."""
+    path = record_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record.to_json(), indent=2))
+    os.replace(tmp, path)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may use: config, earlier outputs, reporter, in-process memo."""
+
+    config: DeployConfig
+    record: RunRecord
+    reporter: Reporter
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def workdir(self) -> Path:
+        """This run's scratch directory (created on first use)."""
+        path = self.config.run.workdir / "runs" / self.record.run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def outputs(self, stage: str) -> dict[str, Any]:
+        return self.record.outputs(stage)
+
+
+def select_stages(from_stage: str | None, until_stage: str | None) -> list[str]:
+    """The slice of STAGE_ORDER between `from_stage` and `until_stage`, inclusive."""
+    for name in (from_stage, until_stage):
+        if name is not None and name not in STAGE_ORDER:
+            raise StageOrderError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_ORDER)}")
+    start = STAGE_ORDER.index(from_stage) if from_stage else 0
+    stop = STAGE_ORDER.index(until_stage) if until_stage else len(STAGE_ORDER) - 1
+    if start > stop:
+        raise StageOrderError(f"--from {from_stage} comes after --until {until_stage}")
+    return list(STAGE_ORDER[start : stop + 1])
+
+
+def plan_run(
+    previous: RunRecord | None, config: DeployConfig, from_stage: str | None, fresh: bool
+) -> tuple[RunRecord, str | None]:
+    """Decide which record to continue and where to start (pure).
+
+    - `--from S` reuses the previous record's earlier outputs and restarts at S.
+    - A previous run with the same config that stopped early resumes at its first
+      unfinished stage (re-running after a crash does not redo finished work).
+    - Otherwise (finished, different config, or `fresh`) a new run starts.
+    """
+    fingerprint = config_fingerprint(config)
+    if from_stage is not None:
+        if previous is None:
+            if from_stage != STAGE_ORDER[0]:
+                raise StageOrderError(f"--from {from_stage}: no earlier run record to start from")
+            return RunRecord.new(config), from_stage
+        for name in list(previous.stages):
+            if STAGE_ORDER.index(name) >= STAGE_ORDER.index(from_stage):
+                del previous.stages[name]
+        return previous, from_stage
+    if (not fresh and previous is not None and not previous.completed
+            and previous.config_hash == fingerprint and previous.stages):
+        for name in STAGE_ORDER:
+            result = previous.stages.get(name)
+            if result is None or result.status != "ok":
+                previous.stages.pop(name, None)
+                return previous, name
+    return RunRecord.new(config), None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_stage(ctx: StageContext, name: str) -> StageResult:
+    """Run one stage, timing it and recording success or the one-line failure."""
+    module = importlib.import_module(f"pipeline.stages.{name}")
+    ctx.reporter.stage(name)
+    started, t0 = _now(), time.perf_counter()
+    try:
+        outputs = module.run(ctx)
+    except TfRolloutError as exc:
+        ctx.record.stages[name] = StageResult("failed", started, time.perf_counter() - t0, error=str(exc))
+        save_record(ctx.config, ctx.record)
+        raise
+    result = StageResult("ok", started, time.perf_counter() - t0, outputs=outputs)
+    ctx.record.stages[name] = result
+    save_record(ctx.config, ctx.record)
+    return result
+
+
+@dataclass
+class RunSummary:
+    """The machine-readable result of a deploy invocation."""
+
+    record: RunRecord
+    ran: list[str]
+    resumed_from: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": all(self.record.stages[s].status == "ok" for s in self.ran),
+                "ran": self.ran, "resumed_from": self.resumed_from, **self.record.to_json()}
+
+
+def run_pipeline(
+    config: DeployConfig,
+    reporter: Reporter,
+    *,
+    from_stage: str | None = None,
+    until_stage: str | None = None,
+    fresh: bool = False,
+) -> RunSummary:
+    """Run the selected stages in order, persisting the record after each one."""
+    select_stages(from_stage, until_stage)  # validate names before touching anything
+    record, start = plan_run(load_record(config), config, from_stage, fresh)
+    if start is not None and from_stage is None:
+        reporter.note(f"resuming run {record.run_id} at stage {start!r}")
+    stages = select_stages(start, until_stage)
+    ctx = StageContext(config=config, record=record, reporter=reporter)
+    for name in stages:
+        run_stage(ctx, name)
+    return RunSummary(record=record, ran=stages, resumed_from=start if from_stage is None else None)
