@@ -1,0 +1,1 @@
+"""Protobuf modules generated from serving/client/protos (do not edit by hand)."""

@@ -1,0 +1,1 @@
+"""Source `.proto` files for the light client's wire messages (see generate.py)."""

@@ -1,0 +1,1 @@
+"""Tests for serving.client, its wire contract and the verify stage."""
