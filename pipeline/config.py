@@ -102,6 +102,14 @@ class StorageConfig(_Section):
     multipart_threshold: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
     multipart_chunksize: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
     max_concurrency: int = Field(default=10, ge=1)
+    force: bool = Field(default=False, description="Overwrite a committed version with different content.")
+    checksum_algorithm: Literal["SHA256", "CRC32", "none"] = Field(
+        default="SHA256", description="S3 integrity checksum sent with every upload (sha256 is always in metadata).")
+    max_attempts: int = Field(default=5, ge=1, le=20, description="S3 attempts per request (botocore retries).")
+    connect_timeout_s: float = Field(default=5.0, gt=0.0)
+    read_timeout_s: float = Field(default=60.0, gt=0.0)
+    gc_grace_s: float = Field(default=3600.0, ge=0.0,
+                              description="gc: uncommitted leftovers younger than this may be a live push.")
 
 
 class VerifyConfig(_Section):

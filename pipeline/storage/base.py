@@ -1,0 +1,130 @@
+"""The Store interface: a handful of byte-level primitives every backend implements.
+
+Higher-level operations (push, pull, list, gc) are written once against these
+primitives, so the local `file://` store and S3 behave identically.
+Keys are relative to the store root: `<model>/<version>/<path inside the version>`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.storage.manifest import VersionManifest
+    from pipeline.storage.uri import StoreURI
+
+OnBytes = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A stored object: size, modification time (epoch seconds), sha256 when cheaply known."""
+
+    key: str
+    size: int
+    mtime: float
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    """A local file to store under `key`; its sha256 is recorded with the object."""
+
+    local: Path
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class VersionInfo:
+    """One `<model>/<version>` found in the store, committed or not."""
+
+    model: str
+    version: int
+    committed: bool
+    files: int
+    bytes: int
+    last_modified: float
+    uri: str
+    manifest: VersionManifest | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "version": self.version, "committed": self.committed,
+                               "files": self.files, "bytes": self.bytes,
+                               "last_modified": self.last_modified, "uri": self.uri,
+                               "problems": self.problems}
+        if self.manifest is not None:
+            out["committed_at"] = self.manifest.committed_at
+            out["export"] = {k: self.manifest.export.get(k) for k in
+                             ("signature", "metrics", "exported_at") if k in self.manifest.export}
+        return out
+
+
+class Store(ABC):
+    """Byte-level access to one store root (a local directory or an S3 bucket prefix)."""
+
+    location: StoreURI
+
+    @property
+    def uri(self) -> str:
+        return self.location.join()
+
+    # ---------------------------------------------------------------- primitives
+    @abstractmethod
+    def ensure_ready(self, *, create: bool) -> None:
+        """Check the store is reachable and exists; create it when `create` (bucket/dir)."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> dict[str, ObjectInfo]:
+        """All objects whose key starts with `prefix`, recursively, keyed by key."""
+
+    @abstractmethod
+    def sha256_of(self, key: str) -> str | None:
+        """The sha256 recorded for (or computed from) an object; None if unknown/missing."""
+
+    @abstractmethod
+    def upload(self, items: list[UploadItem], on_bytes: OnBytes) -> None:
+        """Store the files (concurrently where the backend can); each appears only when complete."""
+
+    @abstractmethod
+    def download(self, key: str, dest: Path, on_bytes: OnBytes) -> None:
+        """Copy one object to a local file."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write a small object atomically (manifests)."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read a small object (manifests)."""
+
+    @abstractmethod
+    def delete(self, keys: list[str]) -> None:
+        """Remove objects; missing keys are not an error."""
+
+    def abort_stale_uploads(self, older_than: float) -> int:
+        """Drop unfinished multipart uploads started before `older_than` (S3 only)."""
+        return 0
+
+    # ---------------------------------------------------------------- readers
+    def list_versions(self, model: str | None = None) -> list[VersionInfo]:
+        """Every version under the store (or one model), committed or not, sorted."""
+        from pipeline.storage.scan import list_versions
+
+        return list_versions(self, model)
+
+    def committed_versions(self, model: str) -> list[VersionInfo]:
+        """Only what readers may use: versions whose manifest and files all check out."""
+        return [v for v in self.list_versions(model) if v.committed]
+
+    def pull(self, model: str, version: int | None, dest: Path, on_bytes: OnBytes | None = None) -> Path:
+        """Download a committed version to `dest`, verifying every sha256 (see `pull.py`)."""
+        from pipeline.storage.pull import pull_version
+
+        return pull_version(self, model, version, dest, on_bytes=on_bytes)

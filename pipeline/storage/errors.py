@@ -1,0 +1,66 @@
+"""Turn boto/botocore exceptions into one-line `StorageError`s with no secrets in them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from pipeline.errors import StorageError
+
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
+_SECRETISH = re.compile(r"(?i)(aws_secret_access_key|aws_session_token|secret|signature|x-amz-security-token|"
+                        r"x-amz-credential|credential)=([^\s&,;]+)")
+
+CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+                    "TokenRefreshRequired", "InvalidClientTokenId", "AuthorizationHeaderMalformed",
+                    "InvalidSecurity", "UnrecognizedClientException"}
+DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403", "AccountProblem"}
+MISSING_BUCKET_CODES = {"NoSuchBucket"}
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Remove URL user-info, `secret=...` pairs and any known credential value from `text`."""
+    text = _USERINFO.sub(r"\g<scheme>***@", text)
+    text = _SECRETISH.sub(r"\1=***", text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return " ".join(text.split())  # one line
+
+
+def translate(exc: BaseException, *, action: str, where: str, bucket: str, attempts: int,
+              secrets: Iterable[str | None] = ()) -> StorageError:
+    """Map an exception raised while talking to S3 to the message a user can act on."""
+    from botocore import exceptions as bex
+
+    secrets = list(secrets)
+    if isinstance(exc, StorageError):
+        return StorageError(redact(str(exc), secrets))
+    if isinstance(exc, bex.ClientError):
+        err = exc.response.get("Error", {}) or {}
+        code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        detail = str(err.get("Message") or "")
+        if code in MISSING_BUCKET_CODES or (code == "404" and action.startswith("checking bucket")):
+            msg = (f"S3 bucket {bucket!r} does not exist at {where}; create it, or pass --create-bucket "
+                   f"(storage.create_bucket = true)")
+        elif code in CREDENTIAL_CODES:
+            msg = (f"S3 at {where} rejected the credentials ({code}) while {action}; check "
+                   f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or storage.profile")
+        elif code in DENIED_CODES:
+            msg = (f"access denied to bucket {bucket!r} at {where} while {action} ({code}); "
+                   f"check the bucket policy and the IAM permissions of these credentials")
+        else:
+            msg = f"S3 error while {action} at {where}: {code}{': ' + detail if detail else ''}"
+        return StorageError(redact(msg, secrets))
+    if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
+        return StorageError(f"no usable AWS credentials for {where}; set AWS_ACCESS_KEY_ID / "
+                            f"AWS_SECRET_ACCESS_KEY, AWS_PROFILE or storage.profile")
+    if isinstance(exc, bex.ProfileNotFound):
+        return StorageError(redact(f"AWS profile not found ({exc}); fix storage.profile / AWS_PROFILE", secrets))
+    if isinstance(exc, bex.EndpointConnectionError | bex.ConnectTimeoutError | bex.ConnectionClosedError
+                  | bex.ReadTimeoutError | bex.ConnectionError):
+        return StorageError(f"cannot reach S3 endpoint {where} while {action} "
+                            f"(gave up after {attempts} attempts: {type(exc).__name__})")
+    if isinstance(exc, bex.BotoCoreError | OSError):
+        return StorageError(redact(f"S3 failure while {action} at {where}: {type(exc).__name__}: {exc}", secrets))
+    return StorageError(redact(f"S3 failure while {action} at {where}: {type(exc).__name__}: {exc}", secrets))

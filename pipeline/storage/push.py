@@ -1,0 +1,176 @@
+"""Push a local version directory to a store: resumable, immutable once committed.
+
+`plan_push` is the pure core (what to upload, skip, delete, or refuse);
+`push_version` runs a plan: uncommit if needed → variables and other files →
+`saved_model.pb` → remove extraneous leftovers → manifest (the commit).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StorageError
+from pipeline.storage.base import ObjectInfo, OnBytes, Store, UploadItem
+from pipeline.storage.manifest import (
+    MANIFEST_NAME,
+    FileEntry,
+    VersionManifest,
+    build_manifest,
+    check_listing,
+    stamp,
+    upload_order,
+)
+from pipeline.storage.scan import read_manifest
+
+
+@dataclass
+class PushPlan:
+    """What a push will do. `first`/`last` are upload batches in order."""
+
+    first: list[FileEntry] = field(default_factory=list)
+    last: list[FileEntry] = field(default_factory=list)
+    skip: list[FileEntry] = field(default_factory=list)
+    extraneous: list[str] = field(default_factory=list)
+    uncommit: bool = False  # delete the old manifest before touching any file
+    already_committed: bool = False
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(f.size for f in self.first + self.last)
+
+
+def plan_push(local: VersionManifest, remote: Mapping[str, ObjectInfo],
+              remote_sha: Mapping[str, str | None], existing: VersionManifest | None,
+              *, force: bool) -> PushPlan:
+    """Decide the push (pure).
+
+    remote: objects under the version prefix keyed by relative path; remote_sha: the
+    recorded sha256 of remote files whose size matches the local one; existing: the
+    version's current manifest, if any.
+    """
+    sizes = {k: v.size for k, v in remote.items()}
+    committed = existing is not None and not check_listing(existing, sizes)
+    if committed and existing is not None:
+        if existing.same_content(local):
+            return PushPlan(skip=list(local.files), already_committed=True)
+        if not force:
+            old, new = existing.by_path(), local.by_path()
+            differ = sum(1 for p in set(old) | set(new) if old.get(p) != new.get(p))
+            raise StorageError(
+                f"{local.model_name} version {local.version} is already committed with different "
+                f"content ({differ} files differ); refusing to overwrite "
+                f"(bump the version, or pass --force)")
+    plan = PushPlan(uncommit=MANIFEST_NAME in remote)
+    todo = []
+    for entry in local.files:
+        obj = remote.get(entry.path)
+        if obj is not None and obj.size == entry.size and remote_sha.get(entry.path) == entry.sha256:
+            plan.skip.append(entry)
+        else:
+            todo.append(entry)
+    first, last = upload_order(e.path for e in todo)
+    by_path = local.by_path()
+    plan.first = [by_path[p] for p in first]
+    plan.last = [by_path[p] for p in last]
+    wanted = set(by_path) | {MANIFEST_NAME}
+    plan.extraneous = sorted(k for k in remote if k not in wanted)
+    return plan
+
+
+@dataclass
+class PushResult:
+    """The push stage's outputs (JSON-serialisable via `to_json`)."""
+
+    uri: str
+    manifest_uri: str
+    model_name: str
+    version: int
+    total_bytes: int
+    bytes_uploaded: int
+    bytes_skipped: int
+    files_uploaded: int
+    files_skipped: int
+    files_deleted: int
+    already_committed: bool
+    duration_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["duration_s"] = round(self.duration_s, 3)
+        mb_s = self.bytes_uploaded / self.duration_s / 1e6 if self.duration_s > 0 else 0.0
+        out["throughput_mb_s"] = round(mb_s, 1)
+        return out
+
+
+ProgressFactory = Callable[[int], Any]  # total bytes -> context manager yielding advance(n)
+
+
+def push_version(store: Store, version_dir: Path, model_name: str, version: int, *,
+                 force: bool = False, create: bool = False,
+                 progress: ProgressFactory | None = None,
+                 on_bytes: OnBytes | None = None) -> PushResult:
+    """Publish `version_dir` as `<model>/<version>/` and commit it with the manifest."""
+    t0 = time.perf_counter()
+    local = build_manifest(version_dir, model_name, version)
+    prefix = f"{model_name}/{version}/"
+    store.ensure_ready(create=create)
+    remote = {k[len(prefix):]: v for k, v in store.list(prefix).items()}
+    existing = read_manifest(store, model_name, version)[0] if MANIFEST_NAME in remote else None
+    local_by_path = local.by_path()
+    remote_sha = {}
+    for rel, obj in remote.items():
+        entry = local_by_path.get(rel)
+        if entry is not None and obj.size == entry.size:
+            remote_sha[rel] = obj.sha256 or store.sha256_of(prefix + rel)
+    plan = plan_push(local, remote, remote_sha, existing, force=force)
+
+    sent = [0]
+
+    def advance_factory(advance: Callable[[int], None]) -> OnBytes:
+        def cb(n: int) -> None:
+            sent[0] += n
+            advance(n)
+            if on_bytes is not None:
+                on_bytes(n)
+        return cb
+
+    if not plan.already_committed:
+        if plan.uncommit:
+            store.delete([prefix + MANIFEST_NAME])
+        total = plan.upload_bytes
+        ctx = progress(total) if progress is not None else _NoProgress()
+        try:
+            with ctx as advance:
+                cb = advance_factory(advance)
+                for batch in (plan.first, plan.last):
+                    if batch:
+                        store.upload([UploadItem(version_dir / e.path, prefix + e.path, e.size, e.sha256)
+                                      for e in batch], cb)
+        except StorageError as exc:
+            raise StorageError(
+                f"push of {model_name} version {version} interrupted after {min(sent[0], total)} of "
+                f"{total} bytes ({exc}); nothing was committed — re-run push to resume") from None
+        if plan.extraneous:
+            store.delete([prefix + k for k in plan.extraneous])
+        store.put_bytes(prefix + MANIFEST_NAME, stamp(local).dumps())
+    return PushResult(
+        uri=store.location.join(model_name, str(version)) + "/",
+        manifest_uri=store.location.join(prefix + MANIFEST_NAME),
+        model_name=model_name, version=version, total_bytes=local.total_bytes,
+        bytes_uploaded=sent[0],
+        bytes_skipped=sum(e.size for e in plan.skip),
+        files_uploaded=len(plan.first) + len(plan.last), files_skipped=len(plan.skip),
+        files_deleted=len(plan.extraneous), already_committed=plan.already_committed,
+        duration_s=time.perf_counter() - t0)
+
+
+class _NoProgress:
+    def __enter__(self) -> Callable[[int], None]:
+        return lambda n: None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,207 @@
+"""S3 store (AWS, MinIO, moto, any S3-compatible endpoint) through boto3.
+
+Uploads go through s3transfer's TransferManager (multipart above the configured
+threshold, parts in parallel, many files in flight at once). Every object carries
+its sha256 in user metadata (`x-amz-meta-sha256`), which makes resume a HEAD per
+file instead of a re-download, and is also sent as an S3 checksum when configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from s3transfer.subscribers import BaseSubscriber
+
+from pipeline.config import StorageConfig
+from pipeline.errors import StorageError
+from pipeline.storage.base import ObjectInfo, OnBytes, Store, UploadItem
+from pipeline.storage.errors import redact, translate
+from pipeline.storage.uri import StoreURI
+
+T = TypeVar("T")
+SHA_META = "sha256"
+
+
+class _Progress(BaseSubscriber):
+    """Forward s3transfer's byte counts (may be negative on a retried part)."""
+
+    def __init__(self, on_bytes: OnBytes) -> None:
+        self._on_bytes = on_bytes
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self._on_bytes(bytes_transferred)
+
+
+def botocore_config(cfg: StorageConfig) -> Config:
+    """Bounded retries with exponential backoff ("standard" mode) and short connect timeouts."""
+    return Config(region_name=cfg.region, s3={"addressing_style": cfg.addressing_style},
+                  retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
+                  connect_timeout=cfg.connect_timeout_s, read_timeout=cfg.read_timeout_s,
+                  max_pool_connections=max(10, cfg.max_concurrency + 2),
+                  request_checksum_calculation="when_required" if cfg.checksum_algorithm == "none"
+                  else "when_supported")
+
+
+class S3Store(Store):
+    """One bucket + key prefix."""
+
+    def __init__(self, location: StoreURI, cfg: StorageConfig, client: Any | None = None) -> None:
+        self.location = location
+        self.cfg = cfg
+        self.bucket = location.bucket
+        self.where = redact(cfg.endpoint_url) if cfg.endpoint_url else f"AWS S3 ({cfg.region or 'default region'})"
+        self._secrets: list[str | None] = []
+        self.client = client or self._make_client()
+        self.transfer = TransferConfig(multipart_threshold=cfg.multipart_threshold,
+                                       multipart_chunksize=cfg.multipart_chunksize,
+                                       max_concurrency=cfg.max_concurrency, use_threads=True)
+
+    def _make_client(self) -> Any:
+        try:
+            session = boto3.Session(profile_name=self.cfg.profile) if self.cfg.profile else boto3.Session()
+            creds = session.get_credentials()
+            if creds is not None:
+                frozen = creds.get_frozen_credentials()
+                self._secrets = [frozen.access_key, frozen.secret_key, frozen.token]
+            region = self.cfg.region or session.region_name or "us-east-1"
+            self.region = region
+            return session.client("s3", endpoint_url=self.cfg.endpoint_url, region_name=region,
+                                  config=botocore_config(self.cfg))
+        except Exception as exc:  # noqa: BLE001 - profile/endpoint errors become one line
+            raise self._err(exc, "creating the S3 client") from None
+
+    def _err(self, exc: BaseException, action: str) -> StorageError:
+        return translate(exc, action=action, where=self.where, bucket=self.bucket,
+                         attempts=self.cfg.max_attempts, secrets=self._secrets)
+
+    def _call(self, action: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated to one line, secrets removed
+            raise self._err(exc, action) from None
+
+    def _key(self, key: str) -> str:
+        return f"{self.location.prefix}/{key}" if self.location.prefix else key
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.location.prefix) + 1:] if self.location.prefix else full
+
+    # ---------------------------------------------------------------- primitives
+    def ensure_ready(self, *, create: bool) -> None:
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+            return
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code != "NoSuchBucket" or not create:
+                raise self._err(exc, f"checking bucket {self.bucket!r}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(exc, f"checking bucket {self.bucket!r}") from None
+        region = getattr(self, "region", "us-east-1")
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        self._call(f"creating bucket {self.bucket!r}", lambda: self.client.create_bucket(**kwargs))
+
+    def list(self, prefix: str = "") -> dict[str, ObjectInfo]:
+        def go() -> dict[str, ObjectInfo]:
+            out: dict[str, ObjectInfo] = {}
+            full_prefix = (f"{self.location.prefix}/" if self.location.prefix else "") + prefix
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                          Prefix=full_prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    rel = self._rel(obj["Key"])
+                    out[rel] = ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp())
+            return out
+
+        return self._call(f"listing {self.location.join(prefix)}", go)
+
+    def sha256_of(self, key: str) -> str | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise self._err(exc, f"reading {self.location.join(key)}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(exc, f"reading {self.location.join(key)}") from None
+        return head.get("Metadata", {}).get(SHA_META)
+
+    def upload(self, items: list[UploadItem], on_bytes: OnBytes) -> None:
+        """All items in flight at once; the first failure cancels the rest."""
+        manager = create_transfer_manager(self.client, self.transfer)
+        extra_base: dict[str, Any] = {}
+        if self.cfg.checksum_algorithm != "none":
+            extra_base["ChecksumAlgorithm"] = self.cfg.checksum_algorithm
+        try:
+            futures = [manager.upload(str(item.local), self.bucket, self._key(item.key),
+                                      extra_args={**extra_base, "Metadata": {SHA_META: item.sha256}},
+                                      subscribers=[_Progress(on_bytes)]) for item in items]
+            for future in futures:
+                future.result()
+        except BaseException as exc:
+            manager.shutdown(cancel=True, cancel_msg="push failed")
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise self._err(exc, "uploading") from None
+        manager.shutdown()
+
+    def download(self, key: str, dest: Path, on_bytes: OnBytes) -> None:
+        manager = create_transfer_manager(self.client, self.transfer)
+        try:
+            manager.download(self.bucket, self._key(key), str(dest),
+                             subscribers=[_Progress(on_bytes)]).result()
+        except BaseException as exc:
+            manager.shutdown(cancel=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise self._err(exc, f"downloading {self.location.join(key)}") from None
+        manager.shutdown()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call(f"writing {self.location.join(key)}", lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, ContentType="application/json"))
+
+    def get_bytes(self, key: str) -> bytes:
+        def go() -> bytes:
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code")) in {"NoSuchKey", "404"}:
+                    raise StorageError(f"{self.location.join(key)} not found") from None
+                raise
+        return self._call(f"reading {self.location.join(key)}", go)
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            resp = self._call("deleting objects", lambda b=batch: self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}))
+            if resp.get("Errors"):
+                first = resp["Errors"][0]
+                raise StorageError(f"deleting {first.get('Key')} at {self.where} failed: {first.get('Code')}")
+
+    def abort_stale_uploads(self, older_than: float) -> int:
+        def go() -> int:
+            aborted = 0
+            prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                 Prefix=prefix)
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    if up["Initiated"].timestamp() < older_than:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"],
+                                                           UploadId=up["UploadId"])
+                        aborted += 1
+            return aborted
+
+        return self._call("aborting stale multipart uploads", go)
