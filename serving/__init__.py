@@ -1,0 +1,1 @@
+"""Everything that speaks TF Serving: the model server, its client and shared config builders."""

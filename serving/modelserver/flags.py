@@ -1,0 +1,100 @@
+"""Command-line flags with tensorflow_model_server's names, defaults and meaning,
+so the rollout stage can drive this server and the official image identically.
+
+Accepts both `--flag=value` and `--flag value`; booleans also accept bare `--flag`.
+Extra (non-TF-Serving) flags: --host, --max_num_load_retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "t", "yes", "y"}:
+        return True
+    if value in {"0", "false", "f", "no", "n"}:
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+@dataclass
+class Flags:
+    """Parsed flags (field names are the flag names)."""
+
+    port: int
+    rest_api_port: int
+    host: str
+    model_name: str
+    model_base_path: str
+    model_config_file: str
+    model_config_file_poll_wait_seconds: int
+    file_system_poll_wait_seconds: int
+    allow_version_labels_for_unavailable_models: bool
+    enable_batching: bool
+    batching_parameters_file: str
+    monitoring_config_file: str
+    enable_model_warmup: bool
+    num_request_iterations_for_warmup: int
+    rest_api_timeout_in_ms: int
+    grpc_channel_arguments: str
+    grpc_max_threads: int
+    max_num_load_retries: int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tfrollout-model-server",
+        description="TF Serving-compatible model server (gRPC PredictionService/ModelService + REST).",
+    )
+    b = {"type": _bool, "nargs": "?", "const": True}
+    p.add_argument("--port", type=int, default=8500, help="gRPC port")
+    p.add_argument("--rest_api_port", type=int, default=0, help="REST port; 0 disables REST")
+    p.add_argument("--host", default="0.0.0.0",
+                   help="address both servers bind (extension; use 127.0.0.1 for loopback only)")
+    p.add_argument("--model_name", default="default")
+    p.add_argument("--model_base_path", default="")
+    p.add_argument("--model_config_file", default="",
+                   help="ModelServerConfig text proto; overrides --model_name/--model_base_path")
+    p.add_argument("--model_config_file_poll_wait_seconds", type=int, default=0,
+                   help="re-read --model_config_file every N seconds (0: never)")
+    p.add_argument("--file_system_poll_wait_seconds", type=int, default=1,
+                   help="poll base paths for new versions every N s (0: once, <0: never)")
+    p.add_argument("--allow_version_labels_for_unavailable_models", default=False, **b)
+    p.add_argument("--enable_batching", default=False, **b)
+    p.add_argument("--batching_parameters_file", default="")
+    p.add_argument("--monitoring_config_file", default="")
+    p.add_argument("--enable_model_warmup", default=True, **b)
+    p.add_argument("--num_request_iterations_for_warmup", type=int, default=1)
+    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
+    p.add_argument("--grpc_channel_arguments", default="",
+                   help="comma-separated key=value gRPC server arguments, "
+                        "e.g. grpc.max_receive_message_length=4194304")
+    p.add_argument("--grpc_max_threads", type=int, default=64)
+    p.add_argument("--max_num_load_retries", type=int, default=5,
+                   help="retries of a failing version load (on later polls)")
+    return p
+
+
+def parse_flags(argv: list[str] | None = None) -> Flags:
+    ns = build_parser().parse_args(argv)
+    flags = Flags(**vars(ns))
+    if not flags.model_config_file and not flags.model_base_path:
+        raise SystemExit("Both --model_base_path and --model_config_file are empty!")
+    return flags
+
+
+def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """`a=1,b=x` → [("a", 1), ("b", "x")] (integers converted, as gRPC expects)."""
+    out: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bad --grpc_channel_arguments item (want key=value): {item!r}")
+        try:
+            out.append((key.strip(), int(value)))
+        except ValueError:
+            out.append((key.strip(), value.strip()))
+    return out

@@ -1,0 +1,118 @@
+"""gRPC PredictionService and ModelService on the official generated servicer
+bases, so method names, messages and status codes are TF Serving's."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+
+from .errors import ServingError, invalid_argument
+from .manager import ModelManager
+from .metrics import Metrics
+from .predict import Predictor, spec_target
+
+log = logging.getLogger("modelserver.grpc")
+
+
+def _abort(context: grpc.ServicerContext, err: ServingError):
+    context.abort(err.code, err.message)
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict and GetModelMetadata; Classify/Regress/MultiInference are UNIMPLEMENTED."""
+
+    def __init__(self, predictor: Predictor, metrics: Metrics | None = None):
+        self._predictor = predictor
+        self._metrics = metrics
+
+    def Predict(self, request, context):
+        start = time.perf_counter()
+        status = "OK"
+        try:
+            return self._predictor.predict_request(request)
+        except ServingError as err:
+            status = err.code.name
+            _abort(context, err)
+        finally:
+            if self._metrics:
+                self._metrics.observe_request(request.model_spec.name, "predict", "GRPC", status,
+                                              time.perf_counter() - start)
+
+    def GetModelMetadata(self, request, context):
+        try:
+            return model_metadata(self._predictor.manager, request)
+        except ServingError as err:
+            _abort(context, err)
+
+
+def model_metadata(manager: ModelManager, request) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """GetModelMetadata: only the `signature_def` field exists, as in TF Serving."""
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+    if not request.metadata_field:
+        raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+    for field in request.metadata_field:
+        if field != "signature_def":
+            raise invalid_argument(f"Metadata field {field} is not supported")
+    version, label = spec_target(request.model_spec)
+    servable = manager.resolve(request.model_spec.name, version, label)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = request.model_spec.name
+    response.model_spec.version.value = servable.version
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, sig in servable.signature_defs.items():
+        sig_map.signature_def[key].CopyFrom(sig)
+    response.metadata["signature_def"].Pack(sig_map)
+    return response
+
+
+def model_status(manager: ModelManager, request) -> get_model_status_pb2.GetModelStatusResponse:
+    """GetModelStatus rows with each version's state and (error) status."""
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+    version, label = spec_target(request.model_spec)
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for v, state, error in manager.status(request.model_spec.name, version, label):
+        row = response.model_version_status.add(version=v, state=int(state))
+        row.status.SetInParent()  # TF Serving always reports a status (OK when no error)
+        if error is not None:
+            row.status.error_code = error.code_number
+            row.status.error_message = error.message
+    return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus and HandleReloadConfigRequest (replaces the whole model set)."""
+
+    def __init__(self, manager: ModelManager, on_reload: Callable[[object], None] | None = None):
+        self._manager = manager
+        self._on_reload = on_reload
+
+    def GetModelStatus(self, request, context):
+        try:
+            return model_status(self._manager, request)
+        except ServingError as err:
+            _abort(context, err)
+
+    def HandleReloadConfigRequest(self, request, context):
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            self._manager.apply_config(request.config)
+            if self._on_reload:
+                self._on_reload(request.config)
+        except ServingError as err:
+            log.error("ReloadConfig failed: %s", err.message)
+            response.status.error_code = err.code_number
+            response.status.error_message = err.message
+            _abort(context, err)
+        return response

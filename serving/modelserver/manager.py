@@ -1,0 +1,296 @@
+"""The model manager: which versions of which models are loaded, in what state.
+
+It reconciles the configured model set with the version directories on disk
+(policy decisions come from `policy`), loads new versions before unloading old
+ones, keeps a failed version's error for GetModelStatus without touching the
+other versions, and resolves a request's (name, version | label) to a Servable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from .errors import ServingError, from_tf_error, invalid_argument, not_found
+from .policy import (
+    State,
+    VersionPolicy,
+    check_labels,
+    parse_version_dirs,
+    pick_latest,
+    plan_loads,
+    plan_unloads,
+    resolve_label,
+    select_versions,
+)
+from .servable import Servable
+
+log = logging.getLogger("modelserver.manager")
+
+Loader = Callable[[str, int, Path], Servable]
+
+
+@dataclass
+class VersionRecord:
+    version: int
+    state: State = State.START
+    error: ServingError | None = None
+    servable: Servable | None = None
+    failures: int = 0
+    dir_mtime: float = 0.0
+
+
+@dataclass
+class ModelRecord:
+    name: str
+    base_path: str
+    policy: VersionPolicy
+    labels: dict[str, int] = field(default_factory=dict)
+    versions: dict[int, VersionRecord] = field(default_factory=dict)
+    retired: bool = False  # removed from the config: everything unloads
+
+    def states(self) -> dict[int, State]:
+        return {v: r.state for v, r in self.versions.items()}
+
+
+def _local_path(base_path: str) -> str:
+    return base_path[len("file://"):] if base_path.startswith("file://") else base_path
+
+
+class ModelManager:
+    """Thread-safe registry of model versions; one reconcile runs at a time."""
+
+    def __init__(self, loader: Loader, *, allow_unavailable_labels: bool = False,
+                 max_load_retries: int = 5):
+        self._loader = loader
+        self._allow_unavailable_labels = allow_unavailable_labels
+        self._max_load_retries = max_load_retries
+        self._models: dict[str, ModelRecord] = {}
+        self._lock = threading.RLock()
+        self._reconcile_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ config
+
+    def apply_config(self, config) -> None:
+        """Replace the whole model set with a ModelServerConfig's model_config_list.
+
+        Blocks until new versions finished loading (or failed), then applies
+        version labels, as TF Serving's ReloadConfig does. Raises ServingError
+        for an invalid config or labels naming unavailable versions.
+        """
+        which = config.WhichOneof("config")
+        if which == "custom_model_config":
+            raise invalid_argument("custom_model_config is not supported; use model_config_list")
+        entries = list(config.model_config_list.config)
+        names = [c.name for c in entries]
+        if len(set(names)) != len(names):
+            raise invalid_argument(f"Illegal to list model {_first_dup(names)} multiple times in config list")
+        for c in entries:
+            if not c.name:
+                raise invalid_argument("ModelConfig must have a name")
+            if not c.base_path:
+                raise invalid_argument(f"ModelConfig for model {c.name} has an empty base_path")
+            if c.model_platform not in ("", "tensorflow"):
+                raise invalid_argument(f"Unsupported model platform {c.model_platform} for model {c.name}")
+        with self._reconcile_lock:
+            with self._lock:
+                wanted = {c.name for c in entries}
+                for name, rec in self._models.items():
+                    if name not in wanted:
+                        rec.retired = True
+                pending_labels = {}
+                for c in entries:
+                    policy = VersionPolicy.from_proto(c.model_version_policy)
+                    rec = self._models.get(c.name)
+                    if rec is None or rec.base_path != c.base_path:
+                        old = rec
+                        rec = ModelRecord(name=c.name, base_path=c.base_path, policy=policy)
+                        if old is not None:  # new base path: keep serving old versions until swap
+                            rec.versions = old.versions
+                        self._models[c.name] = rec
+                    rec.policy, rec.retired = policy, False
+                    pending_labels[c.name] = dict(c.version_labels)
+            for rec in list(self._models.values()):
+                self._reconcile(rec)
+            errors = []
+            with self._lock:
+                for name, labels in pending_labels.items():
+                    rec = self._models[name]
+                    available = {v for v, s in rec.states().items() if s == State.AVAILABLE}
+                    err = check_labels(name, labels, available, self._allow_unavailable_labels)
+                    if err is None:
+                        rec.labels = labels
+                    else:
+                        errors.append(err)
+            if errors:
+                raise errors[0]
+
+    # ------------------------------------------------------------ polling
+
+    def poll(self) -> None:
+        """One pass over all models: pick up new/removed version directories."""
+        with self._reconcile_lock:
+            for rec in list(self._models.values()):
+                self._reconcile(rec)
+
+    def start_polling(self, interval_seconds: float) -> None:
+        """Poll every `interval_seconds` in a daemon thread (≤0: no polling)."""
+        if interval_seconds <= 0:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval_seconds):
+                try:
+                    self.poll()
+                except Exception:  # keep polling; a bad pass must not kill the thread
+                    log.exception("file system poll failed")
+
+        self._thread = threading.Thread(target=loop, name="fs-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def unload_all(self) -> None:
+        """Shutdown: unload every version (closes batch schedulers after draining)."""
+        with self._reconcile_lock:
+            for rec in list(self._models.values()):
+                for v, r in list(rec.versions.items()):
+                    if r.state == State.AVAILABLE:
+                        self._unload(rec, v)
+
+    # ---------------------------------------------------------- reconcile
+
+    def _versions_on_disk(self, rec: ModelRecord) -> dict[int, float]:
+        base = _local_path(rec.base_path)
+        try:
+            names = os.listdir(base)
+        except OSError:
+            log.warning("No versions of servable %s found under base path %s", rec.name, base)
+            return {}
+        out = {}
+        for v in parse_version_dirs(names):
+            p = os.path.join(base, str(v))
+            if os.path.isdir(p):
+                out[v] = os.stat(p).st_mtime
+        return out
+
+    def _reconcile(self, rec: ModelRecord) -> None:
+        on_disk = {} if rec.retired else self._versions_on_disk(rec)
+        desired = select_versions(rec.policy, on_disk)
+        with self._lock:
+            blocked = set()
+            for v, r in rec.versions.items():
+                if r.error is None:
+                    continue
+                if on_disk.get(v, r.dir_mtime) != r.dir_mtime:
+                    r.failures = 0  # directory changed: try again
+                if r.failures > self._max_load_retries:
+                    blocked.add(v)
+            loads = plan_loads(desired, rec.states(), blocked)
+        for v in loads:
+            self._load(rec, v, on_disk.get(v, 0.0))
+        with self._lock:
+            unloads = plan_unloads(desired, rec.states())
+        for v in unloads:
+            self._unload(rec, v)
+
+    def _load(self, rec: ModelRecord, version: int, mtime: float) -> None:
+        path = Path(_local_path(rec.base_path)) / str(version)
+        with self._lock:
+            r = rec.versions.setdefault(version, VersionRecord(version))
+            r.state, r.error, r.dir_mtime = State.LOADING, None, mtime
+        log.info("Loading servable: {name: %s version: %d}", rec.name, version)
+        try:
+            servable = self._loader(rec.name, version, path)
+        except Exception as exc:  # any load failure is reported, never raised
+            err = exc if isinstance(exc, ServingError) else (
+                from_tf_error(exc) if hasattr(exc, "error_code")
+                else ServingError(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}"))
+            log.error("Loading servable: {name: %s version: %d} failed: %s", rec.name, version, err.message)
+            with self._lock:
+                r.state, r.error, r.failures = State.END, err, r.failures + 1
+            return
+        with self._lock:
+            r.servable, r.state, r.failures = servable, State.AVAILABLE, 0
+        log.info("Successfully loaded servable version {name: %s version: %d}", rec.name, version)
+
+    def _unload(self, rec: ModelRecord, version: int) -> None:
+        with self._lock:
+            r = rec.versions[version]
+            r.state = State.UNLOADING
+            servable, r.servable = r.servable, None
+        log.info("Unloading servable version {name: %s version: %d}", rec.name, version)
+        if servable is not None:
+            servable.close()  # in-flight requests keep their reference and finish
+        with self._lock:
+            r.state = State.END
+
+    # ------------------------------------------------------------ lookups
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable for a request, with TF Serving's NOT_FOUND / INVALID_ARGUMENT errors."""
+        with self._lock:
+            rec = self._models.get(name)
+            if label:
+                version = resolve_label(name, rec.labels if rec else {}, label)
+            if rec is None:
+                raise not_found(_request_text(name, version))
+            if version is None:
+                version = pick_latest(rec.states())
+                if version is None:
+                    raise not_found(_request_text(name, None))
+            r = rec.versions.get(version)
+            if r is None or r.state != State.AVAILABLE or r.servable is None:
+                raise not_found(_request_text(name, version))
+            return r.servable
+
+    def status(self, name: str, version: int | None = None,
+               label: str | None = None) -> list[tuple[int, State, ServingError | None]]:
+        """(version, state, error) rows for GetModelStatus."""
+        with self._lock:
+            rec = self._models.get(name)
+            if label:
+                version = resolve_label(name, rec.labels if rec else {}, label)
+            if rec is None or not rec.versions:
+                raise not_found(f"Could not find any versions of model {name}")
+            if version is not None:
+                r = rec.versions.get(version)
+                if r is None:
+                    raise not_found(f"Could not find version {version} of model {name}")
+                return [(version, r.state, r.error)]
+            return [(v, r.state, r.error) for v, r in sorted(rec.versions.items())]
+
+    def snapshot(self) -> dict[str, dict[int, State]]:
+        """Model → version → state (for metrics)."""
+        with self._lock:
+            return {n: rec.states() for n, rec in self._models.items()}
+
+    def labels(self, name: str) -> dict[str, int]:
+        with self._lock:
+            rec = self._models.get(name)
+            return dict(rec.labels) if rec else {}
+
+
+def _request_text(name: str, version: int | None) -> str:
+    req = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+    return f"Servable not found for request: {req}"
+
+
+def _first_dup(names: list[str]) -> str:
+    seen = set()
+    for n in names:
+        if n in seen:
+            return n
+        seen.add(n)
+    return ""

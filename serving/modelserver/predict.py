@@ -1,0 +1,91 @@
+"""The predict path shared by gRPC, REST and warmup: resolve the servable,
+validate inputs against the signature, run (directly or through the batcher)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from tensorflow_serving.apis import predict_pb2
+
+from .batching import BatchOptions, BatchScheduler
+from .errors import invalid_argument
+from .manager import ModelManager
+from .servable import DEFAULT_SIGNATURE, Servable
+from .tensors import SignatureSpec, decode_inputs, ndarray_to_proto, select_outputs
+
+
+def spec_target(model_spec) -> tuple[int | None, str | None]:
+    """(version, label) from a ModelSpec's version_choice oneof."""
+    which = model_spec.WhichOneof("version_choice")
+    if which == "version":
+        return int(model_spec.version.value), None
+    if which == "version_label":
+        return None, model_spec.version_label
+    return None, None
+
+
+class Predictor:
+    """Runs predictions for the servers; owns the batching decision."""
+
+    def __init__(self, manager: ModelManager | None, batch_options: BatchOptions | None = None):
+        self.manager = manager
+        self.batch_options = batch_options
+
+    def run(self, servable: Servable, spec: SignatureSpec, arrays: Mapping[str, np.ndarray],
+            aliases: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run one validated request on a servable (batched when enabled)."""
+        if self.batch_options is None:
+            return servable.run(spec.key, arrays, aliases)
+        scheduler = servable.extra(
+            f"batch:{spec.key}",
+            lambda: BatchScheduler(lambda a: servable.run(spec.key, a), self.batch_options))
+        out = scheduler.submit(arrays)
+        return {k: out[k] for k in aliases}
+
+    def predict(self, name: str, version: int | None, label: str | None, signature_name: str,
+                decode: Callable[[SignatureSpec], dict[str, np.ndarray]],
+                output_filter: Sequence[str] = ()) -> tuple[Servable, SignatureSpec, dict[str, np.ndarray]]:
+        """Resolve, validate (`decode` turns the request's inputs into checked arrays), run."""
+        assert self.manager is not None
+        servable = self.manager.resolve(name, version, label)
+        spec = servable.spec(signature_name)
+        arrays = decode(spec)
+        aliases = select_outputs(spec, output_filter)
+        return servable, spec, self.run(servable, spec, arrays, aliases)
+
+    def predict_request(self, request: predict_pb2.PredictRequest,
+                        servable: Servable | None = None) -> predict_pb2.PredictResponse:
+        """A PredictRequest end to end; `servable` given → skip resolution (warmup)."""
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        ms = request.model_spec
+        if servable is None:
+            version, label = spec_target(ms)
+            servable, spec, outputs = self.predict(
+                ms.name, version, label, ms.signature_name,
+                lambda s: decode_inputs(s, request.inputs), list(request.output_filter))
+        else:
+            spec = servable.spec(ms.signature_name)
+            arrays = decode_inputs(spec, request.inputs)
+            aliases = select_outputs(spec, list(request.output_filter))
+            outputs = self.run(servable, spec, arrays, aliases)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = ms.name or servable.name
+        response.model_spec.version.value = servable.version
+        response.model_spec.signature_name = ms.signature_name or DEFAULT_SIGNATURE
+        for alias, arr in outputs.items():
+            response.outputs[alias].CopyFrom(ndarray_to_proto(arr))
+        return response
+
+    def warmup(self, servable: Servable, iterations: int = 1) -> int:
+        """Replay the version's warmup PredictionLogs; any failure fails the load."""
+        count = 0
+        for record in servable.warmup_records():
+            if record.WhichOneof("log_type") != "predict_log":
+                continue  # only Predict is served here
+            request = record.predict_log.request
+            for _ in range(max(1, iterations)):
+                self.predict_request(request, servable=servable)
+            count += 1
+        return count

@@ -1,0 +1,180 @@
+"""REST API on TF Serving's paths, with `{"error": ...}` bodies and the same
+status mapping as gRPC; also serves Prometheus metrics at the monitoring path."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+from .errors import ServingError, invalid_argument
+from .grpc_service import model_metadata, model_status
+from .metrics import Metrics
+from .predict import Predictor
+from .rest_codec import decode_request, encode_response, parse_body, request_format
+
+log = logging.getLogger("modelserver.rest")
+
+_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:/(?P<metadata>metadata)|:(?P<verb>[A-Za-z]+))?/?$"
+)
+
+
+class RestApp:
+    """Request routing and handling, independent of the HTTP server plumbing."""
+
+    def __init__(self, predictor: Predictor, metrics: Metrics | None, metrics_path: str | None,
+                 max_body_bytes: int | None = None):
+        self.predictor = predictor
+        self.metrics = metrics
+        self.metrics_path = metrics_path
+        self.max_body_bytes = max_body_bytes
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        """(status, content type, body) for one request."""
+        path = path.split("?", 1)[0]
+        if self.metrics_path and path == self.metrics_path and method == "GET" and self.metrics:
+            return 200, "text/plain; version=0.0.4", self.metrics.render().encode()
+        m = _PATH.match(path)
+        if not m or (method == "GET" and m["verb"]) or (method == "POST" and not m["verb"]) \
+                or method not in ("GET", "POST"):
+            return _error(ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}"))
+        start = time.perf_counter()
+        status = "OK"
+        try:
+            version = None
+            if m["version"] is not None:
+                if not m["version"].isdigit():
+                    raise invalid_argument(f"Failed to convert version: {m['version']} to numeric.")
+                version = int(m["version"])
+            name, label = m["name"], m["label"]
+            if method == "GET":
+                doc = self._metadata(name, version, label) if m["metadata"] else self._status(name, version, label)
+            elif m["verb"] == "predict":
+                doc = self._predict(name, version, label, body)
+            elif m["verb"] in ("classify", "regress"):
+                raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{m['verb']} is not supported by this server")
+            else:
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}")
+            return 200, "application/json", json.dumps(doc).encode()
+        except ServingError as err:
+            status = err.code.name
+            return _error(err)
+        finally:
+            if self.metrics and method == "POST":
+                self.metrics.observe_request(m["name"], m["verb"] or "", "REST", status,
+                                             time.perf_counter() - start)
+
+    def _status(self, name, version, label) -> dict:
+        req = get_model_status_pb2.GetModelStatusRequest()
+        req.model_spec.name = name
+        _set_target(req.model_spec, version, label)
+        resp = model_status(self.predictor.manager, req)
+        return json_format.MessageToDict(resp, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+
+    def _metadata(self, name, version, label) -> dict:
+        req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        req.model_spec.name = name
+        _set_target(req.model_spec, version, label)
+        resp = model_metadata(self.predictor.manager, req)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        resp.metadata["signature_def"].Unpack(sig_map)
+        return {
+            "model_spec": {"name": name, "signature_name": "", "version": str(resp.model_spec.version.value)},
+            "metadata": {"signature_def": json_format.MessageToDict(sig_map, preserving_proto_field_name=True)},
+        }
+
+    def _predict(self, name, version, label, body: bytes) -> dict:
+        doc = parse_body(body)
+        sig, fmt = request_format(doc)
+        _, _, outputs = self.predictor.predict(name, version, label, sig,
+                                               lambda spec: decode_request(spec, doc, fmt))
+        return encode_response(outputs, fmt)
+
+
+def _set_target(model_spec, version, label) -> None:
+    if version is not None:
+        model_spec.version.value = version
+    elif label is not None:
+        model_spec.version_label = label
+
+
+def _error(err: ServingError) -> tuple[int, str, bytes]:
+    return err.http_status, "application/json", json.dumps({"error": err.message}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    app: RestApp  # set on the subclass
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        limit = self.app.max_body_bytes
+        if limit is not None and length > limit:
+            err = ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"Request body of {length} bytes exceeds the limit of {limit} bytes")
+            self._send(413, "application/json", json.dumps({"error": err.message}).encode(), close=True)
+            return
+        body = self.rfile.read(length) if length else b""
+        try:
+            status, ctype, payload = self.app.handle(method, self.path, body)
+        except Exception as exc:  # never leave a client without an answer
+            log.exception("REST handler failed")
+            status, ctype, payload = 500, "application/json", json.dumps({"error": str(exc)}).encode()
+        self._send(status, ctype, payload)
+
+    def _send(self, status: int, ctype: str, payload: bytes, close: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(payload)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self):  # noqa: N802
+        self._serve("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._serve("POST")
+
+    def do_PUT(self):  # noqa: N802
+        self._serve("PUT")
+
+    def do_DELETE(self):  # noqa: N802
+        self._serve("DELETE")
+
+    def log_message(self, fmt, *args):  # quiet: access logs would dominate the server log
+        pass
+
+
+class RestServer:
+    """ThreadingHTTPServer running RestApp in a background thread."""
+
+    def __init__(self, app: RestApp, host: str, port: int):
+        handler = type("Handler", (_Handler,), {"app": app})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="rest", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

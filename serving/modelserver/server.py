@@ -1,0 +1,183 @@
+"""Wiring: flags → config → model manager → gRPC + REST servers, and a graceful
+SIGTERM (stop accepting, finish in-flight requests, unload, exit 0)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from google.protobuf import text_format
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from serving import tfs_config
+
+from .batching import BatchOptions
+from .errors import ServingError
+from .flags import Flags, parse_channel_arguments
+from .grpc_service import ModelService, PredictionService
+from .manager import ModelManager
+from .metrics import Metrics
+from .predict import Predictor
+from .rest import RestApp, RestServer
+from .servable import Servable
+
+log = logging.getLogger("modelserver")
+
+GRACE_SECONDS = 30.0
+
+
+def initial_config(flags: Flags):
+    """ModelServerConfig from --model_config_file, else from --model_name/--model_base_path."""
+    if flags.model_config_file:
+        return tfs_config.read_model_server_config(flags.model_config_file)
+    return tfs_config.build_model_server_config(
+        [tfs_config.ModelEntry(name=flags.model_name, base_path=flags.model_base_path)])
+
+
+def batch_options(flags: Flags) -> BatchOptions | None:
+    if not flags.enable_batching:
+        return None
+    params = (tfs_config.read_batching_parameters(flags.batching_parameters_file)
+              if flags.batching_parameters_file else None)
+    return BatchOptions.from_proto(params)
+
+
+def metrics_path(flags: Flags) -> str | None:
+    """Prometheus path when the monitoring config enables it (served on the REST port)."""
+    if not flags.monitoring_config_file:
+        return None
+    mc = tfs_config.read_monitoring_config(flags.monitoring_config_file)
+    if not mc.prometheus_config.enable:
+        return None
+    return mc.prometheus_config.path or tfs_config.DEFAULT_PROMETHEUS_PATH
+
+
+class ModelServer:
+    """The running server; `start()` loads models then opens the ports (like TF Serving)."""
+
+    def __init__(self, flags: Flags):
+        self.flags = flags
+        self._stopped = threading.Event()
+        self.metrics = Metrics()
+        self.predictor = Predictor(None, batch_options(flags))
+        self.manager = ModelManager(self._load, allow_unavailable_labels=flags.allow_version_labels_for_unavailable_models,
+                                    max_load_retries=flags.max_num_load_retries)
+        self.predictor.manager = self.manager
+        self.metrics._states = self.manager.snapshot
+        self._metrics_path = metrics_path(flags)
+        self._grpc: grpc.Server | None = None
+        self._rest: RestServer | None = None
+        self._config_text = ""
+        self._config_thread: threading.Thread | None = None
+
+    def _load(self, name: str, version: int, path: Path) -> Servable:
+        """Load + warmup; the version becomes AVAILABLE only after warmup succeeded."""
+        try:
+            servable = Servable(name, version, path)
+            if self.flags.enable_model_warmup:
+                try:
+                    n = self.predictor.warmup(servable, self.flags.num_request_iterations_for_warmup)
+                except ServingError as err:
+                    servable.close()
+                    raise ServingError(err.code, f"Failed to warm up model {name} version {version}: {err.message}") from None
+                if n:
+                    log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.", path, n)
+        except BaseException:
+            self.metrics.observe_load(str(path), ok=False)
+            raise
+        self.metrics.observe_load(str(path), ok=True)
+        return servable
+
+    def start(self) -> None:
+        cfg = initial_config(self.flags)
+        self._config_text = text_format.MessageToString(cfg)
+        try:
+            self.manager.apply_config(cfg)
+        except ServingError as err:  # report and keep serving what did load
+            log.error("Initial config: %s", err.message)
+        if self.flags.file_system_poll_wait_seconds >= 0:
+            self.manager.start_polling(self.flags.file_system_poll_wait_seconds)
+        self._start_grpc()
+        if self.flags.rest_api_port:
+            max_body = dict(parse_channel_arguments(self.flags.grpc_channel_arguments)).get(
+                "grpc.max_receive_message_length")
+            app = RestApp(self.predictor, self.metrics, self._metrics_path,
+                          int(max_body) if isinstance(max_body, int) and max_body > 0 else None)
+            self._rest = RestServer(app, self.flags.host, self.flags.rest_api_port)
+            self._rest.start()
+            log.info("Exporting HTTP/REST API at:%s:%d ...", self.flags.host, self.flags.rest_api_port)
+        if self.flags.model_config_file and self.flags.model_config_file_poll_wait_seconds > 0:
+            self._config_thread = threading.Thread(target=self._poll_config_file, name="config-poll", daemon=True)
+            self._config_thread.start()
+
+    def _start_grpc(self) -> None:
+        options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 2**31 - 1),
+                   ("grpc.max_send_message_length", 2**31 - 1)]
+        extra = parse_channel_arguments(self.flags.grpc_channel_arguments)
+        keys = {k for k, _ in extra}
+        options = [o for o in options if o[0] not in keys] + extra
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.flags.grpc_max_threads,
+                                                        thread_name_prefix="grpc"),
+                             options=options, maximum_concurrent_rpcs=None)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.predictor, self.metrics), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(self.manager, self._on_reload), server)
+        address = f"{self.flags.host}:{self.flags.port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise SystemExit(f"Failed to bind gRPC server to {address}: {exc}") from None
+        if not bound:
+            raise SystemExit(f"Failed to bind gRPC server to {address}")
+        server.start()
+        self._grpc = server
+        log.info("Running gRPC ModelServer at %s ...", address)
+
+    def _on_reload(self, config) -> None:
+        self._config_text = text_format.MessageToString(config)
+
+    def _poll_config_file(self) -> None:
+        """Re-apply --model_config_file when its contents change."""
+        path = Path(self.flags.model_config_file)
+        while not self._stopped.wait(self.flags.model_config_file_poll_wait_seconds):
+            try:
+                cfg = tfs_config.read_model_server_config(path)
+                text = text_format.MessageToString(cfg)
+                if text != self._config_text:
+                    self._config_text = text
+                    self.manager.apply_config(cfg)
+            except ServingError as err:
+                log.error("Config file reload: %s", err.message)
+            except Exception as exc:
+                log.error("Config file reload failed: %s", exc)
+
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
+        """Stop accepting new requests, let in-flight ones finish, then unload."""
+        self._stopped.set()
+        self.manager.stop()
+        done = self._grpc.stop(grace) if self._grpc else None
+        if self._rest:
+            self._rest.stop()
+        if done is not None:
+            done.wait(grace)
+        self.manager.unload_all()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def install_signal_handlers(self) -> threading.Event:
+        """SIGTERM/SIGINT → graceful stop in the main thread."""
+        requested = threading.Event()
+
+        def handler(signum, _frame):
+            log.info("Received signal %d; shutting down", signum)
+            requested.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+        return requested

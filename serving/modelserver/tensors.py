@@ -1,0 +1,211 @@
+"""Tensor checks and conversions: TensorProto <-> numpy, and a request's inputs
+against a SignatureDef. Pure (numpy + protos), so every rejection rule is
+unit-testable without a server; messages name the offending input."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from .errors import invalid_argument
+
+# dtype enum -> (numpy dtype, TensorProto repeated field holding values)
+_DTYPES: dict[int, tuple[np.dtype, str]] = {
+    types_pb2.DT_FLOAT: (np.dtype(np.float32), "float_val"),
+    types_pb2.DT_DOUBLE: (np.dtype(np.float64), "double_val"),
+    types_pb2.DT_HALF: (np.dtype(np.float16), "half_val"),
+    types_pb2.DT_INT8: (np.dtype(np.int8), "int_val"),
+    types_pb2.DT_INT16: (np.dtype(np.int16), "int_val"),
+    types_pb2.DT_INT32: (np.dtype(np.int32), "int_val"),
+    types_pb2.DT_INT64: (np.dtype(np.int64), "int64_val"),
+    types_pb2.DT_UINT8: (np.dtype(np.uint8), "int_val"),
+    types_pb2.DT_UINT16: (np.dtype(np.uint16), "int_val"),
+    types_pb2.DT_UINT32: (np.dtype(np.uint32), "uint32_val"),
+    types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
+    types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
+    types_pb2.DT_STRING: (np.dtype(object), "string_val"),
+}
+_NP_TO_DT = {np_dtype: dt for dt, (np_dtype, _) in _DTYPES.items() if dt != types_pb2.DT_STRING}
+
+
+def dtype_name(dt: int) -> str:
+    """`DT_FLOAT` → `float` (TensorFlow's short names, used in messages)."""
+    return types_pb2.DataType.Name(dt)[3:].lower() if dt in types_pb2.DataType.values() else str(dt)
+
+
+def numpy_dtype(dt: int) -> np.dtype:
+    try:
+        return _DTYPES[dt][0]
+    except KeyError:
+        raise invalid_argument(f"unsupported dtype: {dtype_name(dt)}") from None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One signature input/output: alias, tensor name, dtype enum, dims (None = unknown rank)."""
+
+    alias: str
+    name: str
+    dtype: int
+    dims: tuple[int, ...] | None
+
+    @classmethod
+    def from_tensor_info(cls, alias: str, info) -> TensorSpec:
+        shape = info.tensor_shape
+        dims = None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
+        return cls(alias=alias, name=info.name, dtype=int(info.dtype), dims=dims)
+
+    def shape_text(self) -> str:
+        return "<unknown>" if self.dims is None else "[" + ",".join(str(d) for d in self.dims) + "]"
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    """What a signature accepts and produces (from the SavedModel's SignatureDef)."""
+
+    key: str
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+
+    @classmethod
+    def from_signature_def(cls, key: str, sig) -> SignatureSpec:
+        return cls(
+            key=key,
+            inputs={a: TensorSpec.from_tensor_info(a, i) for a, i in sig.inputs.items()},
+            outputs={a: TensorSpec.from_tensor_info(a, i) for a, i in sig.outputs.items()},
+        )
+
+
+# ----------------------------------------------------------- proto <-> numpy
+
+
+def proto_to_ndarray(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode a request TensorProto (tensor_content or typed *_val field)."""
+    if proto.dtype not in _DTYPES:
+        raise invalid_argument(f"tensor parsing error: {alias} (unsupported dtype {dtype_name(proto.dtype)})")
+    np_dtype, field = _DTYPES[proto.dtype]
+    if proto.tensor_shape.unknown_rank:
+        raise invalid_argument(f"tensor parsing error: {alias} (unknown rank)")
+    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    if any(d < 0 for d in shape):
+        raise invalid_argument(f"tensor parsing error: {alias} (negative dimension in {list(shape)})")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if proto.tensor_content and proto.dtype != types_pb2.DT_STRING:
+        content = proto.tensor_content
+        if len(content) != count * np_dtype.itemsize:
+            raise invalid_argument(
+                f"tensor parsing error: {alias} (tensor_content has {len(content)} bytes, "
+                f"shape {list(shape)} of {dtype_name(proto.dtype)} needs {count * np_dtype.itemsize})")
+        return np.frombuffer(content, dtype=np_dtype).reshape(shape)
+    values = getattr(proto, field)
+    n = len(values)
+    if proto.dtype == types_pb2.DT_HALF:
+        flat = np.array(values, dtype=np.uint16).view(np.float16)
+    elif proto.dtype == types_pb2.DT_STRING:
+        flat = np.empty(n, dtype=object)
+        flat[:] = list(values)
+    else:
+        flat = np.array(values, dtype=np_dtype)
+    if n == count:
+        return flat.reshape(shape)
+    if n == 1 and count > 1:  # TensorFlow fills the tensor with a single given value
+        return np.full(shape, flat[0], dtype=np_dtype)
+    if n == 0 and count == 0:
+        return flat.reshape(shape)
+    raise invalid_argument(
+        f"tensor parsing error: {alias} ({n} values given for shape {list(shape)})")
+
+
+def ndarray_to_proto(arr: np.ndarray) -> tensor_pb2.TensorProto:
+    """Encode an output (numeric as tensor_content: compact and fast to serialize)."""
+    arr = np.asarray(arr)
+    shape = tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape])
+    if arr.dtype == object or arr.dtype.kind in "SU":
+        values = [v if isinstance(v, bytes) else str(v).encode() for v in arr.reshape(-1)]
+        return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=values)
+    dt = _NP_TO_DT.get(arr.dtype)
+    if dt is None:
+        raise invalid_argument(f"unsupported output dtype {arr.dtype}")
+    return tensor_pb2.TensorProto(dtype=dt, tensor_shape=shape,
+                                  tensor_content=np.ascontiguousarray(arr).tobytes())
+
+
+# -------------------------------------------------------------- validation
+
+
+def check_input_aliases(sig: SignatureSpec, given: Sequence[str]) -> None:
+    """Same alias rules and messages as TF Serving's predict path."""
+    expected = sorted(sig.inputs)
+    sent = sorted(given)
+    if len(sent) != len(expected):
+        extra = sorted(set(sent) - set(expected))
+        missing = sorted(set(expected) - set(sent))
+        raise invalid_argument(
+            f"input size does not match signature: {len(sent)}!={len(expected)} "
+            f"len({{{','.join(sent)}}}) != len({{{','.join(expected)}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}.")
+    for alias in sent:
+        if alias not in sig.inputs:
+            raise invalid_argument(
+                f"input tensor alias not found in signature: {alias}. "
+                f"Inputs expected to be in the set {{{','.join(expected)}}}.")
+
+
+def check_array(spec: TensorSpec, arr: np.ndarray) -> None:
+    """dtype and shape of one input against its signature spec."""
+    want = numpy_dtype(spec.dtype)
+    if arr.dtype != want and not (want == object and arr.dtype.kind in "OSU"):
+        got = _NP_TO_DT.get(arr.dtype)
+        got_name = dtype_name(got) if got is not None else str(arr.dtype)
+        raise invalid_argument(
+            f"Expects arg for input '{spec.alias}' to be {dtype_name(spec.dtype)} "
+            f"but {got_name} is provided")
+    if spec.dims is None:
+        return
+    if arr.ndim != len(spec.dims):
+        raise invalid_argument(
+            f"input '{spec.alias}' must have rank {len(spec.dims)} (shape {spec.shape_text()}) "
+            f"but has rank {arr.ndim} (shape [{','.join(map(str, arr.shape))}])")
+    for i, (want_d, got_d) in enumerate(zip(spec.dims, arr.shape, strict=True)):
+        if want_d >= 0 and want_d != got_d:
+            raise invalid_argument(
+                f"input '{spec.alias}' dimension {i} must be {want_d} (shape {spec.shape_text()}) "
+                f"but is {got_d} (shape [{','.join(map(str, arr.shape))}])")
+
+
+def decode_inputs(sig: SignatureSpec, inputs: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.ndarray]:
+    """Validate a PredictRequest's inputs map and decode it to numpy arrays."""
+    check_input_aliases(sig, list(inputs))
+    out = {}
+    for alias, proto in inputs.items():
+        arr = proto_to_ndarray(alias, proto)
+        check_array(sig.inputs[alias], arr)
+        out[alias] = arr
+    return out
+
+
+def check_arrays(sig: SignatureSpec, arrays: Mapping[str, np.ndarray]) -> None:
+    """Validate already-decoded inputs (REST path)."""
+    check_input_aliases(sig, list(arrays))
+    for alias, arr in arrays.items():
+        check_array(sig.inputs[alias], arr)
+
+
+def select_outputs(sig: SignatureSpec, output_filter: Sequence[str]) -> list[str]:
+    """Output aliases to return: the filter (validated) or all outputs."""
+    if not output_filter:
+        return sorted(sig.outputs)
+    seen: set[str] = set()
+    for alias in output_filter:
+        if alias not in sig.outputs:
+            raise invalid_argument(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                f"in the set {{{','.join(sorted(sig.outputs))}}}.")
+        if alias in seen:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return list(output_filter)

@@ -1,0 +1,1 @@
+"""Tests for the TF Serving-compatible model server (serving/modelserver)."""
