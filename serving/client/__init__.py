@@ -1,5 +1,6 @@
 """A light TF Serving gRPC client: numpy in, numpy out, no TensorFlow import."""
 
+from serving.client.client import PredictionClient, Prediction, model_spec
 from serving.client.codec import CodecError, decode, encode
 from serving.client.errors import (
     ClientError,
@@ -10,8 +11,14 @@ from serving.client.errors import (
     TargetUnavailableError,
     TLSHandshakeError,
 )
+from serving.client.load import LoadReport, percentiles_ms, predict_many, run_load
+from serving.client.retry import RetryPolicy
+from serving.client.signature import SignatureInfo, TensorSpec
+from serving.client.tls import TLSConfig
 
 __all__ = [
-    "ClientError", "CodecError", "DeadlineError", "InputMismatchError", "ModelNotFoundError",
-    "RequestFailedError", "TLSHandshakeError", "TargetUnavailableError", "decode", "encode",
+    "ClientError", "CodecError", "DeadlineError", "InputMismatchError", "LoadReport",
+    "ModelNotFoundError", "Prediction", "PredictionClient", "RequestFailedError", "RetryPolicy",
+    "SignatureInfo", "TLSConfig", "TLSHandshakeError", "TargetUnavailableError", "TensorSpec",
+    "decode", "encode", "model_spec", "percentiles_ms", "predict_many", "run_load",
 ]

@@ -1,0 +1,261 @@
+"""PredictionClient: Predict / GetModelMetadata / GetModelStatus over one reused channel.
+
+The RPCs are called by their real TF Serving method paths with this project's
+own message classes, so no stub from tensorflow-serving-api (and therefore no
+TensorFlow) is needed. Every failure becomes one `ClientError` line.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from serving.client import codec
+from serving.client._generated import tfrollout_wire_pb2 as wire
+from serving.client.errors import (
+    ClientError,
+    DeadlineError,
+    ModelNotFoundError,
+    RequestFailedError,
+    TargetUnavailableError,
+    TLSHandshakeError,
+)
+from serving.client.retry import RetryPolicy
+from serving.client.signature import SignatureInfo, check_inputs, parse_metadata, pick
+from serving.client.tls import TLSConfig
+
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
+STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
+MAX_MESSAGE_BYTES = 1 << 30  # one (64,224,224,3) float32 batch is 38 MB; gRPC's default is 4 MB
+_TLS_HINTS = ("ssl", "tls", "handshake", "certificate", "wrong_version_number")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Decoded outputs plus which servable answered (the server fills model_spec)."""
+
+    outputs: dict[str, np.ndarray]
+    model: str
+    version: int | None
+
+
+def _describe(model: str, version: int | None, label: str | None) -> str:
+    if version is not None:
+        return f"model {model!r} version {version}"
+    if label is not None:
+        return f"model {model!r} label {label!r}"
+    return f"model {model!r}"
+
+
+def model_spec(model: str, version: int | None = None, label: str | None = None,
+               signature: str | None = None) -> wire.ModelSpec:
+    """A ModelSpec addressing a version or a label (not both)."""
+    if version is not None and label is not None:
+        raise ValueError("give a version or a label, not both")
+    spec = wire.ModelSpec(name=model)
+    if version is not None:
+        spec.version.value = int(version)
+    elif label is not None:
+        spec.version_label = label
+    if signature:
+        spec.signature_name = signature
+    return spec
+
+
+class PredictionClient:
+    """A thread-safe client for one TF Serving target (`host:port`).
+
+    `deadline` is the total time budget of one call, retries included.
+    `retries` is a RetryPolicy or a number of attempts.
+    """
+
+    def __init__(self, target: str, *, tls: TLSConfig | None = None, deadline: float = 10.0,
+                 retries: RetryPolicy | int = 3, check_signature: bool = True,
+                 options: list[tuple[str, Any]] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.target = target
+        self.tls = tls
+        self.deadline = deadline
+        self.retry = retries if isinstance(retries, RetryPolicy) else RetryPolicy(attempts=max(1, retries))
+        self.check_signature = check_signature
+        self._sleep = sleep
+        opts = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), *(options or [])]
+        if tls is not None:
+            opts += tls.channel_options()
+            self._channel = grpc.secure_channel(target, tls.credentials(), options=opts)
+        else:
+            self._channel = grpc.insecure_channel(target, options=opts)
+        self._predict = self._method(PREDICT, wire.PredictResponse)
+        self._metadata = self._method(METADATA, wire.MetadataResponse)
+        self._status = self._method(STATUS, wire.StatusResponse)
+        self._signatures: dict[tuple[Any, ...], SignatureInfo] = {}
+        self._lock = threading.Lock()
+
+    def _method(self, path: str, response: type) -> grpc.UnaryUnaryMultiCallable:
+        return self._channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
+                                         response_deserializer=response.FromString)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> PredictionClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: grpc.UnaryUnaryMultiCallable, request: Any, *, idempotent: bool,
+              what: str, deadline: float | None = None) -> Any:
+        budget = self.deadline if deadline is None else deadline
+        end = time.monotonic() + budget
+        delays = self.retry.delays()
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineError(f"{what} on {self.target}: no answer within {budget:g} s",
+                                    "DEADLINE_EXCEEDED")
+            try:
+                return method(request, timeout=remaining)
+            except grpc.RpcError as err:
+                code = err.code().name if err.code() else "UNKNOWN"
+                delay = next(delays, None) if self.retry.should_retry(code, idempotent=idempotent) else None
+                if delay is None or time.monotonic() + delay >= end:
+                    raise self._translate(err, what, budget) from None
+                self._sleep(delay)
+
+    def _translate(self, err: grpc.RpcError, what: str, budget: float) -> ClientError:
+        code = err.code().name if err.code() else "UNKNOWN"
+        details = " ".join((err.details() or "").split())
+        lowered = details.lower()
+        if code == "UNAVAILABLE" and any(h in lowered for h in _TLS_HINTS):
+            return TLSHandshakeError(f"TLS handshake with {self.target} failed: {details}", code)
+        if code == "UNAVAILABLE":
+            hint = " (is the server using TLS?)" if self.tls is None and "socket closed" in lowered else ""
+            return TargetUnavailableError(f"cannot reach {self.target}{hint}: {details}", code)
+        if code == "DEADLINE_EXCEEDED":
+            return DeadlineError(f"{what} on {self.target}: no answer within {budget:g} s", code)
+        if code == "NOT_FOUND":
+            return ModelNotFoundError(f"{what}: not served by {self.target}: {details}", code)
+        return RequestFailedError(f"{what} failed ({code}): {details}", code)
+
+    # ------------------------------------------------------------------ RPCs
+
+    def metadata(self, model: str, *, version: int | None = None, label: str | None = None,
+                 deadline: float | None = None) -> dict[str, SignatureInfo]:
+        """All signatures of the servable, from GetModelMetadata."""
+        request = wire.MetadataRequest(model_spec=model_spec(model, version, label),
+                                       metadata_field=["signature_def"])
+        response = self._call(self._metadata, request, idempotent=True, deadline=deadline,
+                              what=f"metadata of {_describe(model, version, label)}")
+        return parse_metadata(response)
+
+    def signature(self, model: str, signature: str = "serving_default", *,
+                  version: int | None = None, label: str | None = None) -> SignatureInfo:
+        """One signature, cached per servable (metadata is fetched once)."""
+        key = (model, version, label, signature)
+        with self._lock:
+            cached = self._signatures.get(key)
+        if cached is None:
+            cached = pick(self.metadata(model, version=version, label=label), signature,
+                          _describe(model, version, label))
+            with self._lock:
+                self._signatures[key] = cached
+        return cached
+
+    def status(self, model: str, *, version: int | None = None,
+               deadline: float | None = None) -> dict[int, dict[str, Any]]:
+        """`{version: {"state": "AVAILABLE", "error_code": 0, "error_message": ""}}`."""
+        request = wire.StatusRequest(model_spec=model_spec(model, version))
+        response = self._call(self._status, request, idempotent=True, deadline=deadline,
+                              what=f"status of {_describe(model, version, None)}")
+        return {s.version: {"state": wire.VersionStatus.State.Name(s.state),
+                            "error_code": s.status.error_code,
+                            "error_message": s.status.error_message}
+                for s in response.model_version_status}
+
+    def predict_detailed(self, model: str, inputs: Mapping[str, Any], *, version: int | None = None,
+                         label: str | None = None, signature: str = "serving_default",
+                         output_filter: list[str] | None = None,
+                         check_signature: bool | None = None,
+                         deadline: float | None = None) -> Prediction:
+        """Predict and also report which version answered."""
+        check = self.check_signature if check_signature is None else check_signature
+        if check:
+            sig = self._signature_or_none(model, signature, version, label)
+            if sig is not None:
+                check_inputs(sig, inputs)
+        request = wire.PredictRequest(model_spec=model_spec(model, version, label, signature))
+        codec.encode_map(dict(inputs), request.inputs)
+        if output_filter:
+            request.output_filter.extend(output_filter)
+        response = self._call(self._predict, request, idempotent=False, deadline=deadline,
+                              what=f"predict on {_describe(model, version, label)}")
+        spec = response.model_spec
+        served = spec.version.value if spec.HasField("version") else None
+        return Prediction(codec.decode_map(response.outputs), spec.name or model, served)
+
+    def predict(self, model: str, inputs: Mapping[str, Any], *, version: int | None = None,
+                label: str | None = None, signature: str = "serving_default",
+                output_filter: list[str] | None = None, check_signature: bool | None = None,
+                deadline: float | None = None) -> dict[str, np.ndarray]:
+        """Send `inputs` (name -> array) and return the outputs (name -> read-only array)."""
+        return self.predict_detailed(model, inputs, version=version, label=label,
+                                     signature=signature, output_filter=output_filter,
+                                     check_signature=check_signature, deadline=deadline).outputs
+
+    def _signature_or_none(self, model: str, signature: str, version: int | None,
+                           label: str | None) -> SignatureInfo | None:
+        try:
+            return self.signature(model, signature, version=version, label=label)
+        except RequestFailedError as err:
+            if err.code == "UNIMPLEMENTED":  # a server without metadata: let Predict decide
+                return None
+            raise
+
+    def wait_until_available(self, model: str, *, version: int | None = None,
+                             label: str | None = None, deadline: float = 30.0,
+                             poll_s: float = 0.1) -> int | None:
+        """Block until the version (or label, or any version) serves; return the version.
+
+        Labels are resolved through GetModelMetadata, which TF Serving answers only
+        once the labelled version is loaded; versions through GetModelStatus.
+        """
+        end = time.monotonic() + deadline
+        last = "no answer yet"
+        while True:
+            remaining = end - time.monotonic()
+            try:
+                found = self._available_now(model, version, label, min(remaining, 5.0))
+                if found is not False:
+                    return found
+                last = "not AVAILABLE yet"
+            except (TargetUnavailableError, ModelNotFoundError, DeadlineError) as err:
+                last = str(err)
+            except RequestFailedError as err:
+                if err.code != "FAILED_PRECONDITION":
+                    raise
+                last = str(err)
+            if time.monotonic() + poll_s >= end:
+                raise DeadlineError(f"{_describe(model, version, label)} not available on "
+                                    f"{self.target} within {deadline:g} s: {last}", "DEADLINE_EXCEEDED")
+            self._sleep(poll_s)
+
+    def _available_now(self, model: str, version: int | None, label: str | None,
+                       budget: float) -> int | None | bool:
+        if label is not None:
+            self.metadata(model, label=label, deadline=max(budget, 0.05))
+            return None
+        states = self.status(model, version=version, deadline=max(budget, 0.05))
+        ready = [v for v, s in states.items() if s["state"] == "AVAILABLE"
+                 and (version is None or v == version)]
+        return max(ready) if ready else False
