@@ -1,0 +1,133 @@
+"""file:// store: push → ls → pull round trip, resume, immutability, gc, corrupted pulls."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import StorageConfig
+from pipeline.errors import StorageError
+from pipeline.storage import MANIFEST_NAME, open_store
+from pipeline.storage.gc import collect_garbage
+from pipeline.storage.push import push_version
+from tests.storage.conftest import tree_digests, write_version
+
+
+@pytest.fixture
+def store(tmp_path: Path):  # noqa: ANN201
+    return open_store(StorageConfig(uri="file://store"), cwd=tmp_path)
+
+
+def test_round_trip_is_byte_identical(tmp_path: Path, store) -> None:  # noqa: ANN001
+    vdir = write_version(tmp_path / "exports")
+    result = push_version(store, vdir, "digits", 1, create=True)
+    assert result.bytes_uploaded == result.total_bytes > 0 and result.files_uploaded == 5
+    assert (tmp_path / "store" / "digits" / "1" / MANIFEST_NAME).is_file()
+    assert not any((tmp_path / "store" / ".tmp").iterdir())
+    [info] = store.list_versions()
+    assert info.committed and info.bytes == result.total_bytes and info.manifest.export["signature"]
+    dest = store.pull("digits", 1, tmp_path / "pulled")
+    assert tree_digests(dest) == tree_digests(vdir)
+
+
+def test_repush_unchanged_sends_zero_bytes(tmp_path: Path, store) -> None:  # noqa: ANN001
+    vdir = write_version(tmp_path / "exports")
+    push_version(store, vdir, "digits", 1, create=True)
+    sent: list[int] = []
+    again = push_version(store, vdir, "digits", 1, create=True, on_bytes=sent.append)
+    assert again.already_committed and again.bytes_uploaded == 0 and sum(sent) == 0
+    assert again.files_skipped == 5
+
+
+def test_different_content_is_refused_without_force(tmp_path: Path, store) -> None:  # noqa: ANN001
+    vdir = write_version(tmp_path / "a")
+    push_version(store, vdir, "digits", 1, create=True)
+    before = tree_digests(tmp_path / "store" / "digits" / "1", exclude=())
+    other = write_version(tmp_path / "b", seed=7)
+    with pytest.raises(StorageError, match="already committed with different content"):
+        push_version(store, other, "digits", 1, create=True)
+    assert tree_digests(tmp_path / "store" / "digits" / "1", exclude=()) == before
+    forced = push_version(store, other, "digits", 1, create=True, force=True)
+    assert not forced.already_committed and forced.bytes_uploaded > 0
+    assert tree_digests(store.pull("digits", 1, tmp_path / "p")) == tree_digests(other)
+
+
+def test_interrupted_push_is_invisible_then_resumes(tmp_path: Path, store) -> None:  # noqa: ANN001
+    vdir = write_version(tmp_path / "exports", data_size=3_000_000)
+
+    class Crash(Exception):
+        pass
+
+    seen = [0]
+
+    def crash_after_first_mb(n: int) -> None:  # the data file is copied first, then the crash
+        seen[0] += n
+        if seen[0] > 3_000_100:
+            raise Crash("simulated crash")
+
+    with pytest.raises(Crash):
+        push_version(store, vdir, "digits", 1, create=True, on_bytes=crash_after_first_mb)
+    [info] = store.list_versions()
+    assert not info.committed and "no manifest" in info.problems[0]
+    with pytest.raises(StorageError, match="not committed"):
+        store.pull("digits", 1, tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+    # The half-copied file never appeared under its final name (temp + rename).
+    assert not (tmp_path / "store" / "digits" / "1" / "variables" / "variables.index").exists()
+    assert (tmp_path / "store" / "digits" / "1" / "variables" / "variables.data-00000-of-00001").is_file()
+    done = push_version(store, vdir, "digits", 1, create=True)
+    assert store.committed_versions("digits")[0].version == 1
+    assert done.bytes_skipped == 3_000_000 and done.bytes_uploaded == done.total_bytes - 3_000_000
+
+
+def test_resume_skips_files_already_present(tmp_path: Path, store) -> None:  # noqa: ANN001
+    vdir = write_version(tmp_path / "exports", data_size=500_000)
+    root = tmp_path / "store" / "digits" / "1" / "variables"
+    root.mkdir(parents=True)
+    data = vdir / "variables" / "variables.data-00000-of-00001"
+    (root / data.name).write_bytes(data.read_bytes())
+    (root / "variables.index").write_bytes(b"wrong content, wrong size")
+    result = push_version(store, vdir, "digits", 1, create=True)
+    assert result.bytes_skipped == 500_000 and result.files_skipped == 1
+    assert result.bytes_uploaded == result.total_bytes - 500_000
+    assert tree_digests(store.pull("digits", 1, tmp_path / "p")) == tree_digests(vdir)
+
+
+def test_pull_with_corrupted_file_fails_and_leaves_nothing(tmp_path: Path, store) -> None:  # noqa: ANN001
+    vdir = write_version(tmp_path / "exports")
+    push_version(store, vdir, "digits", 1, create=True)
+    stored = tmp_path / "store" / "digits" / "1" / "variables" / "variables.index"
+    stored.write_bytes(bytes(b ^ 0xFF for b in stored.read_bytes()))  # same size, different bytes
+    assert store.list_versions()[0].committed  # sizes still match: only sha256 catches it
+    with pytest.raises(StorageError, match="checksum mismatch"):
+        store.pull("digits", 1, tmp_path / "out" / "digits" / "1")
+    assert not (tmp_path / "out" / "digits" / "1").exists()
+    assert list((tmp_path / "out" / "digits").iterdir()) == []
+
+
+def test_missing_file_uncommits_version_for_readers(tmp_path: Path, store) -> None:  # noqa: ANN001
+    vdir = write_version(tmp_path / "exports")
+    push_version(store, vdir, "digits", 1, create=True)
+    (tmp_path / "store" / "digits" / "1" / "saved_model.pb").unlink()
+    assert store.committed_versions("digits") == []
+    assert "missing saved_model.pb" in store.list_versions()[0].problems
+
+
+def test_gc_keeps_newest_and_drops_stale_leftovers(tmp_path: Path, store) -> None:  # noqa: ANN001
+    for v in (1, 2, 3):
+        push_version(store, write_version(tmp_path / "e", version=v, seed=v), "digits", v, create=True)
+    leftover = tmp_path / "store" / "digits" / "4" / "variables" / "variables.index"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half")
+    young = tmp_path / "store" / "digits" / "5" / "saved_model.pb"
+    young.parent.mkdir(parents=True)
+    young.write_bytes(b"in progress")
+    old = 1_000_000.0
+    os.utime(leftover, (old, old))
+    report = collect_garbage(store, keep=2, grace_s=3600, now=os.path.getmtime(young) + 1)
+    assert report["deleted_committed"] == ["digits/1"] and report["deleted_stale"] == ["digits/4"]
+    left = {(v.version, v.committed) for v in store.list_versions()}
+    assert left == {(2, True), (3, True), (5, False)}
+    assert not (tmp_path / "store" / "digits" / "1").exists()
