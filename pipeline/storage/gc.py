@@ -21,7 +21,7 @@ class GcPlan:
     kept: list[VersionInfo] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
-        ids = lambda vs: [f"{v.model}/{v.version}" for v in vs]  # noqa: E731
+        ids = lambda vs: [f"{v.model}/{v.version}" for v in sorted(vs, key=lambda v: (v.model, v.version))]  # noqa: E731
         return {"deleted_committed": ids(self.old), "deleted_stale": ids(self.stale), "kept": ids(self.kept),
                 "bytes_freed": sum(v.bytes for v in self.old + self.stale)}
 
