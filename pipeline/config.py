@@ -121,6 +121,14 @@ class VerifyConfig(_Section):
     atol: float = Field(default=1e-6, ge=0.0)
     rtol: float = Field(default=0.0, ge=0.0)
     deadline_s: float = Field(default=30.0, gt=0.0)
+    min_agreement: float = Field(default=1.0, ge=0.0, le=1.0,
+                                 description="Required top-1 agreement for classifier outputs.")
+    batch_size: int = Field(default=1, ge=1, description="Golden examples per Predict request.")
+    signature: str = "serving_default"
+    ca_cert: Path | None = Field(default=None, description="Server CA (PEM): enables TLS.")
+    client_cert: Path | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
+    client_key: Path | None = None
+    server_name: str | None = Field(default=None, description="Override the TLS server name checked.")
 
 
 class RunConfig(_Section):
