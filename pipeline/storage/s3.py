@@ -138,34 +138,32 @@ class S3Store(Store):
 
     def upload(self, items: list[UploadItem], on_bytes: OnBytes) -> None:
         """All items in flight at once; the first failure cancels the rest."""
-        manager = create_transfer_manager(self.client, self.transfer)
         extra_base: dict[str, Any] = {}
         if self.cfg.checksum_algorithm != "none":
             extra_base["ChecksumAlgorithm"] = self.cfg.checksum_algorithm
         try:
-            futures = [manager.upload(str(item.local), self.bucket, self._key(item.key),
-                                      extra_args={**extra_base, "Metadata": {SHA_META: item.sha256}},
-                                      subscribers=[_Progress(on_bytes)]) for item in items]
-            for future in futures:
-                future.result()
-        except BaseException as exc:
-            manager.shutdown(cancel=True, cancel_msg="push failed")
-            if isinstance(exc, KeyboardInterrupt):
-                raise
+            # The context manager cancels in-flight parts when one fails (and aborts their
+            # multipart uploads); `shutdown(cancel=True)` is broken in s3transfer 0.19.
+            with create_transfer_manager(self.client, self.transfer) as manager:
+                futures = [manager.upload(str(item.local), self.bucket, self._key(item.key),
+                                          extra_args={**extra_base, "Metadata": {SHA_META: item.sha256}},
+                                          subscribers=[_Progress(on_bytes)]) for item in items]
+                for future in futures:
+                    future.result()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line, secrets removed
             raise self._err(exc, "uploading") from None
-        manager.shutdown()
 
     def download(self, key: str, dest: Path, on_bytes: OnBytes) -> None:
-        manager = create_transfer_manager(self.client, self.transfer)
         try:
-            manager.download(self.bucket, self._key(key), str(dest),
-                             subscribers=[_Progress(on_bytes)]).result()
-        except BaseException as exc:
-            manager.shutdown(cancel=True)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
+            with create_transfer_manager(self.client, self.transfer) as manager:
+                manager.download(self.bucket, self._key(key), str(dest),
+                                 subscribers=[_Progress(on_bytes)]).result()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001
             raise self._err(exc, f"downloading {self.location.join(key)}") from None
-        manager.shutdown()
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(f"writing {self.location.join(key)}", lambda: self.client.put_object(
