@@ -1,0 +1,47 @@
+# tfrollout — the two commands most people need: `make deploy` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= deploy.toml
+SOURCE_MODEL ?= demo/source_model.keras
+PYTEST_ARGS ?=
+
+.PHONY: install deploy test test-fast bench lint serving-image clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip >/dev/null
+	$(BIN)/pip install -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the package (editable) with test extras
+
+$(SOURCE_MODEL): | $(STAMP)
+	$(BIN)/tfrollout demo source-model --out $(SOURCE_MODEL)
+
+deploy: $(STAMP) $(SOURCE_MODEL)  ## load -> transfer -> export -> ... with $(CONFIG)
+	$(BIN)/tfrollout deploy --config $(CONFIG)
+
+test: $(STAMP)  ## the whole suite, end-to-end tests included
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## everything but the slow end-to-end tests
+	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## benchmarks; machine-readable results in bench/results/*.json
+	mkdir -p bench/results
+	set -e; for script in bench/bench_*.py; do \
+	  name=$$(basename $$script .py); name=$${name#bench_}; \
+	  echo "== $$script"; $(BIN)/python $$script --out bench/results/$$name.json; \
+	done
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline serving tests bench
+
+serving-image:  ## build the offline TF Serving-compatible image (needs dockerd)
+	bash infra/serving-image/build.sh
+
+clean:
+	rm -rf .tfrollout exports store

@@ -1,0 +1,156 @@
+"""Write a TF Serving SavedModel version: signature, warmup records, golden set, parity, manifest.
+
+Everything is written into a hidden staging directory next to the target and
+renamed into `<root>/<name>/<version>` only after the parity check passed, so
+TF Serving (which polls for integer directories) never sees half a version, and a
+failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipeline import __version__
+from pipeline.errors import ExportError
+from pipeline.versions import choose_version, existing_versions
+
+SIGNATURE_NAME = "serving_default"
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+GOLDEN_FILE = Path("assets.extra") / "tfrollout_golden.npz"
+MANIFEST_FILE = "tfrollout.json"
+MANIFEST_FORMAT = "tfrollout.export/v1"
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    root: Path
+    model_name: str
+    version: int | None
+    input_name: str
+    output_name: str
+    warmup_records: int
+    golden_size: int
+    parity_atol: float
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    version: int
+    version_dir: Path
+    max_abs_diff: float
+    signature: dict[str, Any]
+
+
+def write_saved_model(model: Any, path: Path, input_name: str, output_name: str) -> None:
+    """`serving_default`: {input_name: float32[-1, ...]} -> {output_name: model output}."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=input_name)
+
+    def serve(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {output_name: model(inputs, training=False)}
+
+    archive.add_endpoint(name=SIGNATURE_NAME, fn=serve, input_signature=[spec])
+    archive.write_out(str(path), verbose=False)
+
+
+def signature_spec(signature: Any) -> dict[str, Any]:
+    """JSON view of a concrete signature: names, dtypes and shapes (-1 = any)."""
+
+    def describe(specs: dict[str, tf.TensorSpec]) -> dict[str, Any]:
+        return {key: {"dtype": spec.dtype.name,
+                      "shape": [-1 if d is None else int(d) for d in spec.shape.as_list()]}
+                for key, spec in sorted(specs.items())}
+
+    _, inputs = signature.structured_input_signature
+    return {"name": SIGNATURE_NAME, "inputs": describe(inputs),
+            "outputs": describe(signature.structured_outputs)}
+
+
+def write_warmup(path: Path, model_name: str, input_name: str, samples: np.ndarray) -> int:
+    """TFRecord of PredictionLog (batch-1 Predict requests) that TF Serving replays on load."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for row in samples:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SIGNATURE_NAME))
+            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(row[np.newaxis]))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return len(samples)
+
+
+def parity(model: Any, signature: Any, spec: ExportSpec, x: np.ndarray) -> tuple[float, np.ndarray]:
+    """Max |keras - savedmodel| over `x`, and the SavedModel's outputs (the golden outputs)."""
+    expected = np.asarray(model(x, training=False))
+    served = signature(**{spec.input_name: tf.constant(x)})[spec.output_name].numpy()
+    if expected.shape != served.shape:
+        raise ExportError(f"parity: SavedModel output shape {served.shape} != Keras {expected.shape}")
+    return float(np.max(np.abs(expected - served))) if expected.size else 0.0, served
+
+
+def library_versions() -> dict[str, str]:
+    return {"tfrollout": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
+                 metadata: dict[str, Any]) -> ExportResult:
+    """Write, check and publish one version; nothing is left behind on failure."""
+    model_dir = spec.root / spec.model_name
+    version = choose_version(existing_versions(model_dir), spec.version, model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = model_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+    final = model_dir / str(version)
+    try:
+        write_saved_model(model, staging, spec.input_name, spec.output_name)
+        signature = tf.saved_model.load(str(staging)).signatures[SIGNATURE_NAME]
+        golden_x = heldout_x[: spec.golden_size]
+        max_diff, golden_y = parity(model, signature, spec, heldout_x)
+        if max_diff > spec.parity_atol:
+            raise ExportError(f"parity check failed: SavedModel differs from the Keras model by "
+                              f"{max_diff:.3g} (> {spec.parity_atol:g}) on {len(heldout_x)} held-out inputs")
+        warmup = write_warmup(staging / WARMUP_FILE, spec.model_name, spec.input_name,
+                              heldout_x[: spec.warmup_records])
+        np.savez(staging / GOLDEN_FILE, **{f"input.{spec.input_name}": golden_x,
+                                            f"output.{spec.output_name}": golden_y[: len(golden_x)]})
+        sig = signature_spec(signature)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "model_name": spec.model_name,
+            "version": version,
+            "signature": sig,
+            "parity": {"max_abs_diff": max_diff, "atol": spec.parity_atol, "inputs": int(len(heldout_x))},
+            "warmup_records": warmup,
+            "golden": {"path": str(GOLDEN_FILE), "examples": int(len(golden_x))},
+            "versions": library_versions(),
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **metadata,
+        }
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        try:
+            os.rename(staging, final)  # atomic on one filesystem; fails if the version appeared
+        except OSError:
+            raise ExportError(f"version {version} appeared at {final} during export; "
+                              "not overwriting it") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if model_dir.is_dir() and not any(model_dir.iterdir()):
+            model_dir.rmdir()
+        raise
+    return ExportResult(version, final, max_diff, sig)

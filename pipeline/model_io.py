@@ -1,0 +1,121 @@
+"""Reading a source model from disk: `.keras`, legacy `.h5`, or a SavedModel directory.
+
+Every failure becomes one `ModelLoadError` line naming the file, because a
+TensorFlow/h5py/zip traceback tells a user nothing about what to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ModelLoadError
+
+KERAS_SUFFIXES = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
+
+
+@dataclass
+class SourceModel:
+    """A loaded model plus what later stages need to know about it."""
+
+    path: Path
+    format: str  # "keras" | "h5" | "saved_model"
+    model: Any  # keras.Model (for SavedModels: a Model wrapping a TFSMLayer)
+    sha256: str
+    cut_layer: str | None  # None for SavedModels: the whole signature is the base
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, or of a directory's files in path order (SavedModel)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def detect_format(path: Path) -> str:
+    """Which loader a path needs; a clear error for anything else."""
+    if not path.exists():
+        raise ModelLoadError(f"model not found: {path}")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "saved_model"
+        raise ModelLoadError(f"{path}: a directory but not a SavedModel (no saved_model.pb inside)")
+    fmt = KERAS_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise ModelLoadError(f"{path}: unsupported model file extension {path.suffix or '(none)'!r}; "
+                             "expected .keras, .h5 or a SavedModel directory")
+    return fmt
+
+
+def _load_keras(path: Path, fmt: str) -> Any:
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # zipfile, h5py, json, deserialization errors
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        kind = "a valid .keras archive" if fmt == "keras" else "a valid HDF5 Keras model"
+        raise ModelLoadError(f"{path}: not {kind} ({reason})") from None
+
+
+def _load_saved_model(path: Path) -> Any:
+    """Wrap the SavedModel's serving_default signature as a Keras model usable as a frozen base."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures["serving_default"]
+    except KeyError:
+        raise ModelLoadError(f"{path}: SavedModel has no 'serving_default' signature") from None
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a readable SavedModel ({type(exc).__name__})") from None
+    _, kwargs = signature.structured_input_signature
+    if len(kwargs) != 1:
+        raise ModelLoadError(f"{path}: serving_default must have exactly one input, has {sorted(kwargs)}")
+    (input_name, spec), = kwargs.items()
+    outputs = signature.structured_outputs
+    output_key = sorted(outputs)[0]
+    layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default", trainable=False,
+                                   name="saved_model_base")
+    inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name=input_name)
+    features = layer(inputs)
+    if isinstance(features, dict):
+        features = features[output_key]
+    return keras.Model(inputs, features, name="saved_model_base")
+
+
+def resolve_cut_layer(model: Any, requested: str | None, path: Path) -> str:
+    """The layer whose output feeds the new head (default: the layer before the last)."""
+    names = [layer.name for layer in model.layers]
+    if requested is None:
+        if len(names) < 3:
+            raise ModelLoadError(f"{path}: model has {len(names)} layers; too few to cut off a head")
+        return names[-2]
+    if requested not in names:
+        shown = ", ".join(names[-8:])
+        raise ModelLoadError(f"{path}: no layer named {requested!r} to cut at (last layers: {shown})")
+    if requested == names[0]:
+        raise ModelLoadError(f"{path}: cut layer {requested!r} is the input layer; nothing to reuse")
+    return requested
+
+
+def load_source_model(path: Path, cut_layer: str | None) -> SourceModel:
+    """Load any supported format and check the cut point exists."""
+    fmt = detect_format(path)
+    if fmt == "saved_model":
+        if cut_layer is not None:
+            raise ModelLoadError(f"{path}: a SavedModel directory has no named layers to cut at "
+                                 f"({cut_layer!r}); unset model.cut_layer to use its output as features")
+        model = _load_saved_model(path)
+        return SourceModel(path, fmt, model, file_digest(path), None)
+    model = _load_keras(path, fmt)
+    return SourceModel(path, fmt, model, file_digest(path), resolve_cut_layer(model, cut_layer, path))

@@ -1,0 +1,28 @@
+"""load stage: read the local source model and check it can be cut into base + head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.model_io import load_source_model
+from pipeline.run import StageContext
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.config.model
+    source = load_source_model(cfg.path, cfg.cut_layer)
+    ctx.memo["source"] = source
+    model = source.model
+    feature_shape = (model.get_layer(source.cut_layer).output.shape if source.cut_layer
+                     else model.output.shape)
+    ctx.reporter.note(f"loaded {source.format} model {cfg.path} ({len(model.layers)} layers, "
+                      f"input {tuple(model.input_shape)}), cut at {source.cut_layer or '(output)'}")
+    return {
+        "path": str(cfg.path.resolve()),
+        "format": source.format,
+        "sha256": source.sha256,
+        "input_shape": list(model.input_shape[1:]),
+        "cut_layer": source.cut_layer,
+        "feature_shape": list(feature_shape[1:]),
+        "num_layers": len(model.layers),
+    }

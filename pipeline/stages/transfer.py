@@ -1,0 +1,101 @@
+"""transfer stage: adapt the source model to the target data and prove it helped.
+
+Writes `transfer_report.json` (transfer vs from-scratch held-out accuracy, wall
+times), the transferred `.keras` model and the held-out split used later by the
+export parity check and the golden set.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import DataConfig
+from pipeline.data import Dataset, demo_target_domain, load_image_dir, load_npz
+from pipeline.errors import DataError
+from pipeline.model_io import SourceModel, load_source_model
+from pipeline.run import StageContext
+
+
+def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...]) -> Dataset:
+    """Dispatch on `data.source`; every loader checks samples fit the model input."""
+    if cfg.source == "demo":
+        data = demo_target_domain(cfg.labels_per_class, cfg.test_fraction, cfg.seed)
+        if tuple(input_shape) != data.x_train.shape[1:]:
+            raise DataError(f"demo data: 8x8x1 digit images do not fit the model input shape "
+                            f"{tuple(-1 if d is None else d for d in input_shape)}")
+        return data
+    if cfg.path is None:
+        raise DataError(f"data.path is required when data.source = {cfg.source!r}")
+    if cfg.source == "npz":
+        return load_npz(cfg.path, input_shape, cfg.test_fraction, cfg.seed)
+    return load_image_dir(cfg.path, input_shape, cfg.test_fraction, cfg.seed)
+
+
+def source_from(ctx: StageContext) -> SourceModel:
+    """The model the load stage read: from this process's memo, else re-read from its path."""
+    if "source" in ctx.memo:
+        return ctx.memo["source"]
+    loaded = ctx.outputs("load")
+    source = load_source_model(Path(loaded["path"]), loaded["cut_layer"])
+    ctx.memo["source"] = source
+    return source
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    from pipeline.training import train_from_scratch, transfer
+
+    cfg = ctx.config.transfer
+    source = source_from(ctx)
+    data = load_target_data(ctx.config.data, tuple(source.model.input_shape[1:]))
+    ctx.reporter.note(f"target data: {len(data.y_train)} labelled, {len(data.y_test)} held out, "
+                      f"{data.num_classes} classes ({', '.join(data.class_names)})")
+    outcome = transfer(source.model, source.cut_layer, data, cfg, ctx.reporter)
+    baseline = (train_from_scratch(source.model, source.cut_layer, data, cfg, ctx.reporter)
+                if cfg.baseline else None)
+    report = {
+        "strategy": cfg.strategy,
+        "seed": cfg.seed,
+        "cache_features": cfg.cache_features,
+        "labelled_examples": int(len(data.y_train)),
+        "test_examples": int(len(data.y_test)),
+        "classes": list(data.class_names),
+        "unfrozen_layers": outcome.unfrozen,
+        "transfer": {
+            "test_accuracy": outcome.test_accuracy,
+            "wall_s": round(outcome.wall_s, 3),
+            "phases": {name: {"epochs_run": p.epochs_run, "wall_s": round(p.wall_s, 3)}
+                       for name, p in outcome.phases.items()},
+        },
+        "baseline": None if baseline is None else {
+            "test_accuracy": baseline.test_accuracy,
+            "epochs_run": baseline.epochs_run,
+            "wall_s": round(baseline.wall_s, 3),
+            "skipped_reason": baseline.skipped_reason,
+        },
+    }
+    if baseline is not None and baseline.test_accuracy is not None:
+        report["accuracy_gain"] = outcome.test_accuracy - baseline.test_accuracy
+    workdir = ctx.workdir
+    model_path = workdir / "transferred.keras"
+    outcome.model.save(model_path)
+    heldout_path = workdir / "heldout.npz"
+    np.savez(heldout_path, x=data.x_test, y=data.y_test)
+    report_path = workdir / "transfer_report.json"
+    report_path.write_text(json.dumps(report, indent=2))
+    ctx.memo["transferred"] = outcome.model
+    line = f"held-out accuracy: transfer {outcome.test_accuracy:.3f}"
+    if baseline is not None and baseline.test_accuracy is not None:
+        line += f" vs from scratch {baseline.test_accuracy:.3f}"
+    ctx.reporter.note(line)
+    return {
+        "model_path": str(model_path.resolve()),
+        "heldout": str(heldout_path.resolve()),
+        "report": str(report_path.resolve()),
+        "classes": list(data.class_names),
+        "test_accuracy": outcome.test_accuracy,
+        "baseline_accuracy": None if baseline is None else baseline.test_accuracy,
+    }

@@ -1,0 +1,209 @@
+"""Transfer learning core: split the source model, train a new head, fine-tune, compare.
+
+Kept apart from the stage module so it can be driven by tests and benchmarks with
+in-memory arrays. Frozen-base training runs on cached base features (the base is
+evaluated once, not every epoch), then the full model is assembled.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from pipeline.config import TransferConfig
+from pipeline.data import Dataset, stratified_split
+from pipeline.freeze import LayerInfo, layers_to_unfreeze
+from pipeline.progress import Advance, Reporter
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Advances a progress bar once per epoch and shows the latest loss."""
+
+    def __init__(self, advance: Advance) -> None:
+        super().__init__()
+        self._advance = advance
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        parts = [f"{k} {v:.3f}" for k, v in logs.items() if k in {"loss", "val_loss", "val_accuracy"}]
+        self._advance(1, status=" ".join(parts))
+
+
+@dataclass
+class PhaseResult:
+    epochs_run: int
+    wall_s: float
+
+
+@dataclass
+class TransferOutcome:
+    model: Any
+    test_accuracy: float
+    phases: dict[str, PhaseResult]
+    unfrozen: list[str]
+    wall_s: float
+
+
+@dataclass
+class BaselineOutcome:
+    test_accuracy: float | None
+    epochs_run: int
+    wall_s: float
+    skipped_reason: str | None = None
+
+
+@dataclass
+class Split:
+    """Training rows and the early-stopping validation rows (stratified)."""
+
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def validation_split(data: Dataset, fraction: float, seed: int) -> Split:
+    if fraction <= 0 or len(data.y_train) < 2 * data.num_classes:
+        return Split(data.x_train, data.y_train, None, None)
+    fit, val = stratified_split(data.y_train, fraction, seed)
+    if len(val) == 0:
+        return Split(data.x_train, data.y_train, None, None)
+    return Split(data.x_train[fit], data.y_train[fit], data.x_train[val], data.y_train[val])
+
+
+def split_base(model: Any, cut_layer: str | None) -> Any:
+    """The source model up to (and including) the cut layer, as its own model."""
+    if cut_layer is None:
+        return model
+    return keras.Model(model.inputs, model.get_layer(cut_layer).output, name="base")
+
+
+def make_head(feature_shape: tuple[int, ...], num_classes: int, hidden_units: int) -> Any:
+    """New classification head for the target classes."""
+    layers: list[Any] = [keras.Input(feature_shape, name="features")]
+    if len(feature_shape) > 1:
+        layers.append(keras.layers.Flatten(name="head_flatten"))
+    if hidden_units:
+        layers.append(keras.layers.Dense(hidden_units, activation="relu", name="head_hidden"))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="head_output"))
+    return keras.Sequential(layers, name="new_head")
+
+
+def assemble(base: Any, head: Any) -> Any:
+    """inputs -> base (inference mode: BatchNorm keeps source statistics) -> head."""
+    inputs = keras.Input(tuple(base.input_shape[1:]), name="inputs")
+    outputs = head(base(inputs, training=False))
+    return keras.Model(inputs, outputs, name="transferred")
+
+
+def _early_stopping(split: Split, patience: int) -> keras.callbacks.EarlyStopping:
+    monitor = "val_loss" if split.x_val is not None else "loss"
+    return keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
+
+
+def _fit(model: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
+         split: Split, epochs: int, cfg: TransferConfig, reporter: Reporter, label: str) -> PhaseResult:
+    t0 = time.perf_counter()
+    with reporter.progress(label, epochs, unit="epochs") as advance:
+        history = model.fit(x, y, validation_data=val, epochs=epochs, batch_size=cfg.batch_size,
+                            verbose=0, shuffle=True,
+                            callbacks=[_early_stopping(split, cfg.patience), ProgressCallback(advance)])
+    return PhaseResult(len(history.history.get("loss", [])), time.perf_counter() - t0)
+
+
+def _compile(model: Any, learning_rate: float) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def train_head(base: Any, head: Any, split: Split, cfg: TransferConfig, reporter: Reporter,
+               *, cache_features: bool) -> PhaseResult:
+    """Train the head on a frozen base: on cached features, or through the base every epoch."""
+    base.trainable = False
+    if cache_features:
+        t0 = time.perf_counter()
+        f_fit = base.predict(split.x_fit, batch_size=256, verbose=0)
+        f_val = base.predict(split.x_val, batch_size=256, verbose=0) if split.x_val is not None else None
+        extract_s = time.perf_counter() - t0
+        _compile(head, cfg.learning_rate)
+        val = (f_val, split.y_val) if f_val is not None else None
+        result = _fit(head, f_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
+                      "train head (cached features)")
+        return PhaseResult(result.epochs_run, result.wall_s + extract_s)
+    model = assemble(base, head)
+    _compile(model, cfg.learning_rate)
+    val = (split.x_val, split.y_val) if split.x_val is not None else None
+    return _fit(model, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
+                "train head (frozen base)")
+
+
+def layer_infos(model: Any) -> list[LayerInfo]:
+    return [LayerInfo(layer.name, bool(layer.weights),
+                      isinstance(layer, keras.layers.BatchNormalization)) for layer in model.layers]
+
+
+def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
+    predictions = model.predict(x, batch_size=256, verbose=0)
+    return float(np.mean(np.argmax(predictions, axis=-1) == y))
+
+
+def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: TransferConfig,
+             reporter: Reporter) -> TransferOutcome:
+    """Run the configured strategy and return the assembled target model."""
+    keras.utils.set_random_seed(cfg.seed)
+    t0 = time.perf_counter()
+    split = validation_split(data, cfg.validation_fraction, cfg.seed)
+    base = split_base(source_model, cut_layer)
+    head = make_head(tuple(base.output_shape[1:]), data.num_classes, cfg.head_units)
+    phases: dict[str, PhaseResult] = {}
+    unfrozen: list[str] = []
+    val = (split.x_val, split.y_val) if split.x_val is not None else None
+    if cfg.strategy == "full":
+        base.trainable = True
+        model = assemble(base, head)
+        _compile(model, cfg.learning_rate)
+        phases["full"] = _fit(model, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg,
+                              reporter, "train all layers")
+        unfrozen = [info.name for info in layer_infos(base) if info.has_weights]
+    else:
+        phases["head"] = train_head(base, head, split, cfg, reporter, cache_features=cfg.cache_features)
+        model = assemble(base, head)
+        if cfg.strategy == "fine-tune" and cfg.fine_tune_epochs > 0:
+            unfrozen = layers_to_unfreeze(layer_infos(base), top=cfg.unfreeze_top, after=cfg.unfreeze_after)
+            if unfrozen:
+                base.trainable = True
+                for layer in base.layers:
+                    layer.trainable = layer.name in unfrozen
+                _compile(model, cfg.fine_tune_learning_rate)
+                phases["fine_tune"] = _fit(model, split.x_fit, split.y_fit, val, split,
+                                           cfg.fine_tune_epochs, cfg, reporter, "fine-tune top layers")
+            else:
+                reporter.note("fine-tune: no base layer selected to unfreeze; keeping the frozen base")
+    return TransferOutcome(model, accuracy(model, data.x_test, data.y_test), phases, unfrozen,
+                           time.perf_counter() - t0)
+
+
+def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, cfg: TransferConfig,
+                       reporter: Reporter) -> BaselineOutcome:
+    """The same architecture with fresh weights, trained on the same labelled set (the baseline)."""
+    keras.utils.set_random_seed(cfg.seed)
+    t0 = time.perf_counter()
+    try:
+        base = keras.models.clone_model(split_base(source_model, cut_layer))
+    except Exception as exc:  # e.g. a SavedModel base cannot be re-initialised
+        return BaselineOutcome(None, 0, 0.0, f"architecture cannot be cloned ({type(exc).__name__})")
+    head = make_head(tuple(base.output_shape[1:]), data.num_classes, cfg.head_units)
+    inputs = keras.Input(tuple(base.input_shape[1:]), name="inputs")
+    model = keras.Model(inputs, head(base(inputs)), name="from_scratch")
+    _compile(model, cfg.learning_rate)
+    split = validation_split(data, cfg.validation_fraction, cfg.seed)
+    val = (split.x_val, split.y_val) if split.x_val is not None else None
+    phase = _fit(model, split.x_fit, split.y_fit, val, split, cfg.baseline_epochs, cfg, reporter,
+                 "baseline: same net from scratch")
+    return BaselineOutcome(accuracy(model, data.x_test, data.y_test), phase.epochs_run,
+                           time.perf_counter() - t0)

@@ -1,0 +1,111 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.data import (
+    demo_target_domain,
+    encode_labels,
+    few_shot_indices,
+    fit_to_input,
+    load_image_dir,
+    load_npz,
+    stratified_split,
+)
+from pipeline.errors import DataError
+
+
+def test_stratified_split_keeps_every_class_on_both_sides():
+    y = np.repeat(np.arange(4), 10)
+    train, test = stratified_split(y, 0.3, seed=1)
+    assert set(train).isdisjoint(test) and len(train) + len(test) == len(y)
+    for label in range(4):
+        assert np.sum(y[test] == label) == 3
+        assert np.sum(y[train] == label) == 7
+
+
+def test_few_shot_takes_exactly_k_per_class_and_is_seeded():
+    y = np.repeat(np.arange(3), 20)
+    picked = few_shot_indices(y, 5, seed=3)
+    assert np.bincount(y[picked]).tolist() == [5, 5, 5]
+    assert np.array_equal(picked, few_shot_indices(y, 5, seed=3))
+    assert not np.array_equal(picked, few_shot_indices(y, 5, seed=4))
+
+
+def test_demo_target_is_digits_5_to_9_relabelled():
+    data = demo_target_domain(labels_per_class=5, test_fraction=0.3, seed=0)
+    assert data.class_names == ("5", "6", "7", "8", "9")
+    assert np.bincount(data.y_train).tolist() == [5] * 5
+    assert len(data.y_test) > 200
+    assert data.x_train.shape[1:] == (8, 8, 1) and data.x_train.max() <= 1.0
+
+
+def test_encode_labels_sorts_original_values():
+    encoded, names = encode_labels(np.array(["cat", "dog", "cat", "ant"]))
+    assert names == ("ant", "cat", "dog")
+    assert encoded.tolist() == [1, 2, 1, 0]
+
+
+def test_fit_to_input_adds_missing_channel_and_rejects_other_shapes():
+    assert fit_to_input(np.zeros((2, 8, 8)), (8, 8, 1), "x").shape == (2, 8, 8, 1)
+    with pytest.raises(DataError, match=r"\(10, 10, 1\) does not fit the model input shape \(8, 8, 1\)"):
+        fit_to_input(np.zeros((2, 10, 10, 1)), (8, 8, 1), "x.npz")
+
+
+def test_npz_length_mismatch(tmp_path: Path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((10, 8, 8, 1)), y=np.arange(9) % 2)
+    with pytest.raises(DataError, match="x has 10 samples but y has 9 labels"):
+        load_npz(path, (8, 8, 1), 0.3, 0)
+
+
+def test_npz_missing_arrays_and_garbage(tmp_path: Path):
+    path = tmp_path / "d.npz"
+    np.savez(path, images=np.zeros((4, 8, 8, 1)))
+    with pytest.raises(DataError, match="missing array"):
+        load_npz(path, (8, 8, 1), 0.3, 0)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_npz(junk, (8, 8, 1), 0.3, 0)
+    with pytest.raises(DataError, match="not found"):
+        load_npz(tmp_path / "missing.npz", (8, 8, 1), 0.3, 0)
+
+
+def test_npz_single_class(tmp_path: Path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((6, 8, 8, 1)), y=np.zeros(6))
+    with pytest.raises(DataError, match="at least 2 classes"):
+        load_npz(path, (8, 8, 1), 0.3, 0)
+
+
+def _image(path: Path, value: int, size=(12, 12)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size, value, dtype=np.uint8)).save(path)
+
+
+def test_image_dir_resizes_and_labels_by_folder(tmp_path: Path):
+    for i in range(4):
+        _image(tmp_path / "cats" / f"{i}.png", 10)
+        _image(tmp_path / "dogs" / f"{i}.png", 250)
+    data = load_image_dir(tmp_path, (8, 8, 1), 0.25, 0)
+    assert data.class_names == ("cats", "dogs")
+    assert data.x_train.shape[1:] == (8, 8, 1)
+    x = np.concatenate([data.x_train, data.x_test])
+    y = np.concatenate([data.y_train, data.y_test])
+    assert np.allclose(x[y == 1], 250 / 255) and np.allclose(x[y == 0], 10 / 255)
+
+
+def test_image_dir_with_one_class(tmp_path: Path):
+    _image(tmp_path / "only" / "a.png", 1)
+    with pytest.raises(DataError, match="found 1 class folder"):
+        load_image_dir(tmp_path, (8, 8, 1), 0.3, 0)
+
+
+def test_image_dir_with_broken_image_names_the_file(tmp_path: Path):
+    _image(tmp_path / "a" / "ok.png", 1)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png: not a readable image"):
+        load_image_dir(tmp_path, (8, 8, 1), 0.3, 0)

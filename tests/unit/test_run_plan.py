@@ -1,0 +1,72 @@
+import pytest
+
+from pipeline.config import build_config
+from pipeline.errors import StageOrderError
+from pipeline.run import STAGE_ORDER, RunRecord, StageResult, plan_run, select_stages
+
+
+def _record(cfg, done):
+    record = RunRecord.new(cfg)
+    for name, status in done.items():
+        record.stages[name] = StageResult(status, "t", 1.0, outputs={"stage": name})
+    return record
+
+
+def test_select_slices_inclusive():
+    assert select_stages(None, None) == list(STAGE_ORDER)
+    assert select_stages("transfer", "transfer") == ["transfer"]
+    assert select_stages(None, "transfer") == ["load", "transfer"]
+
+
+def test_select_rejects_unknown_and_reversed():
+    with pytest.raises(StageOrderError, match="unknown stage 'deplo'"):
+        select_stages("deplo", None)
+    with pytest.raises(StageOrderError, match="comes after"):
+        select_stages("export", "load")
+
+
+def test_failed_run_with_same_config_resumes_at_failed_stage():
+    cfg = build_config()
+    previous = _record(cfg, {"load": "ok", "transfer": "failed"})
+    record, start = plan_run(previous, cfg, None, fresh=False)
+    assert record.run_id == previous.run_id
+    assert start == "transfer"
+    assert "transfer" not in record.stages and "load" in record.stages
+
+
+def test_completed_run_starts_a_new_one():
+    cfg = build_config()
+    previous = _record(cfg, {name: "ok" for name in STAGE_ORDER})
+    record, start = plan_run(previous, cfg, None, fresh=False)
+    assert record.run_id != previous.run_id and start is None and not record.stages
+
+
+def test_changed_config_or_fresh_does_not_resume():
+    cfg = build_config()
+    previous = _record(cfg, {"load": "ok", "transfer": "failed"})
+    other = build_config({}, {}, ["transfer.seed=7"])
+    assert plan_run(previous, other, None, fresh=False)[1] is None
+    assert plan_run(previous, cfg, None, fresh=True)[1] is None
+
+
+def test_from_stage_keeps_earlier_outputs_and_drops_later():
+    cfg = build_config()
+    previous = _record(cfg, {"load": "ok", "transfer": "ok", "export": "ok"})
+    record, start = plan_run(previous, cfg, "transfer", fresh=False)
+    assert start == "transfer"
+    assert list(record.stages) == ["load"]
+    assert record.outputs("load") == {"stage": "load"}
+    with pytest.raises(StageOrderError, match="transfer"):
+        record.outputs("transfer")
+
+
+def test_from_later_stage_without_record_is_an_error():
+    with pytest.raises(StageOrderError, match="no earlier run record"):
+        plan_run(None, build_config(), "export", fresh=False)
+
+
+def test_record_round_trips_through_json():
+    cfg = build_config()
+    record = _record(cfg, {"load": "ok"})
+    again = RunRecord.from_json(record.to_json())
+    assert again.to_json() == record.to_json()
