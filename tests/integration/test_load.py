@@ -1,0 +1,80 @@
+"""The load stage against real files: every supported format, every bad input."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ModelLoadError
+from pipeline.model_io import detect_format, load_source_model
+
+
+def test_keras_file_loads_with_cut_layer(demo_source_model: Path):
+    source = load_source_model(demo_source_model, "features")
+    assert source.format == "keras" and source.cut_layer == "features"
+    assert len(source.sha256) == 64
+
+
+def test_default_cut_is_layer_before_last(demo_source_model: Path):
+    assert load_source_model(demo_source_model, None).cut_layer == "features"
+
+
+def test_h5_reloads_with_identical_predictions(demo_source_model: Path, tmp_path: Path):
+    keras_model = load_source_model(demo_source_model, "features").model
+    h5 = tmp_path / "model.h5"
+    keras_model.save(h5)
+    reloaded = load_source_model(h5, "features")
+    x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    assert reloaded.format == "h5"
+    np.testing.assert_allclose(reloaded.model.predict(x, verbose=0), keras_model.predict(x, verbose=0),
+                               atol=1e-6)
+
+
+def test_saved_model_dir_loads_as_frozen_base(demo_source_model: Path, tmp_path: Path):
+    keras_model = load_source_model(demo_source_model, "features").model
+    out = tmp_path / "sm"
+    keras_model.export(out, format="tf_saved_model", verbose=False)
+    source = load_source_model(out, None)
+    assert source.format == "saved_model" and source.cut_layer is None
+    x = np.random.default_rng(0).random((3, 8, 8, 1), dtype=np.float32)
+    np.testing.assert_allclose(source.model.predict(x, verbose=0), keras_model.predict(x, verbose=0),
+                               atol=1e-5)
+    with pytest.raises(ModelLoadError, match="no named layers"):
+        load_source_model(out, "features")
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(ModelLoadError, match=r"model not found: .*nope\.keras"):
+        load_source_model(tmp_path / "nope.keras", "features")
+
+
+def test_wrong_extension(tmp_path: Path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"\x00")
+    with pytest.raises(ModelLoadError, match=r"unsupported model file extension '\.pt'"):
+        detect_format(path)
+
+
+def test_directory_without_saved_model(tmp_path: Path):
+    with pytest.raises(ModelLoadError, match="not a SavedModel"):
+        detect_format(tmp_path)
+
+
+def test_corrupt_keras_archive(tmp_path: Path):
+    path = tmp_path / "broken.keras"
+    path.write_bytes(b"PK\x03\x04 this is not really a zip")
+    with pytest.raises(ModelLoadError, match=r"broken\.keras: not a valid \.keras archive"):
+        load_source_model(path, "features")
+
+
+def test_truncated_keras_archive(demo_source_model: Path, tmp_path: Path):
+    data = demo_source_model.read_bytes()
+    path = tmp_path / "truncated.keras"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="truncated.keras"):
+        load_source_model(path, "features")
+
+
+def test_unknown_cut_layer_names_it_and_lists_layers(demo_source_model: Path):
+    with pytest.raises(ModelLoadError, match=r"no layer named 'penultimate'.*features"):
+        load_source_model(demo_source_model, "penultimate")

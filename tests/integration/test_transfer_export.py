@@ -1,0 +1,153 @@
+"""transfer + export on the digits demo with tiny epoch budgets (real TensorFlow)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import TransferConfig
+from pipeline.data import demo_target_domain
+from pipeline.errors import ExportError
+from pipeline.exporter import ExportSpec, export_model, parity
+from pipeline.model_io import load_source_model
+from pipeline.progress import Reporter
+
+QUIET = Reporter(quiet=True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return demo_target_domain(labels_per_class=5, test_fraction=0.3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(demo_source_model, data):
+    from pipeline.training import transfer
+
+    source = load_source_model(demo_source_model, "features")
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in source.model.layers}
+    cfg = TransferConfig(head_epochs=5, fine_tune_epochs=3, unfreeze_top=1, patience=50)
+    outcome = transfer(source.model, "features", data, cfg, QUIET)
+    return outcome, before
+
+
+def _spec(root: Path, **overrides) -> ExportSpec:
+    values = dict(root=root, model_name="digits", version=None, input_name="inputs",
+                  output_name="probabilities", warmup_records=4, golden_size=16, parity_atol=1e-5)
+    values.update(overrides)
+    return ExportSpec(**values)
+
+
+def test_fine_tune_trains_only_the_unfrozen_top(fine_tuned):
+    outcome, before = fine_tuned
+    assert outcome.unfrozen == ["features"]
+    base = outcome.model.get_layer("base")
+    changed = {layer.name for layer in base.layers
+               if any(not np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights(),
+                                                               strict=True))}
+    assert changed == {"features"}  # conv layers and BatchNorm statistics untouched
+    assert set(outcome.phases) == {"head", "fine_tune"}
+    assert 0.0 <= outcome.test_accuracy <= 1.0
+
+
+def test_feature_extraction_keeps_base_frozen_and_beats_chance(demo_source_model, data):
+    from pipeline.training import transfer
+
+    source = load_source_model(demo_source_model, "features")
+    weights = [w.copy() for w in source.model.get_layer("features").get_weights()]
+    cfg = TransferConfig(strategy="feature-extraction", head_epochs=30)
+    outcome = transfer(source.model, "features", data, cfg, QUIET)
+    assert set(outcome.phases) == {"head"} and outcome.unfrozen == []
+    for a, b in zip(weights, outcome.model.get_layer("base").get_layer("features").get_weights(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert outcome.test_accuracy > 0.4  # 5 classes: chance is 0.2
+
+
+def test_export_layout_signature_warmup_golden_manifest(fine_tuned, data, tmp_path):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    outcome, _ = fine_tuned
+    result = export_model(outcome.model, _spec(tmp_path), data.x_test, {"source_model": {"sha256": "x"}})
+    vdir = tmp_path / "digits" / "1"
+    assert result.version == 1 and result.version_dir == vdir
+    assert (vdir / "saved_model.pb").is_file() and (vdir / "variables").is_dir()
+    assert result.max_abs_diff <= 1e-5
+
+    signature = tf.saved_model.load(str(vdir)).signatures["serving_default"]
+    _, inputs = signature.structured_input_signature
+    assert list(inputs) == ["inputs"] and inputs["inputs"].shape.as_list() == [None, 8, 8, 1]
+    assert list(signature.structured_outputs) == ["probabilities"]
+
+    records = list(tf.data.TFRecordDataset(str(vdir / "assets.extra" / "tf_serving_warmup_requests")))
+    assert len(records) == 4
+    log = prediction_log_pb2.PredictionLog.FromString(records[0].numpy())
+    assert log.predict_log.request.model_spec.name == "digits"
+    np.testing.assert_array_equal(tf.make_ndarray(log.predict_log.request.inputs["inputs"]),
+                                  data.x_test[:1])
+
+    with np.load(vdir / "assets.extra" / "tfrollout_golden.npz") as golden:
+        x, y = golden["input.inputs"], golden["output.probabilities"]
+    assert x.shape == (16, 8, 8, 1)
+    np.testing.assert_allclose(signature(inputs=tf.constant(x))["probabilities"].numpy(), y, atol=1e-6)
+
+    manifest = json.loads((vdir / "tfrollout.json").read_text())
+    assert manifest["version"] == 1 and manifest["source_model"]["sha256"] == "x"
+    assert manifest["signature"]["inputs"]["inputs"] == {"dtype": "float32", "shape": [-1, 8, 8, 1]}
+    assert manifest["signature"]["outputs"]["probabilities"]["shape"] == [-1, 5]
+    assert manifest["versions"]["tensorflow"] == tf.__version__
+
+
+def test_saved_model_cli_shows_documented_names(fine_tuned, data, tmp_path):
+    outcome, _ = fine_tuned
+    export_model(outcome.model, _spec(tmp_path), data.x_test[:8], {})
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run([str(cli), "show", "--dir", str(tmp_path / "digits" / "1"), "--tag_set",
+                            "serve", "--signature_def", "serving_default"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "inputs['inputs']" in shown and "outputs['probabilities']" in shown
+
+
+def test_versions_increment_and_pinned_existing_is_refused(fine_tuned, data, tmp_path):
+    outcome, _ = fine_tuned
+    assert export_model(outcome.model, _spec(tmp_path), data.x_test[:8], {}).version == 1
+    assert export_model(outcome.model, _spec(tmp_path), data.x_test[:8], {}).version == 2
+    assert export_model(outcome.model, _spec(tmp_path, version=7), data.x_test[:8], {}).version == 7
+    before = sorted(p.name for p in (tmp_path / "digits").iterdir())
+    with pytest.raises(ExportError, match="version 2 already exists"):
+        export_model(outcome.model, _spec(tmp_path, version=2), data.x_test[:8], {})
+    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == before == ["1", "2", "7"]
+
+
+def test_failed_parity_leaves_nothing_behind(fine_tuned, data, tmp_path, monkeypatch):
+    import keras
+
+    import pipeline.exporter as exporter
+
+    outcome, _ = fine_tuned
+    shifted = keras.Model(outcome.model.inputs,
+                          keras.layers.Lambda(lambda t: t + 0.5)(outcome.model.outputs[0]))
+    real_writer = exporter.write_saved_model
+    # The SavedModel written is a different model: the parity check must catch it.
+    monkeypatch.setattr(exporter, "write_saved_model",
+                        lambda model, path, i, o: real_writer(shifted, path, i, o))
+    with pytest.raises(ExportError, match=r"parity check failed: .* by 0\.5"):
+        export_model(outcome.model, _spec(tmp_path), data.x_test[:8], {})
+    assert not (tmp_path / "digits").exists()
+
+
+def test_parity_reports_shape_mismatch():
+    class Sig:
+        def __call__(self, **kwargs):
+            import tensorflow as tf
+
+            return {"probabilities": tf.zeros((2, 3))}
+
+    spec = _spec(Path("."))
+    with pytest.raises(ExportError, match="output shape"):
+        parity(lambda x, training=False: np.zeros((2, 5), np.float32), Sig(), spec,
+               np.zeros((2, 8, 8, 1), np.float32))
