@@ -66,8 +66,10 @@ class _Task:
 class BatchScheduler:
     """One queue and `num_batch_threads` workers for one (servable, signature)."""
 
-    def __init__(self, runner: Runner, options: BatchOptions):
+    def __init__(self, runner: Runner, options: BatchOptions,
+                 on_batch: Callable[[int], None] | None = None):
         self._run = runner
+        self._on_batch = on_batch
         self._opt = options
         self._queue: deque[_Task] = deque()
         self._cond = threading.Condition()
@@ -136,6 +138,8 @@ class BatchScheduler:
             self._process(batch)
 
     def _process(self, batch: list[_Task]) -> None:
+        if self._on_batch:
+            self._on_batch(sum(t.size for t in batch))
         if len(batch) == 1:
             self._settle(batch[0], lambda: self._run(batch[0].inputs))
             return

@@ -33,6 +33,7 @@ class Metrics:
         self._latency: dict[tuple[str, str, str], list[int]] = {}
         self._latency_sum: dict[tuple[str, str, str], float] = defaultdict(float)
         self._loads: dict[tuple[str, str], int] = defaultdict(int)
+        self._batches: dict[int, int] = defaultdict(int)
         self._states = states
 
     def observe_request(self, model: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
@@ -47,6 +48,10 @@ class Metrics:
     def observe_load(self, model_path: str, ok: bool) -> None:
         with self._lock:
             self._loads[(model_path, "success" if ok else "fail")] += 1
+
+    def observe_batch(self, rows: int) -> None:
+        with self._lock:
+            self._batches[rows] += 1
 
     def render(self) -> str:
         out: list[str] = []
@@ -70,6 +75,10 @@ class Metrics:
             for (path, status), n in sorted(self._loads.items()):
                 out.append(":tensorflow:cc:saved_model:load_attempt_count"
                            + _labels({"model_path": path, "status": status}) + f" {n}")
+            out.append("# TYPE :tensorflow:serving:batching_session:processed_batch_size counter")
+            for rows, n in sorted(self._batches.items()):
+                out.append(":tensorflow:serving:batching_session:processed_batch_size"
+                           + _labels({"batch_size": str(rows)}) + f" {n}")
         out.append("# TYPE :tensorflow:serving:model_version_state gauge")
         for model, versions in sorted((self._states() if self._states else {}).items()):
             for version, state in sorted(versions.items()):

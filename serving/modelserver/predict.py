@@ -28,9 +28,11 @@ def spec_target(model_spec) -> tuple[int | None, str | None]:
 class Predictor:
     """Runs predictions for the servers; owns the batching decision."""
 
-    def __init__(self, manager: ModelManager | None, batch_options: BatchOptions | None = None):
+    def __init__(self, manager: ModelManager | None, batch_options: BatchOptions | None = None,
+                 on_batch: Callable[[int], None] | None = None):
         self.manager = manager
         self.batch_options = batch_options
+        self.on_batch = on_batch
 
     def run(self, servable: Servable, spec: SignatureSpec, arrays: Mapping[str, np.ndarray],
             aliases: Sequence[str]) -> dict[str, np.ndarray]:
@@ -39,7 +41,7 @@ class Predictor:
             return servable.run(spec.key, arrays, aliases)
         scheduler = servable.extra(
             f"batch:{spec.key}",
-            lambda: BatchScheduler(lambda a: servable.run(spec.key, a), self.batch_options))
+            lambda: BatchScheduler(lambda a: servable.run(spec.key, a), self.batch_options, self.on_batch))
         out = scheduler.submit(arrays)
         return {k: out[k] for k in aliases}
 

@@ -63,7 +63,7 @@ class ModelServer:
         self.flags = flags
         self._stopped = threading.Event()
         self.metrics = Metrics()
-        self.predictor = Predictor(None, batch_options(flags))
+        self.predictor = Predictor(None, batch_options(flags), self.metrics.observe_batch)
         self.manager = ModelManager(self._load, allow_unavailable_labels=flags.allow_version_labels_for_unavailable_models,
                                     max_load_retries=flags.max_num_load_retries)
         self.predictor.manager = self.manager
