@@ -26,6 +26,7 @@ from serving.client.errors import (
     TargetUnavailableError,
     TLSHandshakeError,
 )
+from serving.client.fastwire import FastPredictResponse
 from serving.client.retry import RetryPolicy
 from serving.client.signature import SignatureInfo, check_inputs, parse_metadata, pick
 from serving.client.tls import TLSConfig
@@ -93,7 +94,7 @@ class PredictionClient:
             self._channel = grpc.secure_channel(target, tls.credentials(), options=opts)
         else:
             self._channel = grpc.insecure_channel(target, options=opts)
-        self._predict = self._method(PREDICT, wire.PredictResponse)
+        self._predict = self._method(PREDICT, FastPredictResponse)  # zero-copy outputs
         self._metadata = self._method(METADATA, wire.MetadataResponse)
         self._status = self._method(STATUS, wire.StatusResponse)
         self._signatures: dict[tuple[Any, ...], SignatureInfo] = {}
@@ -202,7 +203,7 @@ class PredictionClient:
                               what=f"predict on {_describe(model, version, label)}")
         spec = response.model_spec
         served = spec.version.value if spec.HasField("version") else None
-        return Prediction(codec.decode_map(response.outputs), spec.name or model, served)
+        return Prediction(response.outputs, spec.name or model, served)
 
     def predict(self, model: str, inputs: Mapping[str, Any], *, version: int | None = None,
                 label: str | None = None, signature: str = "serving_default",

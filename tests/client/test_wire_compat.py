@@ -143,3 +143,18 @@ def test_bfloat16_both_ways() -> None:
     typed.tensor_shape.CopyFrom(official.tensor_shape)
     typed.half_val.extend(arr.view(np.uint16).astype(np.int32).ravel().tolist())
     _assert_same(codec.decode(wire.Tensor.FromString(typed.SerializeToString())), arr)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_zero_copy_response_scanner_matches_official(name: str) -> None:
+    from serving.client.fastwire import FastPredictResponse
+
+    resp = predict_pb2.PredictResponse()
+    resp.model_spec.name = "m"
+    resp.model_spec.version.value = 7
+    resp.outputs[name].CopyFrom(tf.make_tensor_proto(CASES[name]))
+    resp.outputs["typed"].CopyFrom(_typed_official(np.float32, [1.5, -2.0, 3.25, 0.0]))
+    fast = FastPredictResponse.FromString(resp.SerializeToString())
+    assert fast.model_spec.name == "m" and fast.model_spec.version.value == 7
+    _assert_same(fast.outputs[name], CASES[name])
+    _assert_same(fast.outputs["typed"], tf.make_ndarray(resp.outputs["typed"]))
