@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import pkgutil
 import sys
@@ -23,7 +24,9 @@ from pipeline.config import DeployConfig, load_config
 from pipeline.errors import TfRolloutError
 from pipeline.progress import Reporter
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) would bury the one-line errors.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 app = typer.Typer(
     name="tfrollout",

@@ -1,0 +1,105 @@
+"""The `tfrollout` command as a user runs it: exit codes, one-line errors, JSON, nothing half-written."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
+FAST = ["--set", "transfer.head_epochs=3", "--set", "transfer.fine_tune_epochs=1",
+        "--set", "transfer.baseline=false"]
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([TFROLLOUT, *args], cwd=cwd, capture_output=True, text=True, env=full_env,
+                          timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    assert fragment in errors[0], errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, demo_source_model: Path) -> Path:
+    (tmp_path / "deploy.toml").write_text(
+        f'[model]\npath = "{demo_source_model}"\n[export]\nroot = "exports"\n')
+    return tmp_path
+
+
+def test_config_check_json_shows_overrides(workdir: Path):
+    proc = run_cli("config", "check", "--json", "--set", "export.model_name=abc", cwd=workdir,
+                   env={"TFROLLOUT_TRANSFER__SEED": "9"})
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads(proc.stdout)["config"]
+    assert config["export"]["model_name"] == "abc" and config["transfer"]["seed"] == 9
+
+
+def test_bad_config_value_exit_2_names_key(workdir: Path):
+    proc = run_cli("config", "check", "--set", "export.warmup_records=5000", cwd=workdir)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "export.warmup_records")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment", "setup"),
+    [
+        (["model.path=missing.keras"], "model not found: missing.keras", None),
+        (["model.path=model.onnx"], "unsupported model file extension '.onnx'", "onnx"),
+        (["model.path=corrupt.keras"], "corrupt.keras: not a valid .keras archive", "corrupt"),
+        (["model.cut_layer=nope"], "no layer named 'nope'", None),
+        (["data.source=dir", "data.path=one_class"], "found 1 class folder", "one_class"),
+        (["data.source=npz", "data.path=bad.npz"], "x has 6 samples but y has 5 labels", "bad_npz"),
+        (["data.source=npz", "data.path=shape.npz"], "does not fit the model input shape (8, 8, 1)",
+         "shape_npz"),
+    ],
+)
+def test_bad_inputs_fail_cleanly_and_write_no_export(workdir: Path, overrides, fragment, setup):
+    if setup == "onnx":
+        (workdir / "model.onnx").write_bytes(b"\x08\x01")
+    elif setup == "corrupt":
+        (workdir / "corrupt.keras").write_bytes(b"garbage" * 10)
+    elif setup == "one_class":
+        from PIL import Image
+
+        (workdir / "one_class" / "cats").mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(workdir / "one_class" / "cats" / "a.png")
+    elif setup == "bad_npz":
+        np.savez(workdir / "bad.npz", x=np.zeros((6, 8, 8, 1)), y=np.arange(5))
+    elif setup == "shape_npz":
+        np.savez(workdir / "shape.npz", x=np.zeros((6, 9, 9, 3)), y=np.arange(6) % 2)
+    args = ["deploy", *FAST]
+    for item in overrides:
+        args += ["--set", item]
+    proc = run_cli(*args, cwd=workdir)
+    assert_one_line_error(proc, fragment)
+    assert proc.returncode == 3
+    exports = workdir / "exports"
+    assert not exports.exists() or not any(exports.rglob("*"))
+
+
+def test_debug_shows_traceback(workdir: Path):
+    proc = run_cli("deploy", "--debug", "--set", "model.path=missing.keras", cwd=workdir)
+    assert proc.returncode == 3 and "Traceback" in proc.stderr
+
+
+def test_json_failure_report_is_machine_readable(workdir: Path):
+    proc = run_cli("deploy", "--json", "--set", "model.cut_layer=nope", cwd=workdir)
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False and "nope" in report["error"]
+    assert report["stages"]["load"]["status"] == "failed"
+
+
+def test_stage_out_of_order_is_explained(workdir: Path):
+    proc = run_cli("export", cwd=workdir)
+    assert_one_line_error(proc, "no earlier run record")
+    assert proc.returncode == 2
