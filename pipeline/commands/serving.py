@@ -132,7 +132,16 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
 
 def register(app: typer.Typer) -> None:
     """Mount verify, predict and loadtest on the main app."""
-    from pipeline.cli import ConfigOpt, DebugOpt, JsonOpt, SetOpt, emit, fail, guarded, resolve_config
+    from pipeline.cli import (
+        ConfigOpt,
+        DebugOpt,
+        JsonOpt,
+        SetOpt,
+        emit,
+        fail,
+        guarded,
+        resolve_config,
+    )
 
     @app.command("verify")
     def verify(

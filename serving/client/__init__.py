@@ -1,6 +1,6 @@
 """A light TF Serving gRPC client: numpy in, numpy out, no TensorFlow import."""
 
-from serving.client.client import PredictionClient, Prediction, model_spec
+from serving.client.client import Prediction, PredictionClient, model_spec
 from serving.client.codec import CodecError, decode, encode
 from serving.client.errors import (
     ClientError,

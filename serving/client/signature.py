@@ -74,7 +74,7 @@ def pick(signatures: Mapping[str, SignatureInfo], name: str, model: str) -> Sign
 def _shape_fits(expected: tuple[int, ...] | None, actual: tuple[int, ...]) -> bool:
     if expected is None:
         return True
-    return len(expected) == len(actual) and all(e < 0 or e == a for e, a in zip(expected, actual))
+    return len(expected) == len(actual) and all(e < 0 or e == a for e, a in zip(expected, actual, strict=True))
 
 
 def check_inputs(signature: SignatureInfo, inputs: Mapping[str, Any]) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.client import ClientError, PredictionClient, TargetUnavailableError, TLSConfig, TLSHandshakeError
+from serving.client import (
+    ClientError,
+    PredictionClient,
+    TargetUnavailableError,
+    TLSConfig,
+    TLSHandshakeError,
+)
 from tests.client.conftest import Certs, Served
 
 X = {"inputs": np.zeros((1, 8, 8, 1), np.float32)}
