@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -129,10 +130,12 @@ def push_version(store: Store, version_dir: Path, model_name: str, version: int,
     plan = plan_push(local, remote, remote_sha, existing, force=force)
 
     sent = [0]
+    lock = threading.Lock()  # S3 reports progress from several transfer threads
 
     def advance_factory(advance: Callable[[int], None]) -> OnBytes:
         def cb(n: int) -> None:
-            sent[0] += n
+            with lock:
+                sent[0] += n
             advance(n)
             if on_bytes is not None:
                 on_bytes(n)

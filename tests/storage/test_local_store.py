@@ -131,3 +131,22 @@ def test_gc_keeps_newest_and_drops_stale_leftovers(tmp_path: Path, store) -> Non
     left = {(v.version, v.committed) for v in store.list_versions()}
     assert left == {(2, True), (3, True), (5, False)}
     assert not (tmp_path / "store" / "digits" / "1").exists()
+
+
+def test_saved_model_pb_then_manifest_are_written_last(tmp_path: Path, store) -> None:  # noqa: ANN001
+    """A poller (TF Serving, rollout) must never see the graph before its variables, nor a commit early."""
+    order: list[str] = []
+    upload, put_bytes = store.upload, store.put_bytes
+
+    def spy_upload(items, on_bytes):  # noqa: ANN001, ANN202
+        order.extend(i.key for i in items)
+        return upload(items, on_bytes)
+
+    def spy_put(key, data):  # noqa: ANN001, ANN202
+        order.append(key)
+        return put_bytes(key, data)
+
+    store.upload, store.put_bytes = spy_upload, spy_put
+    push_version(store, write_version(tmp_path / "exports"), "digits", 1, create=True)
+    assert order[-2:] == ["digits/1/saved_model.pb", f"digits/1/{MANIFEST_NAME}"]
+    assert order[0].startswith("digits/1/variables/") and len(order) == 6

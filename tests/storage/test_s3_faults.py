@@ -86,22 +86,26 @@ def test_client_crash_mid_push_resumes_skipping_completed_files(
     class Crash(Exception):
         pass
 
+    entries = {e.path: e for e in scan_dir(vdir)}
+    total = sum(e.size for e in entries.values())
     sent = [0]
 
-    def crash_in_second_shard(n: int) -> None:
+    def crash_mid_first_batch(n: int) -> None:
         sent[0] += n
-        if sent[0] > 16 * MiB + 256 * 1024:  # the 16 MiB shard is done, the 2 MiB one is in flight
+        if sent[0] > 16 * MiB + 256 * 1024:  # variables still in flight, saved_model.pb not started
             raise Crash("client died")
 
     with pytest.raises(StorageError, match="interrupted after"):
-        push_version(store, vdir, "digits", 1, on_bytes=crash_in_second_shard)
+        push_version(store, vdir, "digits", 1, on_bytes=crash_mid_first_batch)
     [info] = store.list_versions("digits")
     assert not info.committed and store.committed_versions("digits") == []
-    stored = {k.split("/", 2)[2] for k in store.list("digits/1/")}
-    assert BIG in stored and "saved_model.pb" not in stored
+    assert moto.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # aborted
+    survivors = {k.split("/", 2)[2]: o.size for k, o in store.list("digits/1/").items()}
+    assert "saved_model.pb" not in survivors and sum(survivors.values()) < total
+    assert all(entries[p].size == size for p, size in survivors.items())  # objects are all-or-nothing
 
     resent: list[int] = []
     result = push_version(store, vdir, "digits", 1, on_bytes=resent.append)
-    assert result.bytes_skipped >= 16 * MiB and sum(resent) == result.bytes_uploaded
-    assert result.bytes_uploaded + result.bytes_skipped == result.total_bytes
+    assert result.files_skipped == len(survivors) and result.bytes_skipped == sum(survivors.values())
+    assert result.bytes_uploaded == sum(resent) == total - result.bytes_skipped
     assert tree_digests(store.pull("digits", 1, tmp_path / "pulled")) == tree_digests(vdir)
