@@ -7,7 +7,6 @@ never appears under its final name half-written (same guarantee S3 gives per obj
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -122,6 +121,12 @@ class LocalStore(Store):
                 parent.rmdir()
                 parent = parent.parent
 
-    def clear_tmp(self) -> None:
-        """Remove temp files of interrupted writes (gc)."""
-        shutil.rmtree(self.root / TMP_DIR, ignore_errors=True)
+    def abort_stale_uploads(self, older_than: float) -> int:
+        """Remove temp files of interrupted writes older than `older_than` (gc)."""
+        removed = 0
+        tmp = self.root / TMP_DIR
+        for path in tmp.iterdir() if tmp.is_dir() else []:
+            if path.stat().st_mtime < older_than:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed

@@ -126,8 +126,12 @@ def test_gc_keeps_newest_and_drops_stale_leftovers(tmp_path: Path, store) -> Non
     young.write_bytes(b"in progress")
     old = 1_000_000.0
     os.utime(leftover, (old, old))
+    half_copied = tmp_path / "store" / ".tmp" / "deadbeef"
+    half_copied.write_bytes(b"partial")
+    os.utime(half_copied, (old, old))
     report = collect_garbage(store, keep=2, grace_s=3600, now=os.path.getmtime(young) + 1)
     assert report["deleted_committed"] == ["digits/1"] and report["deleted_stale"] == ["digits/4"]
+    assert report["aborted_uploads"] == 1 and not half_copied.exists()
     left = {(v.version, v.committed) for v in store.list_versions()}
     assert left == {(2, True), (3, True), (5, False)}
     assert not (tmp_path / "store" / "digits" / "1").exists()
