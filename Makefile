@@ -8,7 +8,7 @@ CONFIG ?= deploy.toml
 SOURCE_MODEL ?= demo/source_model.keras
 PYTEST_ARGS ?=
 
-.PHONY: install deploy test test-fast bench lint serving-image clean
+.PHONY: install deploy test test-fast bench lint protos serving-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench: $(STAMP)  ## benchmarks; machine-readable results in bench/results/*.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline serving tests bench
+
+protos: $(STAMP)  ## regenerate serving/client's protobuf modules from its .proto
+	$(BIN)/python -m serving.client.protos.generate
 
 serving-image:  ## build the offline TF Serving-compatible image (needs dockerd)
 	bash infra/serving-image/build.sh
