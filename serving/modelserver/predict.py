@@ -12,7 +12,7 @@ from .batching import BatchOptions, BatchScheduler
 from .errors import invalid_argument
 from .manager import ModelManager
 from .servable import DEFAULT_SIGNATURE, Servable
-from .tensors import SignatureSpec, decode_inputs, ndarray_to_proto, select_outputs
+from .tensors import SignatureSpec, decode_inputs, fill_proto, select_outputs
 
 
 def spec_target(model_spec) -> tuple[int | None, str | None]:
@@ -77,7 +77,7 @@ class Predictor:
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = ms.signature_name or DEFAULT_SIGNATURE
         for alias, arr in outputs.items():
-            response.outputs[alias].CopyFrom(ndarray_to_proto(arr))
+            fill_proto(response.outputs[alias], arr)
         return response
 
     def warmup(self, servable: Servable, iterations: int = 1) -> int:

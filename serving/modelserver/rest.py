@@ -121,6 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         limit = self.app.max_body_bytes
         if limit is not None and length > limit:
+            self._discard(length)  # read it so the client is not cut off mid-send
             err = ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"Request body of {length} bytes exceeds the limit of {limit} bytes")
             self._send(413, "application/json", json.dumps({"error": err.message}).encode(), close=True)
@@ -132,6 +133,14 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("REST handler failed")
             status, ctype, payload = 500, "application/json", json.dumps({"error": str(exc)}).encode()
         self._send(status, ctype, payload)
+
+    def _discard(self, length: int, cap: int = 64 << 20) -> None:
+        remaining = min(length, cap)
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 16))
+            if not chunk:
+                break
+            remaining -= len(chunk)
 
     def _send(self, status: int, ctype: str, payload: bytes, close: bool = False) -> None:
         self.send_response(status)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from .errors import invalid_argument
 
@@ -119,19 +119,26 @@ def proto_to_ndarray(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
         f"tensor parsing error: {alias} ({n} values given for shape {list(shape)})")
 
 
-def ndarray_to_proto(arr: np.ndarray) -> tensor_pb2.TensorProto:
-    """Encode an output (numeric as tensor_content: compact and fast to serialize)."""
+def fill_proto(proto: tensor_pb2.TensorProto, arr: np.ndarray) -> tensor_pb2.TensorProto:
+    """Encode an output into `proto` in place (numeric as tensor_content: compact, fast)."""
     arr = np.asarray(arr)
-    shape = tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape])
+    for d in arr.shape:
+        proto.tensor_shape.dim.add(size=int(d))
     if arr.dtype == object or arr.dtype.kind in "SU":
-        values = [v if isinstance(v, bytes) else str(v).encode() for v in arr.reshape(-1)]
-        return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=values)
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in arr.reshape(-1))
+        return proto
     dt = _NP_TO_DT.get(arr.dtype)
     if dt is None:
         raise invalid_argument(f"unsupported output dtype {arr.dtype}")
-    return tensor_pb2.TensorProto(dtype=dt, tensor_shape=shape,
-                                  tensor_content=np.ascontiguousarray(arr).tobytes())
+    proto.dtype = dt
+    proto.tensor_content = np.ascontiguousarray(arr).tobytes()
+    return proto
+
+
+def ndarray_to_proto(arr: np.ndarray) -> tensor_pb2.TensorProto:
+    """A new TensorProto for `arr` (see fill_proto)."""
+    return fill_proto(tensor_pb2.TensorProto(), arr)
 
 
 # -------------------------------------------------------------- validation
