@@ -165,7 +165,7 @@ def check_input_aliases(sig: SignatureSpec, given: Sequence[str]) -> None:
 def check_array(spec: TensorSpec, arr: np.ndarray) -> None:
     """dtype and shape of one input against its signature spec."""
     want = numpy_dtype(spec.dtype)
-    if arr.dtype != want and not (want == object and arr.dtype.kind in "OSU"):
+    if arr.dtype != want and not (want.kind == "O" and arr.dtype.kind in "OSU"):
         got = _NP_TO_DT.get(arr.dtype)
         got_name = dtype_name(got) if got is not None else str(arr.dtype)
         raise invalid_argument(

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -27,7 +28,12 @@ from serving.modelserver.policy import (
     resolve_label,
     select_versions,
 )
-from serving.modelserver.rest_codec import decode_request, encode_response, parse_body, request_format
+from serving.modelserver.rest_codec import (
+    decode_request,
+    encode_response,
+    parse_body,
+    request_format,
+)
 from serving.modelserver.tensors import (
     SignatureSpec,
     decode_inputs,
@@ -182,7 +188,7 @@ def test_tfs_config_roundtrip(tmp_path):
     assert BatchOptions.from_proto(bp).batch_timeout_micros == 500
     mc = tfs_config.parse_monitoring_config('prometheus_config { enable: true path: "/m" }')
     assert mc.prometheus_config.path == "/m"
-    with pytest.raises(Exception):
+    with pytest.raises(text_format.ParseError):
         tfs_config.parse_batching_parameters("max_batch_size: {value: }")
 
 
