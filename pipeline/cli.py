@@ -23,6 +23,7 @@ import typer
 from pipeline.config import DeployConfig, load_config
 from pipeline.errors import TfRolloutError
 from pipeline.progress import Reporter
+from pipeline.quiet import import_tensorflow_quietly
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) would bury the one-line errors.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -126,6 +127,7 @@ def demo_source_model(
     """Train the demo source model (digits 0-4) offline and save it as .keras."""
 
     def work() -> dict[str, Any]:
+        import_tensorflow_quietly(debug)
         from pipeline.demo import train_source_model
 
         return train_source_model(out, epochs=epochs, seed=seed, reporter=Reporter(quiet=as_json))
@@ -153,8 +155,11 @@ def _deploy(config: Path | None, set_: list[str] | None, *, from_stage: str | No
         record = load_record(cfg)
         return record.to_json() if record else {}
 
-    summary = guarded(lambda: run_pipeline(cfg, reporter, from_stage=from_stage,
-                                           until_stage=until_stage, fresh=fresh),
+    def work() -> Any:
+        import_tensorflow_quietly(debug)
+        return run_pipeline(cfg, reporter, from_stage=from_stage, until_stage=until_stage, fresh=fresh)
+
+    summary = guarded(work,
                       debug=debug, as_json=as_json, on_error=partial_report)
     if as_json:
         emit(summary.to_json())
