@@ -106,20 +106,21 @@ class BatchScheduler:
             t.join(timeout=30)
 
     def _take_batch(self) -> list[_Task] | None:
+        """Block until a batch is due (full, or its oldest task timed out); None when closed."""
         timeout = self._opt.batch_timeout_micros / 1e6
         with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            deadline = self._queue[0].enqueued + timeout
             while True:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                # another worker may take tasks while this one waits: re-check each round
                 rows = 0
                 for t in self._queue:
                     rows += t.size
                     if rows >= self._opt.max_batch_size:
                         break
-                remaining = deadline - time.monotonic()
+                remaining = self._queue[0].enqueued + timeout - time.monotonic()
                 if rows >= self._opt.max_batch_size or remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)
@@ -135,7 +136,12 @@ class BatchScheduler:
             batch = self._take_batch()
             if batch is None:
                 return
-            self._process(batch)
+            try:
+                self._process(batch)
+            except BaseException as exc:  # a worker must never die with tasks pending
+                for task in batch:
+                    if not task.future.done():
+                        task.future.set_exception(exc)
 
     def _process(self, batch: list[_Task]) -> None:
         if self._on_batch:

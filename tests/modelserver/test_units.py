@@ -232,3 +232,26 @@ def test_batch_scheduler_merges_and_splits():
     sched2 = BatchScheduler(runner, BatchOptions(max_batch_size=2, num_batch_threads=1))
     assert "larger than maximum" in _err(sched2.submit, {"x": np.zeros((3, 1))}).message
     sched2.close()
+
+
+def test_batch_scheduler_with_two_workers_loses_nothing():
+    # regression: a worker waiting on the timeout while the other drained the queue
+    # used to wake up with an empty batch and die, leaving later requests hanging
+    sched = BatchScheduler(lambda a: {"y": a["x"] + 1}, BatchOptions(
+        max_batch_size=4, batch_timeout_micros=500, num_batch_threads=2))
+    bad = []
+
+    def client(i):
+        for j in range(40):
+            out = sched.submit({"x": np.full((1, 1), i * 100 + j, np.float32)})["y"]
+            if out[0, 0] != i * 100 + j + 1:
+                bad.append((i, j, out))
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "requests hung"
+    assert bad == []
+    sched.close()
