@@ -254,4 +254,5 @@ def test_batch_scheduler_with_two_workers_loses_nothing():
         t.join(timeout=30)
     assert not any(t.is_alive() for t in threads), "requests hung"
     assert bad == []
+    assert all(t.is_alive() for t in sched._threads), "a batch worker died"
     sched.close()
