@@ -27,6 +27,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> N
     assert len(errors) == 1, proc.stderr
     assert fragment in errors[0], errors[0]
     assert "Traceback" not in proc.stderr
+    # TensorFlow's start-up log lines must not bury the error.
+    assert not [line for line in lines if line.startswith(("I0000", "E0000", "W0000", "WARNING: All log"))]
 
 
 @pytest.fixture
