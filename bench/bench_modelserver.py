@@ -181,6 +181,37 @@ class Server:
         self.log.close()
 
 
+ECHO_SERVER = """
+import sys, grpc
+from concurrent import futures
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+class Echo(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def Predict(self, request, context):
+        return predict_pb2.PredictResponse()
+server = grpc.server(futures.ThreadPoolExecutor(16), options=[("grpc.so_reuseport", 0)])
+prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
+server.add_insecure_port("127.0.0.1:" + sys.argv[1]); server.start(); server.wait_for_termination()
+"""
+
+
+def grpc_echo_latency(n: int) -> dict:
+    """Python gRPC transport alone (empty handler, separate process): the part of the
+    overhead no model-server code can remove."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            grpc.channel_ready_future(ch).result(timeout=60)
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            req = request(1)
+            lat = timed(lambda: stub.Predict(req, timeout=30), n)
+        return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def request(batch: int) -> predict_pb2.PredictRequest:
     req = predict_pb2.PredictRequest()
     req.model_spec.name = MODEL
@@ -240,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         version_dir = write_demo_model(root)
         floor = in_process(version_dir, args.n, args.seconds)
+        echo = grpc_echo_latency(args.n)
 
         server = Server(root, [], root / "server.log")
         try:
@@ -263,10 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "tf": tf.__version__},
         "in_process": floor,
+        "grpc_echo_batch1_no_model": echo,
         "grpc": {**lat, "throughput_16_clients": plain, "throughput_16_clients_batching": batched,
                  "batching": {"max_batch_size": MAX_BATCH, "batch_timeout_micros": args.batch_timeout_micros}},
         "ratios": {
             "batch1_p50_overhead_ms": overhead,
+            "batch1_p50_overhead_of_grpc_transport_alone_ms": echo["p50_ms"],
             "batch64_p50_overhead_ms": lat["batch64"]["p50_ms"] - floor["batch64"]["p50_ms"],
             "batching_throughput_vs_in_process_batched": ratio,
             "batching_throughput_vs_in_process_scheduler_16_threads":
@@ -286,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     for b in (1, 64):
         for q in ("p50_ms", "p99_ms"):
             print(f"batch {b:<3d} {q:<18s}{f[f'batch{b}'][q]:12.3f}{g[f'batch{b}'][q]:12.3f}")
+    print(f"gRPC echo (no model) p50    {'':12s}{echo['p50_ms']:12.3f}")
     print(f"16 clients, batching off    {'':12s}{plain['requests_per_s']:12.0f} req/s")
     print(f"16 clients, batching on     {f[f'batched{MAX_BATCH}_rows_per_s']:12.0f}{batched['requests_per_s']:12.0f} rows/s")
     print(f"16 threads via BatchScheduler {floor['scheduler_16_threads_rows_per_s']:10.0f} rows/s (in-process, no RPC)")
