@@ -107,17 +107,24 @@ class ModelManager:
                     if name not in wanted:
                         rec.retired = True
                 pending_labels = {}
+                moved: list[tuple[ModelRecord, ModelRecord]] = []
                 for c in entries:
                     policy = VersionPolicy.from_proto(c.model_version_policy)
                     rec = self._models.get(c.name)
-                    if rec is None or rec.base_path != c.base_path:
-                        old = rec
-                        rec = ModelRecord(name=c.name, base_path=c.base_path, policy=policy)
-                        if old is not None:  # new base path: keep serving old versions until swap
-                            rec.versions = old.versions
-                        self._models[c.name] = rec
+                    if rec is None:
+                        rec = self._models[c.name] = ModelRecord(c.name, c.base_path, policy)
+                    elif rec.base_path != c.base_path:
+                        # new base path: load it aside, the old record serves until the swap
+                        moved.append((rec, ModelRecord(c.name, c.base_path, policy)))
                     rec.policy, rec.retired = policy, False
                     pending_labels[c.name] = dict(c.version_labels)
+            for old, new in moved:
+                self._reconcile(new)
+                with self._lock:
+                    self._models[new.name] = new
+                for v, r in list(old.versions.items()):
+                    if r.state == State.AVAILABLE:
+                        self._unload(old, v)
             for rec in list(self._models.values()):
                 self._reconcile(rec)
             errors = []

@@ -154,3 +154,15 @@ def test_failed_new_version_keeps_old_one_serving(tmp_path, server_factory):
     time.sleep(1.5)  # another poll: still no unload of v1
     assert server.states("m")[1] == AVAILABLE
     assert _predict(server).model_spec.version.value == 1
+
+
+def test_reload_with_new_base_path_serves_the_new_files(tmp_path, server_factory):
+    write_model(tmp_path / "a", "m", 1, seed=11)
+    write_model(tmp_path / "b", "m", 1, seed=22)
+    server = server_factory(["--model_name=m", f"--model_base_path={tmp_path / 'a' / 'm'}"], rest=False)
+    server.wait_available("m", 1)
+    x = np.random.default_rng(2).random((2, *SHAPE), dtype=np.float32)
+    _reload(server, [tfs_config.ModelEntry("m", str(tmp_path / "b" / "m"))])
+    got = tf.make_ndarray(_predict(server, x=x).outputs["probabilities"])
+    assert np.max(np.abs(got - reference_predict(tmp_path / "b" / "m" / "1", x))) <= 1e-6
+    assert server.states("m") == {1: AVAILABLE}
