@@ -2,7 +2,9 @@
 # Build the offline TF Serving-compatible image with one command, no registry:
 #   1. base: debootstrap --variant=minbase bookworm rootfs -> `docker import`
 #   2. image: DOCKER_BUILDKIT=0 docker build --network host (python, TF, this server)
-# Cached by tag: an existing tag is not rebuilt unless --force (or FORCE=1).
+# Cached by tag: an existing tag is not rebuilt unless --force (or FORCE=1), or unless
+# the server source / Dockerfile changed since it was built (label org.tfrollout.src-hash;
+# only the last, cheap layers rebuild then — the python/TF layers stay cached).
 #
 #   infra/serving-image/build.sh [--force] [--print-tag]
 # Env: TF_VERSION (default: the TF version in the project venv, else 2.21.0),
@@ -37,9 +39,16 @@ have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
 docker info >/dev/null 2>&1 || { log "no Docker engine reachable (infra/scripts/dockerd.sh start)"; exit 1; }
 
+SRC_HASH="$(cd "$ROOT" && { cat infra/serving-image/Dockerfile infra/serving-image/entrypoint.sh \
+  serving/__init__.py serving/tfs_config.py; find serving/modelserver -name '*.py' | LC_ALL=C sort | xargs cat; } \
+  | sha256sum | cut -c1-16)"
 if [[ "$FORCE" != 1 ]] && have_image "$TAG"; then
-  log "$TAG exists; skipping build (--force to rebuild)"
-  echo "$TAG"; exit 0
+  built_hash="$(docker image inspect -f '{{ index .Config.Labels "org.tfrollout.src-hash" }}' "$TAG" 2>/dev/null || true)"
+  if [[ "$built_hash" == "$SRC_HASH" ]]; then
+    log "$TAG exists (source $SRC_HASH); skipping build (--force to rebuild)"
+    echo "$TAG"; exit 0
+  fi
+  log "$TAG exists but was built from other sources (${built_hash:-unknown} != $SRC_HASH); rebuilding"
 fi
 
 start=$(date +%s)
@@ -69,7 +78,7 @@ cp "$ROOT/serving/__init__.py" "$ROOT/serving/tfs_config.py" "$ctx/src/serving/"
 log "docker build $TAG (TF $TF_VERSION)"
 DOCKER_BUILDKIT=0 docker build --network host \
   --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "TF_VERSION=$TF_VERSION" \
-  --label "org.tfrollout.tf-version=$TF_VERSION" \
+  --label "org.tfrollout.tf-version=$TF_VERSION" --label "org.tfrollout.src-hash=$SRC_HASH" \
   -t "$TAG" "$ctx" >&2
 log "built $TAG in $(( $(date +%s) - start )) s; size $(docker image inspect -f '{{.Size}}' "$TAG") bytes"
 echo "$TAG"
