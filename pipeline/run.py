@@ -57,9 +57,13 @@ class RunRecord:
     config_hash: str
     stages: dict[str, StageResult] = field(default_factory=dict)
 
-    @property
-    def completed(self) -> bool:
-        return all(self.stages.get(s) and self.stages[s].status == "ok" for s in STAGE_ORDER)
+    def first_unfinished(self, stages: list[str]) -> str | None:
+        """The first of `stages` without a successful result (None: all done)."""
+        for name in stages:
+            result = self.stages.get(name)
+            if result is None or result.status != "ok":
+                return name
+        return None
 
     def outputs(self, stage: str) -> dict[str, Any]:
         """Outputs of a finished stage; a clear error when it has not run."""
@@ -144,13 +148,15 @@ def select_stages(from_stage: str | None, until_stage: str | None) -> list[str]:
 
 
 def plan_run(
-    previous: RunRecord | None, config: DeployConfig, from_stage: str | None, fresh: bool
+    previous: RunRecord | None, config: DeployConfig, from_stage: str | None, fresh: bool,
+    until_stage: str | None = None,
 ) -> tuple[RunRecord, str | None]:
     """Decide which record to continue and where to start (pure).
 
     - `--from S` reuses the previous record's earlier outputs and restarts at S.
-    - A previous run with the same config that stopped early resumes at its first
-      unfinished stage (re-running after a crash does not redo finished work).
+    - A previous run with the same config that has not finished the requested stages
+      (up to `until_stage`) resumes at its first unfinished one: re-running after a
+      crash, or running `deploy` after `deploy --until export`, redoes no finished work.
     - Otherwise (finished, different config, or `fresh`) a new run starts.
     """
     fingerprint = config_fingerprint(config)
@@ -163,13 +169,12 @@ def plan_run(
             if STAGE_ORDER.index(name) >= STAGE_ORDER.index(from_stage):
                 del previous.stages[name]
         return previous, from_stage
-    if (not fresh and previous is not None and not previous.completed
-            and previous.config_hash == fingerprint and previous.stages):
-        for name in STAGE_ORDER:
-            result = previous.stages.get(name)
-            if result is None or result.status != "ok":
+    if not fresh and previous is not None and previous.config_hash == fingerprint and previous.stages:
+        start = previous.first_unfinished(select_stages(None, until_stage))
+        if start is not None:
+            for name in STAGE_ORDER[STAGE_ORDER.index(start):]:
                 previous.stages.pop(name, None)
-                return previous, name
+            return previous, start
     return RunRecord.new(config), None
 
 
@@ -217,7 +222,7 @@ def run_pipeline(
 ) -> RunSummary:
     """Run the selected stages in order, persisting the record after each one."""
     select_stages(from_stage, until_stage)  # validate names before touching anything
-    record, start = plan_run(load_record(config), config, from_stage, fresh)
+    record, start = plan_run(load_record(config), config, from_stage, fresh, until_stage)
     if start is not None and from_stage is None:
         reporter.note(f"resuming run {record.run_id} at stage {start!r}")
     stages = select_stages(start, until_stage)

@@ -22,13 +22,14 @@ def test_demo_deploy_twice_gives_versions_1_and_2(tmp_path: Path):
 
     reports = []
     for _ in range(2):
-        proc = subprocess.run([str(BIN / "tfrollout"), "deploy", "--config", str(repo_config), "--json"],
+        proc = subprocess.run([str(BIN / "tfrollout"), "deploy", "--config", str(repo_config), "--json",
+                               "--until", "push"],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         reports.append(json.loads(proc.stdout))
 
     first, second = reports
-    assert first["ok"] and first["ran"][:3] == ["load", "transfer", "export"]
+    assert first["ok"] and first["ran"] == ["load", "transfer", "export", "push"]
     assert first["stages"]["export"]["outputs"]["version"] == 1
     assert second["stages"]["export"]["outputs"]["version"] == 2
     assert first["run_id"] != second["run_id"]
@@ -38,6 +39,9 @@ def test_demo_deploy_twice_gives_versions_1_and_2(tmp_path: Path):
         assert (vdir / "variables" / "variables.index").is_file()
         assert (vdir / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
         assert json.loads((vdir / "tfrollout.json").read_text())["version"] == int(version)
+        # pushed to the default file:// store, committed (manifest written last)
+        assert (tmp_path / "store" / "digits" / version / "saved_model.pb").is_file()
+        assert (tmp_path / "store" / "digits" / version / "tfrollout.manifest.json").is_file()
 
     report = json.loads(Path(first["stages"]["transfer"]["outputs"]["report"]).read_text())
     assert report["labelled_examples"] == 25 and report["baseline"]["test_accuracy"] is not None
@@ -51,7 +55,7 @@ def test_failed_stage_resumes_without_redoing_earlier_ones(tmp_path: Path, demo_
            "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
            "TFROLLOUT_TRANSFER__BASELINE": "false"}
     (tmp_path / "exports" / "digits" / "5").mkdir(parents=True)
-    cmd = [str(BIN / "tfrollout"), "deploy", "--json", "--set", "export.version=5"]
+    cmd = [str(BIN / "tfrollout"), "deploy", "--json", "--until", "push", "--set", "export.version=5"]
     failed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert failed.returncode == 5, failed.stderr[-2000:]
     assert json.loads(failed.stdout)["stages"]["export"]["status"] == "failed"
@@ -59,5 +63,5 @@ def test_failed_stage_resumes_without_redoing_earlier_ones(tmp_path: Path, demo_
     resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     report = json.loads(resumed.stdout)
-    assert report["resumed_from"] == "export" and report["ran"] == ["export"]
+    assert report["resumed_from"] == "export" and report["ran"] == ["export", "push"]
     assert (tmp_path / "exports" / "digits" / "5" / "saved_model.pb").is_file()

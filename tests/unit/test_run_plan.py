@@ -70,3 +70,20 @@ def test_record_round_trips_through_json():
     record = _record(cfg, {"load": "ok"})
     again = RunRecord.from_json(record.to_json())
     assert again.to_json() == record.to_json()
+
+
+def test_partial_run_continues_when_more_stages_are_asked_for():
+    cfg = build_config()
+    previous = _record(cfg, {"load": "ok", "transfer": "ok"})
+    # `deploy --until transfer` again: that range is done, so a new run starts.
+    assert plan_run(previous, cfg, None, fresh=False, until_stage="transfer")[1] is None
+    # plain `deploy`: continue the same run after the finished stages.
+    record, start = plan_run(previous, cfg, None, fresh=False)
+    assert record.run_id == previous.run_id and start == STAGE_ORDER[2]
+
+
+def test_resume_drops_results_after_the_restart_point():
+    cfg = build_config()
+    previous = _record(cfg, {"load": "ok", "transfer": "failed", "export": "ok"})
+    record, start = plan_run(previous, cfg, None, fresh=False)
+    assert start == "transfer" and list(record.stages) == ["load"]
