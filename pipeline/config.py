@@ -131,6 +131,39 @@ class VerifyConfig(_Section):
     server_name: str | None = Field(default=None, description="Override the TLS server name checked.")
 
 
+class RolloutConfig(_Section):
+    """Where and how a pushed version goes live (see `pipeline/rollout`, `pipeline/targets`)."""
+
+    target: Literal["local", "docker"] = "local"
+    host: str = Field(default="127.0.0.1", description="Address the runtime's ports are reached at.")
+    grpc_port: int = Field(default=8500, ge=1, le=65535)
+    rest_port: int = Field(default=8501, ge=0, le=65535, description="0 disables REST (local target).")
+    local_dir: Path | None = Field(default=None, description="Local target state; default <run.workdir>/serving.")
+    model_base_path: str | None = Field(
+        default=None, description="Passthrough: the server reads <this>/<model> itself (no delivery).")
+    stable_label: str = "stable"
+    canary_label: str = "canary"
+    verify_canary: bool = True
+    serving_args: list[str] = Field(default_factory=list, description="Extra model-server flags.")
+    start_timeout_s: float = Field(default=90.0, gt=0.0)
+    deliver_timeout_s: float = Field(default=300.0, gt=0.0)
+    load_timeout_s: float = Field(default=180.0, gt=0.0)
+    label_timeout_s: float = Field(default=30.0, gt=0.0)
+    verify_timeout_s: float = Field(default=120.0, gt=0.0)
+    lock_stale_s: float = Field(default=1800.0, gt=0.0, description="A lock older than this is broken.")
+    log_tail: int = Field(default=200, ge=1, le=100_000)
+    # docker target
+    docker_host: str | None = Field(default=None, description="unix://, tcp:// or ssh://; default DOCKER_HOST.")
+    tls_verify: bool | None = Field(default=None, description="Default: DOCKER_TLS_VERIFY.")
+    cert_path: Path | None = Field(default=None, description="ca.pem/cert.pem/key.pem; default DOCKER_CERT_PATH.")
+    image: str = "tensorflow/serving:2.18.0"
+    pull_image: bool = Field(default=True, description="Pull the image when the engine lacks it.")
+    container_name: str = Field(default="tfrollout-serving", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+    volume: str = Field(default="tfrollout-models", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+    network_mode: Literal["host", "published"] = "host"
+    models_mount: str = "/models"
+
+
 class RunConfig(_Section):
     """Where the run record and intermediate artefacts live."""
 
@@ -146,6 +179,7 @@ class DeployConfig(_Section):
     export: ExportConfig = ExportConfig()
     storage: StorageConfig = StorageConfig()
     verify: VerifyConfig = VerifyConfig()
+    rollout: RolloutConfig = RolloutConfig()
     run: RunConfig = RunConfig()
 
 

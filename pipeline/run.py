@@ -24,7 +24,7 @@ from pipeline.config import DeployConfig
 from pipeline.errors import StageOrderError, TfRolloutError
 from pipeline.progress import Reporter
 
-STAGE_ORDER: tuple[str, ...] = ("load", "transfer", "export", "push")
+STAGE_ORDER: tuple[str, ...] = ("load", "transfer", "export", "push", "rollout", "verify")
 RECORD_FILE = "run.json"
 
 

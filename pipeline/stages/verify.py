@@ -27,15 +27,32 @@ def target_from(cfg: Any, model: str, export_version: int | None) -> Target:
                   cfg.client_cert, cfg.client_key, cfg.server_name)
 
 
+def after_rollout(cfg: Any, rollout: dict[str, Any] | None) -> Any:
+    """After a rollout in this run, check its endpoint under the stable label (unless set explicitly)."""
+    if not rollout or cfg.label is not None or cfg.version is not None:
+        return cfg
+    update: dict[str, Any] = {"label": rollout.get("stable_label", "stable")}
+    if "target" not in cfg.model_fields_set and rollout.get("endpoint"):
+        update["target"] = rollout["endpoint"]
+    return cfg.model_copy(update=update)
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
-    cfg = ctx.config.verify
     export = ctx.outputs("export")
+    rolled = ctx.record.stages.get("rollout")
+    rollout = rolled.outputs if rolled is not None and rolled.status == "ok" else None
+    cfg = after_rollout(ctx.config.verify, rollout)
     target = target_from(cfg, export["model_name"], export.get("version"))
     golden = load_golden(Path(export["golden"]))
     tol = Tolerance(cfg.atol, cfg.rtol, cfg.min_agreement)
     report = verify_served(target, golden, tol, deadline_s=cfg.deadline_s, batch_size=cfg.batch_size)
     path = ctx.workdir / "verify.json"
     path.write_text(json.dumps(report, indent=2))
+    if report["ok"] and rollout and target.label and report["served_versions"] not in (
+            [], [rollout["version"]]):
+        report["ok"] = False
+        report["reason"] = (f"label {target.label!r} answered with version(s) {report['served_versions']}, "
+                            f"expected {rollout['version']}")
     if not report["ok"]:
         raise VerifyError(f"served {target.describe()} does not match the golden set: "
                           f"{report['reason']} (report: {path})")

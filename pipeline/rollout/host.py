@@ -1,0 +1,151 @@
+"""The I/O edge the rollout machine drives: a target + the runtime's gRPC ModelService + the store.
+
+Config changes are applied with HandleReloadConfigRequest first and persisted to the
+target's config file only when the reload succeeded, so the file always holds a set
+the runtime accepted (a restarted runtime serves the same set). Other models in the
+file are left as they are.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.errors import RolloutError
+from pipeline.rollout.clock import Clock, Deadline, SystemClock
+from pipeline.rollout.grpc_api import ModelServiceAPI
+from pipeline.rollout.plan import Served
+from pipeline.targets.base import Target
+from serving import tfs_config
+
+# (model, version, dest) -> dest: a committed, sha256-verified copy of the version.
+Fetcher = Callable[[str, int, Path], Path]
+
+
+def served_from_config(text: str | None, model: str) -> Served | None:
+    """Our model's entry of a model_config_list (pure)."""
+    if not text:
+        return None
+    cfg = tfs_config.parse_model_server_config(text)
+    for entry in cfg.model_config_list.config:
+        if entry.name == model:
+            versions = tuple(entry.model_version_policy.specific.versions)
+            labels = {k: v for k, v in entry.version_labels.items() if v in versions}
+            return Served(model, versions, labels)
+    return None
+
+
+def merged_config(text: str | None, served: Served | None, model: str, base_path: str):
+    """The whole ModelServerConfig with our model's entry replaced (None removes it) (pure)."""
+    entries: list[tfs_config.ModelEntry] = []
+    if text:
+        for e in tfs_config.parse_model_server_config(text).model_config_list.config:
+            if e.name == model:
+                continue
+            policy = e.model_version_policy
+            entries.append(tfs_config.ModelEntry(
+                e.name, e.base_path,
+                versions=tuple(policy.specific.versions) if policy.HasField("specific") else None,
+                latest=policy.latest.num_versions or 1, all_versions=policy.HasField("all"),
+                labels=dict(e.version_labels)))
+    if served is not None:
+        entries.append(tfs_config.ModelEntry(served.model, base_path, versions=served.versions,
+                                             labels=dict(served.labels)))
+    return tfs_config.build_model_server_config(entries)
+
+
+class ServingHost:
+    """Implements the machine's `Host` protocol on a `Target`."""
+
+    def __init__(self, target: Target, fetch: Fetcher | None, *, lock_stale_s: float = 1800.0,
+                 clock: Clock | None = None) -> None:
+        self.target, self.fetch = target, fetch
+        self.lock_stale_s = lock_stale_s
+        self.clock = clock or SystemClock()
+        self._api: ModelServiceAPI | None = None
+
+    @property
+    def api(self) -> ModelServiceAPI:
+        if self._api is None:
+            self._api = ModelServiceAPI(self.target.endpoint)
+        return self._api
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+    # ------------------------------------------------------------- config
+    def read(self, model: str) -> Served | None:
+        try:
+            return served_from_config(self.target.read_config(), model)
+        except Exception as exc:  # noqa: BLE001 - a corrupt file must not block a restore
+            raise RolloutError(f"unreadable model config on the serving host: {exc}") from None
+
+    def _config(self, served: Served | None, model: str):
+        return merged_config(self.target.read_config(), served, model, self.target.base_path(model))
+
+    def persist(self, served: Served | None, model: str) -> None:
+        config = self._config(served, model)
+        empty = not config.model_config_list.config
+        self.target.write_config(None if empty else tfs_config.to_text(config))
+
+    def apply(self, served: Served, timeout_s: float) -> None:
+        config = self._config(served, served.model)
+        self.api.reload(config, timeout_s)
+        self.target.write_config(tfs_config.to_text(config))
+
+    # ------------------------------------------------------------- runtime
+    def running(self) -> bool:
+        return self.target.running()
+
+    def start(self, served: Served | None, timeout_s: float) -> None:
+        """Write the config, start the runtime, wait until its gRPC port answers."""
+        if served is not None:
+            self.persist(served, served.model)
+        self.target.start()
+        deadline = Deadline(self.clock, timeout_s, f"start the serving runtime at {self.target.endpoint}")
+        self.close()  # a fresh channel: the old one may be in backoff after the runtime died
+        while not self.api.ready(min(1.0, max(deadline.remaining(), 0.05))):
+            if not self.target.running():
+                raise RolloutError(f"the serving runtime exited during start-up; last log lines:\n"
+                                   f"{self.target.logs(20)}")
+            deadline.check()
+
+    def stop(self) -> None:
+        self.close()
+        self.target.stop()
+
+    def states(self, model: str, timeout_s: float) -> dict[int, tuple[str, str]]:
+        return self.api.states(model, timeout_s)
+
+    def logs(self, tail: int) -> str:
+        return self.target.logs(tail)
+
+    # ------------------------------------------------------------- files
+    def has_version(self, model: str, version: int) -> bool:
+        if self.fetch is None:  # passthrough: the server reads the store itself
+            return True
+        return version in self.target.versions(model)
+
+    def versions_on_host(self, model: str) -> list[int]:
+        return self.target.versions(model)
+
+    def deliver(self, model: str, version: int) -> None:
+        if self.fetch is None:
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="tfrollout-deliver-"))
+        try:
+            source = self.fetch(model, version, tmp / str(version))
+            self.target.deliver(model, version, source)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------- lock
+    def lock(self, owner: str) -> None:
+        self.target.lock(owner, self.lock_stale_s)
+
+    def unlock(self) -> None:
+        self.target.unlock()

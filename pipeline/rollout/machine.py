@@ -1,0 +1,355 @@
+"""The rollout state machine: first deploy, canary update, promote, roll back (pure logic).
+
+It talks only to a `Host` (the serving host as a few verbs) and a `Verifier`, both
+injected, plus a `Clock`: every transition is unit-testable with fakes and no
+Docker. Invariants kept on every path:
+- `stable` always names a loaded, AVAILABLE version while an update runs;
+- on any failure the host is brought back to the last safe config (`stable -> N`
+  only) and that config is persisted, so the host never keeps a half-applied set;
+- one rollout at a time (the host's lock), released in `finally`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from pipeline.errors import RolloutError, TfRolloutError
+from pipeline.rollout.clock import Clock, Deadline, SystemClock
+from pipeline.rollout.plan import (
+    CANARY,
+    STABLE,
+    Served,
+    UpdatePlan,
+    first_load,
+    first_stable,
+    previous_version,
+    safe_config,
+)
+
+
+class Phase(str, Enum):
+    """Where a rollout is; recorded in the report's step list."""
+
+    LOCK = "lock"
+    START = "start-runtime"
+    RESTORE = "restore-stable"
+    DELIVER = "deliver"
+    LOAD = "load"
+    WAIT = "wait-available"
+    CANARY = "label-canary"
+    VERIFY = "verify"
+    LABEL_STABLE = "label-stable"
+    PROMOTE = "promote"
+    DROP_OLD = "unload-old"
+    ROLLBACK = "rollback"
+    DONE = "done"
+
+
+class Host(Protocol):
+    """The serving host as the machine sees it (implemented by `pipeline.rollout.host`)."""
+
+    def read(self, model: str) -> Served | None: ...
+    def running(self) -> bool: ...
+    def start(self, served: Served | None, timeout_s: float) -> None: ...
+    def apply(self, served: Served, timeout_s: float) -> None: ...
+    def persist(self, served: Served | None, model: str) -> None: ...
+    def has_version(self, model: str, version: int) -> bool: ...
+    def deliver(self, model: str, version: int) -> None: ...
+    def versions_on_host(self, model: str) -> list[int]: ...
+    def states(self, model: str, timeout_s: float) -> dict[int, tuple[str, str]]: ...
+    def logs(self, tail: int) -> str: ...
+    def lock(self, owner: str) -> None: ...
+    def unlock(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class VerifyOutcome:
+    ok: bool
+    reason: str = ""
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+# (version, label, timeout_s) -> outcome; exactly one of version/label is set.
+Verifier = Callable[[int | None, str | None, float], VerifyOutcome]
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Seconds allowed per step."""
+
+    lock: float = 5.0
+    start: float = 90.0
+    deliver: float = 300.0
+    load: float = 180.0
+    verify: float = 120.0
+    label: float = 30.0
+
+
+@dataclass
+class RolloutReport:
+    """What happened, for the run record and `--json`."""
+
+    model: str
+    version: int
+    action: str = ""
+    previous: int | None = None
+    ok: bool = False
+    rolled_back: bool = False
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    served: dict[str, Any] | None = None
+    verify: dict[str, Any] | None = None
+    error: str | None = None
+    logs: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class RolloutFailed(RolloutError):
+    """A rollout failed (after restoring the safe config); carries the report."""
+
+    def __init__(self, message: str, report: RolloutReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class Machine:
+    """Drives one rollout on one host; create one per command."""
+
+    def __init__(self, host: Host, verifier: Verifier | None, *, clock: Clock | None = None,
+                 deadlines: Deadlines = Deadlines(), poll_s: float = 0.1, log_tail: int = 200,
+                 stable_label: str = STABLE, canary_label: str = CANARY,
+                 owner: str = "tfrollout") -> None:
+        self.host, self.verifier = host, verifier
+        self.clock = clock or SystemClock()
+        self.d, self.poll_s, self.log_tail = deadlines, poll_s, log_tail
+        self.stable_label, self.canary_label, self.owner = stable_label, canary_label, owner
+        self._t0 = 0.0
+
+    # ---------------------------------------------------------------- helpers
+    def _step(self, report: RolloutReport, phase: Phase, fn: Callable[[], Any], detail: str = "") -> Any:
+        start = self.clock.monotonic()
+        entry: dict[str, Any] = {"step": phase.value, "detail": detail}
+        report.steps.append(entry)
+        try:
+            result = fn()
+        except BaseException as exc:
+            entry.update(ok=False, error=str(exc), duration_s=round(self.clock.monotonic() - start, 3))
+            raise
+        entry.update(ok=True, duration_s=round(self.clock.monotonic() - start, 3))
+        return result
+
+    def _mark(self, report: RolloutReport, name: str) -> None:
+        report.timings_s[name] = round(self.clock.monotonic() - self._t0, 3)
+
+    def wait_available(self, model: str, version: int, timeout_s: float) -> None:
+        """Poll GetModelStatus until `version` is AVAILABLE; fail fast on a load error or a dead runtime."""
+        deadline = Deadline(self.clock, timeout_s, f"wait for {model} version {version} AVAILABLE")
+        last = "no status yet"
+        while True:
+            try:
+                states = self.host.states(model, min(max(deadline.remaining(), 0.2), 5.0))
+                state, error = states.get(version, ("UNKNOWN", ""))
+                if state == "AVAILABLE":
+                    return
+                if state == "END" and error:
+                    raise RolloutError(f"{model} version {version} failed to load: {error}")
+                last = f"state {state}"
+            except RolloutError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - status errors while loading are expected
+                last = str(exc)
+            if not self.host.running():
+                raise RolloutError(f"the serving runtime stopped while waiting for {model} "
+                                   f"version {version} ({last})")
+            deadline.check(last)
+            self.clock.sleep(self.poll_s)
+
+    def _ensure_running(self, report: RolloutReport, current: Served | None) -> Served | None:
+        """A stopped runtime is restarted with the safe config (service first, then the update)."""
+        safe = safe_config(current, self.stable_label)
+        if self.host.running():
+            return current
+        if safe is None:
+            return current
+        self._step(report, Phase.RESTORE, lambda: self.host.start(safe, self.d.start),
+                   f"runtime not running: restart serving stable={safe.stable}")
+        self.wait_available(safe.model, safe.versions[0], self.d.load)
+        return safe
+
+    def _verify(self, report: RolloutReport, version: int | None, label: str | None) -> None:
+        if self.verifier is None:
+            return
+        outcome = self.verifier(version, label, self.d.verify)
+        report.verify = {"ok": outcome.ok, "reason": outcome.reason,
+                         **{k: outcome.report.get(k) for k in
+                            ("max_abs_diff", "agreement", "served_versions", "requests", "latency_ms")
+                            if k in outcome.report}}
+        if not outcome.ok:
+            which = f"label {label!r}" if label else f"version {version}"
+            raise RolloutError(f"verification of {which} failed: {outcome.reason}")
+
+    # ---------------------------------------------------------------- rollout
+    def rollout(self, model: str, version: int) -> RolloutReport:
+        """Bring `version` to stable (first deploy or canary update); raises RolloutFailed."""
+        report = RolloutReport(model=model, version=version)
+        self._t0 = self.clock.monotonic()
+        self._step(report, Phase.LOCK, lambda: self.host.lock(self.owner))
+        try:
+            current = self.host.read(model)
+            report.previous = current.stable if current else None
+            try:
+                current = self._ensure_running(report, current)
+                stable = current.stable if current else None
+                if stable is None:
+                    report.action = "first-deploy"
+                    self._first_deploy(report, model, version)
+                elif stable == version:
+                    report.action = "already-stable"
+                    safe = safe_config(current, self.stable_label)
+                    assert safe is not None
+                    if current != safe:  # leftovers of an interrupted rollout
+                        self._step(report, Phase.ROLLBACK, lambda: self.host.apply(safe, self.d.label),
+                                   "drop leftovers of an interrupted rollout")
+                else:
+                    report.action = "update"
+                    self._update(report, UpdatePlan(model, stable, version, self.canary_label,
+                                                    self.stable_label), verify=True)
+            except BaseException as exc:
+                self._recover(report, current, exc)
+                raise RolloutFailed(report.error or str(exc), report) from None
+            report.ok = True
+            report.served = self.host.read(model).to_json() if self.host.read(model) else None
+            self._step(report, Phase.DONE, lambda: None)
+            return report
+        finally:
+            self.host.unlock()
+
+    def _first_deploy(self, report: RolloutReport, model: str, version: int) -> None:
+        if not self.host.has_version(model, version):
+            self._step(report, Phase.DELIVER, lambda: self.host.deliver(model, version), f"version {version}")
+        self._mark(report, "delivered")
+        load = first_load(model, version)
+        if self.host.running():
+            self._step(report, Phase.LOAD, lambda: self.host.apply(load, self.d.load), f"version {version}")
+        else:
+            self._step(report, Phase.START, lambda: self.host.start(load, self.d.start), f"version {version}")
+        self._step(report, Phase.WAIT, lambda: self.wait_available(model, version, self.d.load))
+        self._mark(report, "available")
+        self._step(report, Phase.VERIFY, lambda: self._verify(report, version, None), f"version {version}")
+        stable = first_stable(model, version, self.stable_label)
+        self._step(report, Phase.LABEL_STABLE, lambda: self.host.apply(stable, self.d.label))
+        self._mark(report, "promoted")
+
+    def _update(self, report: RolloutReport, plan: UpdatePlan, *, verify: bool) -> None:
+        model, new = plan.model, plan.new
+        if not self.host.has_version(model, new):
+            self._step(report, Phase.DELIVER, lambda: self.host.deliver(model, new), f"version {new}")
+        self._mark(report, "delivered")
+        self._step(report, Phase.LOAD, lambda: self.host.apply(plan.load_new, self.d.load),
+                   f"versions {plan.load_new.versions}, {self.stable_label}->{plan.old}")
+        self._step(report, Phase.WAIT, lambda: self.wait_available(model, new, self.d.load))
+        self._step(report, Phase.CANARY, lambda: self.host.apply(plan.canary, self.d.label),
+                   f"{self.canary_label}->{new}")
+        self._mark(report, "canary_available")
+        if verify:
+            self._step(report, Phase.VERIFY, lambda: self._verify(report, None, self.canary_label),
+                       f"label {self.canary_label!r}")
+        self._step(report, Phase.PROMOTE, lambda: self.host.apply(plan.switch, self.d.label),
+                   f"{self.stable_label}->{new}")
+        self._step(report, Phase.DROP_OLD, lambda: self.host.apply(plan.promoted, self.d.label),
+                   f"unload {plan.old} (files kept)")
+        self._mark(report, "promoted")
+
+    def _recover(self, report: RolloutReport, before: Served | None, exc: BaseException) -> None:
+        """Restore the safe config (or stop a failed first deploy), attach logs, set the error."""
+        reason = str(exc) if isinstance(exc, TfRolloutError) else f"{type(exc).__name__}: {exc}"
+        safe = safe_config(before, self.stable_label)
+        running = self._safe_running()
+        try:
+            report.logs = self.host.logs(self.log_tail)
+        except Exception as log_exc:  # noqa: BLE001
+            report.logs = f"(logs unavailable: {log_exc})"
+        notes = []
+        try:
+            if safe is None:
+                self._step(report, Phase.ROLLBACK, self.host.stop, "first deploy failed: stop the runtime")
+                self.host.persist(None, report.model)
+                notes.append("first deploy failed; runtime stopped, nothing is served")
+            elif running:
+                self._step(report, Phase.ROLLBACK, lambda: self.host.apply(safe, self.d.load),
+                           f"{self.stable_label}->{safe.stable} only")
+                report.rolled_back = True
+                notes.append(f"rolled back: {self.stable_label} -> {safe.stable} only")
+            else:
+                self.host.persist(safe, report.model)
+                notes.append(f"the serving runtime is not running; the host config was reset to "
+                             f"{self.stable_label} -> {safe.stable} only: run `tfrollout rollback` "
+                             "or re-run the deploy to restore service")
+        except BaseException as rb_exc:  # noqa: BLE001
+            try:
+                self.host.persist(safe, report.model)
+            except Exception:  # noqa: BLE001
+                pass
+            notes.append(f"rollback failed too: {rb_exc}")
+        report.error = f"rollout of {report.model} version {report.version} failed: {reason}; " + "; ".join(notes)
+
+    def _safe_running(self) -> bool:
+        try:
+            return self.host.running()
+        except Exception:  # noqa: BLE001
+            return False
+
+    # ---------------------------------------------------------------- rollback
+    def rollback(self, model: str, committed: list[int]) -> RolloutReport:
+        """Drop an interrupted rollout's canary; else return to the previous committed version on the host."""
+        current = self.host.read(model)
+        if current is None or current.stable is None:
+            raise RolloutError(f"nothing to roll back: no stable version of {model!r} on the serving host")
+        report = RolloutReport(model=model, version=current.stable, previous=current.stable)
+        self._t0 = self.clock.monotonic()
+        self._step(report, Phase.LOCK, lambda: self.host.lock(self.owner))
+        try:
+            safe = safe_config(current, self.stable_label)
+            assert safe is not None
+            try:
+                if not self.host.running():
+                    report.action = "restore"
+                    self._step(report, Phase.RESTORE, lambda: self.host.start(safe, self.d.start),
+                               f"restart serving {self.stable_label}={safe.stable}")
+                    self.wait_available(model, safe.versions[0], self.d.load)
+                elif current != safe:
+                    report.action = "drop-canary"
+                    self._step(report, Phase.ROLLBACK, lambda: self.host.apply(safe, self.d.load),
+                               f"{self.stable_label}->{safe.stable} only")
+                else:
+                    prev = previous_version(self.host.versions_on_host(model), committed, current.stable)
+                    if prev is None:
+                        raise RolloutError(f"no earlier committed version of {model!r} on the serving host "
+                                           f"(stable is {current.stable})")
+                    report.action, report.version = "rollback", prev
+                    self._update(report, UpdatePlan(model, current.stable, prev, self.canary_label,
+                                                    self.stable_label), verify=False)
+            except BaseException as exc:
+                self._recover(report, current, exc)
+                raise RolloutFailed(report.error or str(exc), report) from None
+            report.ok = True
+            served = self.host.read(model)
+            report.served = served.to_json() if served else None
+            return report
+        finally:
+            self.host.unlock()
+
+
+def wall_clock_owner() -> str:
+    """Lock owner text: who and when (for the 'rollout in progress' error)."""
+    import os
+    import socket
+
+    return f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}"

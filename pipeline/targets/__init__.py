@@ -1,0 +1,26 @@
+"""Where models are served: a local model-server process or a Docker container.
+
+`open_target(config, workdir)` picks the backend from `[rollout] target`; the
+docker SDK is imported only for the docker target.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import RolloutConfig
+from pipeline.targets.base import Target
+
+
+def open_target(cfg: RolloutConfig, workdir: Path) -> Target:
+    """The configured target; `workdir` is the run workdir (local target state lives under it)."""
+    if cfg.target == "local":
+        from pipeline.targets.local import LocalTarget
+
+        return LocalTarget(cfg, (cfg.local_dir or workdir / "serving"))
+    from pipeline.targets.docker import DockerTarget
+
+    return DockerTarget(cfg)
+
+
+__all__ = ["Target", "open_target"]

@@ -1,0 +1,66 @@
+"""The one interface every serving target implements (the rollout machine's hands)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+LOCK_NAME = ".tfrollout-rollout.lock"
+CONFIG_NAME = "models.config"
+
+
+class Target(ABC):
+    """A serving runtime started with `--model_config_file` on its host, plus that host's files."""
+
+    kind: str = "abstract"
+
+    @property
+    @abstractmethod
+    def endpoint(self) -> str:
+        """host:port of the runtime's gRPC API, as reachable from here."""
+
+    @abstractmethod
+    def base_path(self, model: str) -> str:
+        """The model's base path as the server sees it (a path on the host or a store URI)."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the runtime (its config file must already be written); returns without waiting."""
+
+    @abstractmethod
+    def running(self) -> bool: ...
+
+    @abstractmethod
+    def read_config(self) -> str | None:
+        """The persisted `model_config_list` text, or None when there is none."""
+
+    @abstractmethod
+    def write_config(self, text: str | None) -> None:
+        """Persist (or with None remove) the config file a restarted runtime reads."""
+
+    @abstractmethod
+    def deliver(self, model: str, version: int, source: Path) -> None:
+        """Copy a verified version directory to the host, visible only when complete."""
+
+    @abstractmethod
+    def versions(self, model: str) -> list[int]:
+        """Version directories completely delivered to the host."""
+
+    @abstractmethod
+    def logs(self, tail: int) -> str: ...
+
+    @abstractmethod
+    def lock(self, owner: str, stale_after_s: float) -> None:
+        """Take the host's rollout lock or raise RolloutError naming the holder."""
+
+    @abstractmethod
+    def unlock(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the runtime gracefully (delivered files and config stay)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Health facts for `tfrollout status`."""
+        return {"target": self.kind, "endpoint": self.endpoint, "running": self.running()}
