@@ -58,6 +58,10 @@ class Target(ABC):
     def unlock(self) -> None: ...
 
     @abstractmethod
+    def force_unlock(self) -> bool:
+        """Remove any lock (operator's escape hatch after a crash); True if one existed."""
+
+    @abstractmethod
     def stop(self) -> None:
         """Stop the runtime gracefully (delivered files and config stay)."""
 

@@ -1,0 +1,212 @@
+"""The rollout state machine against an in-memory host: every transition and failure path, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import RolloutError
+from pipeline.rollout.clock import Deadline, FakeClock, StepTimeout
+from pipeline.rollout.machine import Deadlines, Machine, RolloutFailed, VerifyOutcome
+from pipeline.rollout.plan import Served, UpdatePlan, previous_version, safe_config
+from tests.rollout.fakes import FakeHost
+
+M = "digits"
+
+
+class Verifier:
+    def __init__(self, ok: bool = True, reason: str = "max abs diff 0.5 > atol") -> None:
+        self.ok, self.reason, self.calls = ok, reason, []
+
+    def __call__(self, version, label, timeout_s):
+        self.calls.append((version, label))
+        return VerifyOutcome(self.ok, "" if self.ok else self.reason, {"max_abs_diff": 0.0 if self.ok else 0.5})
+
+
+def machine(host: FakeHost, verifier=None, **kw) -> Machine:
+    return Machine(host, verifier if verifier is not None else Verifier(), clock=host.clock,
+                   deadlines=Deadlines(start=10, load=5, verify=5, label=5), poll_s=0.25, **kw)
+
+
+def stable_host(version: int = 1) -> FakeHost:
+    host = FakeHost(delivered={version})
+    host.start(Served(M, (version,), {"stable": version}), 1)
+    host.clock.advance(10)
+    return host
+
+
+# ------------------------------------------------------------------ pure plan
+
+
+def test_update_plan_keeps_stable_loaded_at_every_phase():
+    plan = UpdatePlan(M, 1, 2)
+    for served in (plan.load_new, plan.canary, plan.switch, plan.promoted, plan.rolled_back):
+        assert served.stable in served.versions
+    assert plan.load_new.labels == {"stable": 1}
+    assert plan.canary.labels == {"stable": 1, "canary": 2}
+    assert plan.switch.versions == (1, 2) and plan.switch.stable == 2
+    assert plan.promoted == Served(M, (2,), {"stable": 2})
+    assert plan.rolled_back == Served(M, (1,), {"stable": 1})
+
+
+def test_labels_must_name_loaded_versions():
+    with pytest.raises(ValueError):
+        Served(M, (1,), {"canary": 2})
+
+
+def test_safe_config_and_previous_version():
+    assert safe_config(Served(M, (1, 2), {"stable": 1, "canary": 2})) == Served(M, (1,), {"stable": 1})
+    assert safe_config(Served(M, (1,), {})) is None and safe_config(None) is None
+    assert previous_version([1, 2, 3, 5], [1, 3, 5], 5) == 3
+    assert previous_version([4], [4], 4) is None
+
+
+def test_deadline_uses_injected_clock():
+    clock = FakeClock()
+    d = Deadline(clock, 2.0, "step x")
+    d.check()
+    clock.advance(2.0)
+    with pytest.raises(StepTimeout, match="step x: not done within 2 s"):
+        d.check()
+
+
+# ------------------------------------------------------------------ happy paths
+
+
+def test_first_deploy_starts_loads_verifies_then_labels_stable():
+    host, verifier = FakeHost(), Verifier()
+    report = machine(host, verifier).rollout(M, 1)
+    assert report.ok and report.action == "first-deploy"
+    assert host.history[:2] == ["deliver 1", "start"]
+    assert verifier.calls == [(1, None)]  # verified by version before it is labelled
+    assert host.config == Served(M, (1,), {"stable": 1}) and host.live == host.config
+    assert [s["step"] for s in report.steps][-3:] == ["verify", "label-stable", "done"]
+    assert host.locked_by is None
+
+
+def test_update_goes_canary_verify_promote_with_stable_never_missing():
+    host, verifier = stable_host(1), Verifier()
+    report = machine(host, verifier).rollout(M, 2)
+    assert report.ok and report.action == "update" and report.previous == 1
+    assert host.applies == [UpdatePlan(M, 1, 2).load_new, UpdatePlan(M, 1, 2).canary,
+                            UpdatePlan(M, 1, 2).switch, UpdatePlan(M, 1, 2).promoted]
+    assert verifier.calls == [(None, "canary")]
+    assert None not in host.stable_seen
+    assert host.config == Served(M, (2,), {"stable": 2})
+    assert host.delivered == {1, 2}  # old files kept for rollback
+    assert set(report.timings_s) >= {"delivered", "canary_available", "promoted"}
+
+
+def test_same_version_is_a_noop_that_clears_leftovers():
+    host = stable_host(1)
+    host.delivered.add(2)
+    host.apply(Served(M, (1, 2), {"stable": 1, "canary": 2}), 1)
+    report = machine(host).rollout(M, 1)
+    assert report.action == "already-stable" and host.config == Served(M, (1,), {"stable": 1})
+
+
+def test_stopped_runtime_is_restarted_with_stable_before_the_update():
+    host = stable_host(1)
+    host.stop()
+    report = machine(host).rollout(M, 2)
+    assert report.ok and report.steps[1]["step"] == "restore-stable"
+    assert host.config.stable == 2
+
+
+# ------------------------------------------------------------------ failures
+
+
+def _assert_rolled_back(host: FakeHost, exc: RolloutFailed, fragment: str) -> None:
+    assert fragment in str(exc)
+    assert exc.report.rolled_back and not exc.report.ok
+    assert "last line" in exc.report.logs
+    assert host.config == Served(M, (1,), {"stable": 1}) and host.live == host.config
+    assert None not in host.stable_seen
+    assert host.locked_by is None
+
+
+def test_bad_canary_rolls_back_to_stable_only_with_logs():
+    host = stable_host(1)
+    with pytest.raises(RolloutFailed) as err:
+        machine(host, Verifier(ok=False)).rollout(M, 2)
+    _assert_rolled_back(host, err.value, "verification of label 'canary' failed: max abs diff 0.5")
+    assert err.value.report.verify["ok"] is False
+
+
+def test_load_error_fails_fast_and_rolls_back():
+    host = stable_host(1)
+    host.bad_load.add(2)
+    with pytest.raises(RolloutFailed) as err:
+        machine(host).rollout(M, 2)
+    _assert_rolled_back(host, err.value, "version 2 failed to load: Could not find SavedModel")
+
+
+def test_load_deadline_rolls_back():
+    host = stable_host(1)
+    host.never_loads.add(2)
+    with pytest.raises(RolloutFailed) as err:
+        machine(host).rollout(M, 2)
+    _assert_rolled_back(host, err.value, "not done within 5 s")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_refused_reload_at_any_phase_rolls_back(n: int):
+    host = stable_host(1)
+    host.fail_apply = n
+    with pytest.raises(RolloutFailed) as err:
+        machine(host).rollout(M, 2)
+    _assert_rolled_back(host, err.value, "reload refused")
+
+
+def test_delivery_failure_leaves_host_untouched():
+    host = stable_host(1)
+    host.fail_deliver = True
+    with pytest.raises(RolloutFailed, match="store unreachable"):
+        machine(host).rollout(M, 2)
+    assert host.applies[-1] == Served(M, (1,), {"stable": 1}) and host.config.stable == 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_runtime_dying_mid_rollout_persists_safe_config_and_says_how_to_restore(n: int):
+    host = stable_host(1)
+    host.die_on_apply = n
+    m = machine(host)
+    with pytest.raises(RolloutFailed) as err:
+        m.rollout(M, 2)
+    assert "not running" in str(err.value) and "tfrollout rollback" in str(err.value)
+    assert not host.is_running and host.config == Served(M, (1,), {"stable": 1})
+    host.die_on_apply = None
+    report = machine(host).rollback(M, [1, 2])  # restores service
+    assert report.action == "restore" and host.is_running and host.live == Served(M, (1,), {"stable": 1})
+    # and a re-run completes the update
+    assert machine(host).rollout(M, 2).ok and host.config.stable == 2
+
+
+def test_first_deploy_failure_stops_runtime_and_serves_nothing():
+    host = FakeHost()
+    with pytest.raises(RolloutFailed, match="nothing is served"):
+        machine(host, Verifier(ok=False)).rollout(M, 1)
+    assert not host.is_running and host.config is None
+
+
+def test_second_rollout_is_refused_while_one_holds_the_lock():
+    host = stable_host(1)
+    host.locked_by = "pid 42 on other since now"
+    with pytest.raises(RolloutError, match="another rollout is in progress .*pid 42"):
+        machine(host).rollout(M, 2)
+    assert host.applies == [] and host.locked_by == "pid 42 on other since now"  # not released by us
+
+
+def test_rollback_to_previous_committed_version_on_host():
+    host = stable_host(1)
+    machine(host).rollout(M, 2)
+    report = machine(host).rollback(M, [1, 2])
+    assert report.action == "rollback" and report.version == 1
+    assert host.config == Served(M, (1,), {"stable": 1})
+    assert None not in host.stable_seen
+
+
+def test_rollback_without_an_older_version_is_a_clear_error():
+    host = stable_host(1)
+    with pytest.raises(RolloutError, match="no earlier committed version"):
+        machine(host).rollback(M, [1])
+    assert host.config == Served(M, (1,), {"stable": 1}) and host.locked_by is None
