@@ -1,0 +1,70 @@
+"""Tiny SavedModel versions for rollout tests (exported with the project's exporter)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MODEL = "digits"
+
+
+@dataclass(frozen=True)
+class Versions:
+    """Export dirs per version, the golden set each rollout is verified against, the store URI."""
+
+    root: Path
+    dirs: dict[int, Path]
+    golden: dict[int, Path]
+    store_uri: str
+
+
+def _model(seed: int, shape: tuple[int, ...] = (8, 8, 1), shift: float = 0.0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=shape, name="inputs")
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(16, activation="relu", name="features")(x)
+    out = keras.layers.Dense(5, name="logits")(x)
+    model = keras.Model(inputs, out)
+    if shift:
+        w, b = model.get_layer("logits").get_weights()
+        model.get_layer("logits").set_weights([w, b + shift])
+    return model
+
+
+def _export(model, root: Path, version: int, x: np.ndarray) -> Path:
+    from pipeline.exporter import ExportSpec, export_model
+
+    spec = ExportSpec(root=root, model_name=MODEL, version=version, input_name="inputs",
+                      output_name="probabilities", warmup_records=2, golden_size=16, parity_atol=1e-4)
+    return export_model(model, spec, x, {"run_id": "test"}).version_dir
+
+
+def build_versions(root: Path) -> Versions:
+    """v1, v2 good; v3 'bad': outputs shifted by 0.25 vs its golden; v4: input shape changed (9x9)."""
+    from pipeline.config import StorageConfig
+    from pipeline.storage import open_store
+    from pipeline.storage.push import push_version
+    from pipeline.verify.golden import GOLDEN_FILE
+
+    rng = np.random.default_rng(0)
+    x8 = rng.random((32, 8, 8, 1), dtype=np.float32)
+    x9 = rng.random((32, 9, 9, 1), dtype=np.float32)
+    good, bad = root / "exports", root / "bad-exports"
+    dirs = {1: _export(_model(1), good, 1, x8), 2: _export(_model(2), good, 2, x8),
+            3: _export(_model(3), good, 3, x8)}
+    golden = {v: d / GOLDEN_FILE for v, d in dirs.items()}
+    bad3 = _export(_model(3, shift=0.25), bad, 3, x8)
+    shutil.copy(golden[3], bad3 / GOLDEN_FILE)  # the artifact claims the good outputs
+    dirs[3] = bad3
+    dirs[4] = _export(_model(4, shape=(9, 9, 1)), good, 4, x9)
+    golden[4] = golden[2]  # expected: a model answering 8x8 inputs like v2's golden set
+    store_uri = f"file://{root / 'store'}"
+    store = open_store(StorageConfig(uri=store_uri))
+    for version, d in dirs.items():
+        push_version(store, d, MODEL, version, create=True)
+    return Versions(root, dirs, golden, store_uri)

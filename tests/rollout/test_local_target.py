@@ -1,0 +1,144 @@
+"""The rollout machine against a real local model-server process and a file:// store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import DeployConfig
+from pipeline.errors import RolloutError, StorageError
+from pipeline.rollout.machine import RolloutFailed
+from pipeline.rollout.plan import Served
+from pipeline.rollout.session import committed_versions, golden_verifier, open_session
+from pipeline.verify.golden import load_golden
+from tests.rollout.load import BackgroundLoad
+from tests.rollout.models import MODEL, Versions
+
+RESULTS: dict[str, object] = {}
+
+
+def session_for(cfg: DeployConfig, versions: Versions, golden_version: int):
+    store, _ = committed_versions(cfg, MODEL)
+    session = open_session(cfg, store=store)
+    session.machine.verifier = golden_verifier(cfg, session.target.endpoint, MODEL,
+                                               versions.golden[golden_version])
+    return session
+
+
+def rollout(cfg: DeployConfig, versions: Versions, version: int, golden: int | None = None):
+    session = session_for(cfg, versions, golden or version)
+    try:
+        return session.machine.rollout(MODEL, version)
+    finally:
+        session.close()
+
+
+def inputs(versions: Versions) -> dict[str, np.ndarray]:
+    return {k: v[:1] for k, v in load_golden(versions.golden[1]).inputs.items()}
+
+
+def test_first_deploy_then_update_under_load_has_zero_failed_requests(local_cfg, versions):
+    first = rollout(local_cfg, versions, 1)
+    assert first.ok and first.action == "first-deploy"
+    endpoint = f"127.0.0.1:{local_cfg.rollout.grpc_port}"
+    served = json.loads(json.dumps(first.served))
+    assert served == {"model": MODEL, "versions": [1], "labels": {"stable": 1}}
+
+    with BackgroundLoad(endpoint, MODEL, "stable", inputs(versions), concurrency=20) as load:
+        threading.Event().wait(0.5)  # load is flowing before the rollout starts
+        second = rollout(local_cfg, versions, 2)
+        threading.Event().wait(0.5)
+    assert second.ok and second.action == "update" and second.previous == 1
+    assert load.errors == {}, (load.errors, load.first_error)
+    assert load.ok >= 100 and load.versions[1] > 0 and load.versions[2] > 0
+    RESULTS["zero_downtime"] = {"requests": load.requests, "failed": sum(load.errors.values()),
+                                "by_version": dict(load.versions), "timings_s": second.timings_s}
+    print(f"\nzero-downtime local: {RESULTS['zero_downtime']}")
+    # persisted: a restarted runtime serves the same set; v1's files stay for rollback
+    target = session_for(local_cfg, versions, 2).target
+    from pipeline.rollout.host import served_from_config
+
+    assert served_from_config(target.read_config(), MODEL) == Served(MODEL, (2,), {"stable": 2})
+    assert target.versions(MODEL) == [1, 2]
+
+
+@pytest.mark.parametrize(("bad", "fragment"), [(3, "differs"), (4, "expects dt_float [-1,9,9,1]")])
+def test_bad_model_fails_at_canary_and_rolls_back_without_errors_on_stable(local_cfg, versions, bad, fragment):
+    rollout(local_cfg, versions, 2)
+    endpoint = f"127.0.0.1:{local_cfg.rollout.grpc_port}"
+    with BackgroundLoad(endpoint, MODEL, "stable", inputs(versions), concurrency=20) as load:
+        threading.Event().wait(0.3)
+        with pytest.raises(RolloutFailed) as err:
+            rollout(local_cfg, versions, bad, golden=3 if bad == 3 else 4)
+        threading.Event().wait(0.3)
+    report = err.value.report
+    assert report.rolled_back and report.verify and report.verify["ok"] is False
+    assert "verification of label 'canary' failed" in str(err.value)
+    assert fragment in str(err.value).lower() or fragment in (report.verify["reason"] or "").lower()
+    assert "Successfully loaded servable version" in (report.logs or "")  # the runtime's own log
+    assert load.errors == {} and load.ok > 0 and set(load.versions) == {2}
+    RESULTS[f"bad_model_v{bad}"] = {"requests": load.requests, "failed": sum(load.errors.values())}
+    print(f"\nbad model v{bad}: stable load {RESULTS[f'bad_model_v{bad}']}, reason: {report.verify['reason']}")
+    session = session_for(local_cfg, versions, 2)
+    assert session.host.read(MODEL) == Served(MODEL, (2,), {"stable": 2})
+    assert set(session.host.states(MODEL, 5)) >= {2}
+    session.close()
+
+
+def test_runtime_killed_during_rollout_then_rollback_restores_service(local_cfg, versions):
+    rollout(local_cfg, versions, 1)
+    session = session_for(local_cfg, versions, 2)
+    pid = session.target.pid()
+    real_verifier = session.machine.verifier
+
+    def kill_then_verify(version, label, timeout_s):  # the runtime dies while the canary is checked
+        os.kill(pid, signal.SIGKILL)
+        return real_verifier(version, label, timeout_s)
+
+    session.machine.verifier = kill_then_verify
+    with pytest.raises(RolloutFailed) as err:
+        session.machine.rollout(MODEL, 2)
+    session.close()
+    message = str(err.value)
+    assert "not running" in message and "tfrollout rollback" in message
+    assert session.host.read(MODEL) == Served(MODEL, (1,), {"stable": 1})  # safe config persisted
+    assert not session.target.running()
+
+    session = session_for(local_cfg, versions, 1)
+    report = session.machine.rollback(MODEL, [1, 2])
+    assert report.action == "restore" and session.target.running()
+    from serving.client import PredictionClient
+
+    with PredictionClient(session.target.endpoint, deadline=10) as client:
+        assert client.predict_detailed(MODEL, inputs(versions), label="stable").version == 1
+    session.close()
+    assert rollout(local_cfg, versions, 2).ok  # and a re-run completes the update
+
+
+def test_second_rollout_is_refused_while_the_lock_is_held(local_cfg, versions):
+    session = session_for(local_cfg, versions, 1)
+    session.target.lock("someone else", 1800)
+    try:
+        other = session_for(local_cfg, versions, 1)
+        with pytest.raises(RolloutError, match="another rollout is in progress"):
+            other.machine.rollout(MODEL, 1)
+        assert not other.target.running() and other.target.read_config() is None
+    finally:
+        session.target.unlock()
+
+
+def test_unreachable_store_fails_before_touching_the_serving_host(tmp_path: Path, versions):
+    from pipeline.config import build_config
+
+    cfg = build_config({"storage": {"uri": "s3://bucket/p", "endpoint_url": "http://127.0.0.1:9",
+                                    "max_attempts": 1, "connect_timeout_s": 0.5},
+                        "rollout": {"local_dir": str(tmp_path / "serving")}})
+    with pytest.raises(StorageError):
+        committed_versions(cfg, MODEL)
+    assert not (tmp_path / "serving").exists()
