@@ -49,6 +49,7 @@ def _print_report(report: dict[str, Any], as_json: bool, emit: Any) -> None:
 
 def register(app: typer.Typer) -> None:
     from pipeline.cli import ConfigOpt, DebugOpt, JsonOpt, SetOpt, emit, fail, guarded, resolve_config
+    from pipeline.quiet import import_tensorflow_quietly
 
     serve_app = typer.Typer(help="The serving runtime itself (stop, unlock).", no_args_is_help=True)
     app.add_typer(serve_app, name="serve")
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
         holder: dict[str, Any] = {}
 
         def work() -> dict[str, Any]:
+            import_tensorflow_quietly(debug)
             from pipeline.errors import StorageError
             from pipeline.rollout.session import committed_versions, golden_verifier, open_session
             from pipeline.verify.golden import GOLDEN_FILE
@@ -111,6 +113,7 @@ def register(app: typer.Typer) -> None:
         holder: dict[str, Any] = {}
 
         def work() -> dict[str, Any]:
+            import_tensorflow_quietly(debug)
             from pipeline.errors import StorageError
             from pipeline.rollout.session import committed_versions, open_session
 
@@ -145,6 +148,7 @@ def register(app: typer.Typer) -> None:
         cfg = resolve_config(config, set_, debug=debug, as_json=as_json)
 
         def work() -> dict[str, Any]:
+            import_tensorflow_quietly(debug)
             from pipeline.rollout.host import ServingHost
             from pipeline.targets import open_target
 
@@ -183,6 +187,7 @@ def register(app: typer.Typer) -> None:
         cfg = resolve_config(config, set_, debug=debug, as_json=as_json)
 
         def work() -> dict[str, Any]:
+            import_tensorflow_quietly(debug)
             from pipeline.targets import open_target
 
             target = open_target(cfg.rollout, cfg.run.workdir)
@@ -203,6 +208,7 @@ def register(app: typer.Typer) -> None:
         cfg = resolve_config(config, set_, debug=debug, as_json=as_json)
 
         def work() -> dict[str, Any]:
+            import_tensorflow_quietly(debug)
             from pipeline.targets import open_target
 
             target = open_target(cfg.rollout, cfg.run.workdir)

@@ -1,0 +1,55 @@
+"""`tfrollout deploy` as `make deploy` runs it: local target + file store, twice, then predict/status/stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support.procs import free_port
+
+pytestmark = pytest.mark.e2e
+TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "deploy.toml"
+
+
+def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Path, demo_source_model: Path):
+    port = free_port()
+    env = {**os.environ, "TFROLLOUT_MODEL__PATH": str(demo_source_model),
+           "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
+           "TFROLLOUT_TRANSFER__BASELINE": "false", "TFROLLOUT_ROLLOUT__GRPC_PORT": str(port),
+           "TFROLLOUT_ROLLOUT__REST_PORT": "0", "TFROLLOUT_VERIFY__TARGET": f"127.0.0.1:{port}"}
+
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([TFROLLOUT, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert not check or proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    try:
+        first = json.loads(cli("deploy", "--config", str(REPO_CONFIG), "--json").stdout)
+        assert first["ran"] == ["load", "transfer", "export", "push", "rollout", "verify"]
+        assert first["stages"]["rollout"]["outputs"]["action"] == "first-deploy"
+        second = json.loads(cli("deploy", "--config", str(REPO_CONFIG), "--json").stdout)
+        rollout = second["stages"]["rollout"]["outputs"]
+        assert rollout["action"] == "update" and rollout["previous"] == 1 and rollout["version"] == 2
+        assert rollout["served"] == {"model": "digits", "versions": [2], "labels": {"stable": 2}}
+        assert second["stages"]["verify"]["outputs"]["served_versions"] == [2]
+
+        np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 1), np.float32))
+        predicted = json.loads(cli("predict", "-i", "x.npy", "--json").stdout)
+        assert predicted["version"] == 2 and predicted["outputs"]["probabilities"]["shape"] == [1, 5]
+        status = json.loads(cli("status", "--json").stdout)
+        assert status["running"] and status["config"]["labels"] == {"stable": 2}
+        assert status["states"]["2"] == "AVAILABLE" and status["on_host"] == [1, 2]
+        back = json.loads(cli("rollback", "--json").stdout)
+        assert back["action"] == "rollback" and back["served"]["labels"] == {"stable": 1}
+        assert "Traceback" not in cli("status").stderr
+    finally:
+        stopped = json.loads(cli("serve", "stop", "--json", check=False).stdout or "{}")
+    assert stopped.get("running") is False
