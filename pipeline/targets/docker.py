@@ -1,0 +1,285 @@
+"""Docker target: TF Serving (or the offline image) in a container, models in a named volume.
+
+No shared filesystem is assumed (the engine may be remote): versions are pulled
+from the store here, sha256-verified, and streamed into the volume with
+`put_archive`; the config file and a version index live in the volume too. The
+rollout lock is a never-started container named `<container>-rollout-lock`
+(container names are unique per engine, so creating it is atomic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RolloutConfig
+from pipeline.errors import RolloutError
+from pipeline.targets.base import CONFIG_NAME, Target
+from pipeline.targets.tarball import build_tar, read_member, version_tar
+
+MARKER = ".tfrollout-delivered"
+INDEX = ".tfrollout-index.json"
+LABEL = "org.tfrollout.managed"
+
+
+def engine_settings(cfg: RolloutConfig, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """base_url + TLS files from config, else DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH (pure)."""
+    env = os.environ if environ is None else environ
+    base_url = cfg.docker_host or env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    verify = cfg.tls_verify if cfg.tls_verify is not None else env.get("DOCKER_TLS_VERIFY", "") not in ("", "0")
+    cert_dir = cfg.cert_path or (Path(env["DOCKER_CERT_PATH"]) if env.get("DOCKER_CERT_PATH") else
+                                 Path.home() / ".docker")
+    tls = None
+    if base_url.startswith("tcp://") and verify:
+        tls = {"ca": str(Path(cert_dir) / "ca.pem"), "cert": str(Path(cert_dir) / "cert.pem"),
+               "key": str(Path(cert_dir) / "key.pem")}
+    return {"base_url": base_url, "tls": tls}
+
+
+def engine_client(cfg: RolloutConfig) -> Any:
+    """A DockerClient for unix://, tcp:// (TLS) or ssh:// engines; RolloutError when unreachable."""
+    import docker
+
+    settings = engine_settings(cfg)
+    tls = None
+    if settings["tls"]:
+        t = settings["tls"]
+        for f in t.values():
+            if not Path(f).is_file():
+                raise RolloutError(f"Docker TLS file missing: {f} (set DOCKER_CERT_PATH or rollout.cert_path)")
+        tls = docker.tls.TLSConfig(client_cert=(t["cert"], t["key"]), ca_cert=t["ca"], verify=t["ca"])
+    try:
+        client = docker.DockerClient(base_url=settings["base_url"], tls=tls, timeout=120,
+                                     use_ssh_client=settings["base_url"].startswith("ssh://"))
+        # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE would replace our CA for every request: ignore the env.
+        client.api.trust_env = False
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - docker/requests/ssh errors: one clear line
+        raise RolloutError(f"Docker engine at {settings['base_url']} unreachable: "
+                           f"{type(exc).__name__}: {exc}") from None
+    return client
+
+
+class DockerTarget(Target):
+    kind = "docker"
+
+    def __init__(self, cfg: RolloutConfig, client: Any | None = None) -> None:
+        self.cfg = cfg
+        self._client = client
+        self._locked = False
+        self.mount = cfg.models_mount.rstrip("/")
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = engine_client(self.cfg)
+        return self._client
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.cfg.host}:{self.cfg.grpc_port}"
+
+    def base_path(self, model: str) -> str:
+        if self.cfg.model_base_path:
+            return f"{self.cfg.model_base_path.rstrip('/')}/{model}"
+        return f"{self.mount}/{model}"
+
+    # ------------------------------------------------------------- container
+    def _container(self) -> Any | None:
+        import docker
+
+        try:
+            return self.client.containers.get(self.cfg.container_name)
+        except docker.errors.NotFound:
+            return None
+
+    def _ensure_image(self) -> None:
+        import docker
+
+        try:
+            self.client.images.get(self.cfg.image)
+        except docker.errors.ImageNotFound:
+            if not self.cfg.pull_image:
+                raise RolloutError(f"image {self.cfg.image} not on the engine and rollout.pull_image is off"
+                                   ) from None
+            try:
+                self.client.images.pull(self.cfg.image)
+            except docker.errors.APIError as exc:
+                raise RolloutError(f"cannot pull {self.cfg.image}: {exc.explanation or exc}") from None
+
+    def command(self) -> list[str]:
+        """Args appended to the image's entrypoint (TF Serving flags)."""
+        args = [f"--model_config_file={self.mount}/{CONFIG_NAME}", "--file_system_poll_wait_seconds=1"]
+        if self.cfg.network_mode == "host":  # the container owns the host's ports: pick them
+            args[:0] = [f"--port={self.cfg.grpc_port}", f"--rest_api_port={self.cfg.rest_port or 8501}"]
+        return [*args, *self.cfg.serving_args]
+
+    def _ensure_container(self) -> Any:
+        import docker
+
+        found = self._container()
+        if found is not None:
+            return found
+        self._ensure_image()
+        try:
+            self.client.volumes.get(self.cfg.volume)
+        except docker.errors.NotFound:
+            self.client.volumes.create(self.cfg.volume, labels={LABEL: "1"})
+        kwargs: dict[str, Any] = {}
+        if self.cfg.network_mode == "host":
+            kwargs["network_mode"] = "host"
+            env = {"TFR_SERVING_HOST": self.cfg.host}
+        else:
+            ports = {"8500/tcp": (self.cfg.host, self.cfg.grpc_port)}
+            if self.cfg.rest_port:
+                ports["8501/tcp"] = (self.cfg.host, self.cfg.rest_port)
+            kwargs["ports"] = ports
+            env = {"TFR_SERVING_HOST": "0.0.0.0"}
+        try:
+            return self.client.containers.create(
+                self.cfg.image, command=self.command(), name=self.cfg.container_name, detach=True,
+                environment=env, volumes={self.cfg.volume: {"bind": self.mount, "mode": "rw"}},
+                labels={LABEL: "1"}, init=True, **kwargs)
+        except docker.errors.APIError as exc:
+            raise RolloutError(f"cannot create container {self.cfg.container_name}: "
+                               f"{exc.explanation or exc}") from None
+
+    def start(self) -> None:
+        container = self._ensure_container()
+        container.reload()
+        if container.status != "running":
+            container.start()
+
+    def running(self) -> bool:
+        container = self._container()
+        if container is None:
+            return False
+        return container.status == "running"
+
+    def stop(self) -> None:
+        container = self._container()
+        if container is not None and container.status == "running":
+            container.stop(timeout=30)
+
+    def destroy(self, volume: bool = True) -> None:
+        """Remove the container, the lock and (optionally) the volume (tests, `serve stop --purge`)."""
+        import docker
+
+        for name in (self.cfg.container_name, self._lock_name):
+            try:
+                self.client.containers.get(name).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        if volume:
+            try:
+                self.client.volumes.get(self.cfg.volume).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+    def logs(self, tail: int) -> str:
+        container = self._container()
+        if container is None:
+            return ""
+        return container.logs(tail=tail).decode(errors="replace")
+
+    # ------------------------------------------------------------- files in the volume
+    def _get(self, path: str) -> bytes | None:
+        import docker
+
+        container = self._container()
+        if container is None:
+            return None
+        try:
+            stream, _ = container.get_archive(path)
+        except docker.errors.NotFound:
+            return None
+        return read_member(b"".join(stream), path.rsplit("/", 1)[-1])
+
+    def _put(self, data: bytes) -> None:
+        container = self._ensure_container()
+        if not container.put_archive(self.mount, data):
+            raise RolloutError(f"put_archive into {self.cfg.container_name}:{self.mount} failed")
+
+    def read_config(self) -> str | None:
+        data = self._get(f"{self.mount}/{CONFIG_NAME}")
+        text = data.decode() if data else ""
+        return text if text.strip() else None
+
+    def write_config(self, text: str | None) -> None:
+        self._put(build_tar([(CONFIG_NAME, (text or "").encode())], mtime=time.time()))
+
+    def _index(self) -> dict[str, list[int]]:
+        data = self._get(f"{self.mount}/{INDEX}")
+        try:
+            return json.loads(data) if data else {}
+        except ValueError:
+            return {}
+
+    def deliver(self, model: str, version: int, source: Path) -> None:
+        marker = (MARKER, json.dumps({"version": version, "at": time.time()}).encode())
+        self._put(version_tar(source, model, version, marker))
+        index = self._index()
+        index[model] = sorted(set(index.get(model, [])) | {int(version)})
+        self._put(build_tar([(INDEX, json.dumps(index).encode())], mtime=time.time()))
+
+    def versions(self, model: str) -> list[int]:
+        return sorted(self._index().get(model, []))
+
+    # ------------------------------------------------------------- lock
+    @property
+    def _lock_name(self) -> str:
+        return f"{self.cfg.container_name}-rollout-lock"
+
+    def lock(self, owner: str, stale_after_s: float) -> None:
+        import docker
+
+        self._ensure_image()
+        for _ in range(2):
+            try:
+                self.client.containers.create(self.cfg.image, command=["true"], name=self._lock_name,
+                                              network_mode="none", entrypoint=["true"],
+                                              labels={LABEL: "lock", "org.tfrollout.lock-owner": owner,
+                                                      "org.tfrollout.lock-at": str(time.time())})
+                self._locked = True
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise RolloutError(f"cannot take the rollout lock: {exc.explanation or exc}") from None
+            held = self.client.containers.get(self._lock_name)
+            labels = held.labels or {}
+            if time.time() - float(labels.get("org.tfrollout.lock-at", "0") or 0) > stale_after_s:
+                held.remove(force=True)
+                continue
+            raise RolloutError(f"another rollout is in progress on {self.cfg.container_name} (lock held by "
+                               f"{labels.get('org.tfrollout.lock-owner', 'unknown')}); if it crashed, run "
+                               "`tfrollout serve unlock`")
+        raise RolloutError("cannot take the rollout lock")
+
+    def unlock(self) -> None:
+        if self._locked:
+            self.force_unlock()
+            self._locked = False
+
+    def force_unlock(self) -> bool:
+        import docker
+
+        try:
+            self.client.containers.get(self._lock_name).remove(force=True)
+            return True
+        except docker.errors.NotFound:
+            return False
+
+    def describe(self) -> dict[str, Any]:
+        container = self._container()
+        info: dict[str, Any] = {"target": self.kind, "endpoint": self.endpoint,
+                                "running": bool(container and container.status == "running"),
+                                "engine": engine_settings(self.cfg)["base_url"], "image": self.cfg.image,
+                                "container": self.cfg.container_name, "volume": self.cfg.volume}
+        if container is not None:
+            state = container.attrs.get("State", {})
+            info.update(status=container.status, exit_code=state.get("ExitCode"),
+                        started_at=state.get("StartedAt"))
+        return info
