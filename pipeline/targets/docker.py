@@ -23,6 +23,7 @@ from pipeline.targets.tarball import build_tar, read_member, version_tar
 MARKER = ".tfrollout-delivered"
 INDEX = ".tfrollout-index.json"
 LABEL = "org.tfrollout.managed"
+API_VERSION = "1.41"
 
 
 def engine_settings(cfg: RolloutConfig, environ: dict[str, str] | None = None) -> dict[str, Any]:
@@ -52,7 +53,9 @@ def engine_client(cfg: RolloutConfig) -> Any:
                 raise RolloutError(f"Docker TLS file missing: {f} (set DOCKER_CERT_PATH or rollout.cert_path)")
         tls = docker.tls.TLSConfig(client_cert=(t["cert"], t["key"]), ca_cert=t["ca"], verify=t["ca"])
     try:
-        client = docker.DockerClient(base_url=settings["base_url"], tls=tls, timeout=120,
+        # A fixed API version: "auto" would call the engine inside the constructor, before
+        # trust_env can be turned off (1.41 = engine 20.10; newer engines accept it).
+        client = docker.DockerClient(base_url=settings["base_url"], tls=tls, timeout=120, version=API_VERSION,
                                      use_ssh_client=settings["base_url"].startswith("ssh://"))
         # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE would replace our CA for every request: ignore the env.
         client.api.trust_env = False
