@@ -33,13 +33,12 @@ def free_port() -> int:
 
 
 def demo_versions(tmp: Path) -> dict[int, Path]:
+    import keras
     import numpy as np
 
     from pipeline.demo import train_source_model
     from pipeline.exporter import ExportSpec, export_model
     from pipeline.progress import Reporter
-
-    import keras
 
     path = tmp / "source.keras"
     train_source_model(path, epochs=2, seed=0, reporter=Reporter(quiet=True))

@@ -48,7 +48,16 @@ def _print_report(report: dict[str, Any], as_json: bool, emit: Any) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from pipeline.cli import ConfigOpt, DebugOpt, JsonOpt, SetOpt, emit, fail, guarded, resolve_config
+    from pipeline.cli import (
+        ConfigOpt,
+        DebugOpt,
+        JsonOpt,
+        SetOpt,
+        emit,
+        fail,
+        guarded,
+        resolve_config,
+    )
     from pipeline.quiet import import_tensorflow_quietly
 
     serve_app = typer.Typer(help="The serving runtime itself (stop, unlock).", no_args_is_help=True)

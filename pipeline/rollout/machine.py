@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 from pipeline.errors import RolloutError, TfRolloutError
@@ -31,7 +31,7 @@ from pipeline.rollout.plan import (
 )
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """Where a rollout is; recorded in the report's step list."""
 
     LOCK = "lock"

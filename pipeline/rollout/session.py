@@ -9,7 +9,7 @@ from typing import Any
 from pipeline.config import DeployConfig
 from pipeline.errors import StorageError, TfRolloutError
 from pipeline.rollout.host import ServingHost
-from pipeline.rollout.machine import Deadlines, Machine, VerifyOutcome, Verifier, wall_clock_owner
+from pipeline.rollout.machine import Deadlines, Machine, Verifier, VerifyOutcome, wall_clock_owner
 from pipeline.targets import Target, open_target
 
 

@@ -48,8 +48,8 @@ def test_rollout_through_a_tls_engine_ignores_requests_ca_bundle(tmp_path: Path,
             monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path / "nowhere"))
             with pytest.raises(RolloutError, match="TLS file missing"):
                 DockerTarget(cfg.rollout).running()
-            import ssl
             import socket
+            import ssl
 
             ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
             with pytest.raises((ssl.SSLError, OSError)):
