@@ -1,0 +1,68 @@
+"""`tfrollout deploy` from an empty engine: S3 store (moto process) + Docker target (offline image)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.storage.conftest import MotoServer
+from tests.support.procs import free_port
+
+pytestmark = pytest.mark.e2e
+TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "deploy.toml"
+
+
+def test_cli_deploy_with_s3_and_docker_first_deploy_then_canary_promote(
+        tmp_path: Path, demo_source_model: Path, serving_image: str, docker_client, moto: MotoServer,
+        aws_env: dict[str, str]):
+    tag = uuid.uuid4().hex[:8]
+    port = free_port()
+    name, volume = f"tfr-cli-{tag}", f"tfr-cli-{tag}"
+    assert not docker_client.containers.list(all=True, filters={"name": name})  # empty engine for us
+    env = {**os.environ, **aws_env,
+           "TFROLLOUT_MODEL__PATH": str(demo_source_model),
+           "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
+           "TFROLLOUT_TRANSFER__BASELINE": "false",
+           "TFROLLOUT_STORAGE__URI": f"s3://cli-{tag}/models", "TFROLLOUT_STORAGE__ENDPOINT_URL": moto.endpoint,
+           "TFROLLOUT_STORAGE__CREATE_BUCKET": "true",
+           "TFROLLOUT_ROLLOUT__TARGET": "docker", "TFROLLOUT_ROLLOUT__IMAGE": serving_image,
+           "TFROLLOUT_ROLLOUT__PULL_IMAGE": "false", "TFROLLOUT_ROLLOUT__GRPC_PORT": str(port),
+           "TFROLLOUT_ROLLOUT__REST_PORT": str(free_port()), "TFROLLOUT_ROLLOUT__CONTAINER_NAME": name,
+           "TFROLLOUT_ROLLOUT__VOLUME": volume, "TFROLLOUT_VERIFY__TARGET": f"127.0.0.1:{port}"}
+
+    def cli(*args: str) -> dict:
+        proc = subprocess.run([TFROLLOUT, *args, "--json"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout)
+
+    try:
+        first = cli("deploy", "--config", str(REPO_CONFIG))
+        assert first["ran"] == ["load", "transfer", "export", "push", "rollout", "verify"]
+        assert first["stages"]["push"]["outputs"]["uri"] == f"s3://cli-{tag}/models/digits/1/"
+        rollout = first["stages"]["rollout"]["outputs"]
+        assert rollout["target"] == "docker" and rollout["action"] == "first-deploy"
+        assert rollout["served"]["labels"] == {"stable": 1}
+        assert first["stages"]["verify"]["outputs"]["max_abs_diff"] <= 1e-6
+
+        second = cli("deploy", "--config", str(REPO_CONFIG))
+        rollout = second["stages"]["rollout"]["outputs"]
+        assert (rollout["action"], rollout["previous"], rollout["version"]) == ("update", 1, 2)
+        assert rollout["served"] == {"model": "digits", "versions": [2], "labels": {"stable": 2}}
+        assert second["stages"]["verify"]["outputs"]["served_versions"] == [2]
+        container = docker_client.containers.get(name)
+        assert container.status == "running"
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+    finally:
+        from pipeline.config import RolloutConfig
+        from pipeline.targets.docker import DockerTarget
+
+        DockerTarget(RolloutConfig(target="docker", container_name=name, volume=volume,
+                                   image=serving_image)).destroy(volume=True)
