@@ -8,7 +8,7 @@ CONFIG ?= deploy.toml
 SOURCE_MODEL ?= demo/source_model.keras
 PYTEST_ARGS ?=
 
-.PHONY: install deploy test test-fast bench lint protos serving-image clean
+.PHONY: install deploy status rollback serve-stop test test-fast bench lint protos serving-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ $(SOURCE_MODEL): | $(STAMP)
 
 deploy: $(STAMP) $(SOURCE_MODEL)  ## load -> transfer -> export -> ... with $(CONFIG)
 	$(BIN)/tfrollout deploy --config $(CONFIG)
+
+status: $(STAMP)  ## what the serving runtime has loaded, labels, health
+	$(BIN)/tfrollout status
+
+rollback: $(STAMP)  ## back to the previous committed version on the serving host
+	$(BIN)/tfrollout rollback
+
+serve-stop: $(STAMP)  ## stop the local model server that `make deploy` left running
+	$(BIN)/tfrollout serve stop
 
 test: $(STAMP)  ## the whole suite, end-to-end tests included
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -47,4 +56,5 @@ serving-image:  ## build the offline TF Serving-compatible image (needs dockerd)
 	bash infra/serving-image/build.sh
 
 clean:
+	-test -x $(BIN)/tfrollout && $(BIN)/tfrollout serve stop
 	rm -rf .tfrollout exports store

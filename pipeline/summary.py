@@ -13,8 +13,8 @@ HIGHLIGHTS: dict[str, tuple[str, ...]] = {
     "transfer": ("test_accuracy", "baseline_accuracy"),
     "export": ("version_dir",),
     "push": ("uri", "bytes_uploaded"),
-    "rollout": ("state",),
-    "verify": ("max_abs_diff",),
+    "rollout": ("action", "version", "endpoint"),
+    "verify": ("max_abs_diff", "served_versions"),
 }
 
 
