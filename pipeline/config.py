@@ -123,7 +123,8 @@ class VerifyConfig(_Section):
     deadline_s: float = Field(default=30.0, gt=0.0)
     min_agreement: float = Field(default=1.0, ge=0.0, le=1.0,
                                  description="Required top-1 agreement for classifier outputs.")
-    batch_size: int = Field(default=1, ge=1, description="Golden examples per Predict request.")
+    batch_size: int = Field(default=1, ge=1, description="Golden examples per Predict request. The golden "
+                            "outputs are computed at batch 1; larger batches differ by ~1e-6.")
     signature: str = "serving_default"
     ca_cert: Path | None = Field(default=None, description="Server CA (PEM): enables TLS.")
     client_cert: Path | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")

@@ -95,13 +95,25 @@ def write_warmup(path: Path, model_name: str, input_name: str, samples: np.ndarr
     return len(samples)
 
 
-def parity(model: Any, signature: Any, spec: ExportSpec, x: np.ndarray) -> tuple[float, np.ndarray]:
-    """Max |keras - savedmodel| over `x`, and the SavedModel's outputs (the golden outputs)."""
+def parity(model: Any, signature: Any, spec: ExportSpec, x: np.ndarray) -> float:
+    """Max |keras - savedmodel| over `x`."""
     expected = np.asarray(model(x, training=False))
     served = signature(**{spec.input_name: tf.constant(x)})[spec.output_name].numpy()
     if expected.shape != served.shape:
         raise ExportError(f"parity: SavedModel output shape {served.shape} != Keras {expected.shape}")
-    return float(np.max(np.abs(expected - served))) if expected.size else 0.0, served
+    return float(np.max(np.abs(expected - served))) if expected.size else 0.0
+
+
+def golden_outputs(signature: Any, spec: ExportSpec, x: np.ndarray) -> np.ndarray:
+    """The SavedModel's outputs computed one example at a time.
+
+    Kernels differ with batch size in the last float bits (≈1e-6 here), and verify sends
+    the golden set one example per request by default, so the reference is computed the
+    same way: a correctly served model then matches it to the bit.
+    """
+    rows = [signature(**{spec.input_name: tf.constant(row[np.newaxis])})[spec.output_name].numpy()
+            for row in x]
+    return np.concatenate(rows) if rows else np.zeros((0,), np.float32)
 
 
 def library_versions() -> dict[str, str]:
@@ -121,14 +133,14 @@ def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
         write_saved_model(model, staging, spec.input_name, spec.output_name)
         signature = tf.saved_model.load(str(staging)).signatures[SIGNATURE_NAME]
         golden_x = heldout_x[: spec.golden_size]
-        max_diff, golden_y = parity(model, signature, spec, heldout_x)
+        max_diff = parity(model, signature, spec, heldout_x)
         if max_diff > spec.parity_atol:
             raise ExportError(f"parity check failed: SavedModel differs from the Keras model by "
                               f"{max_diff:.3g} (> {spec.parity_atol:g}) on {len(heldout_x)} held-out inputs")
         warmup = write_warmup(staging / WARMUP_FILE, spec.model_name, spec.input_name,
                               heldout_x[: spec.warmup_records])
         np.savez(staging / GOLDEN_FILE, **{f"input.{spec.input_name}": golden_x,
-                                            f"output.{spec.output_name}": golden_y[: len(golden_x)]})
+                                            f"output.{spec.output_name}": golden_outputs(signature, spec, golden_x)})
         sig = signature_spec(signature)
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -137,7 +149,7 @@ def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
             "signature": sig,
             "parity": {"max_abs_diff": max_diff, "atol": spec.parity_atol, "inputs": int(len(heldout_x))},
             "warmup_records": warmup,
-            "golden": {"path": str(GOLDEN_FILE), "examples": int(len(golden_x))},
+            "golden": {"path": str(GOLDEN_FILE), "examples": int(len(golden_x)), "batch_size": 1},
             "versions": library_versions(),
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             **metadata,
