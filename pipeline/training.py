@@ -113,7 +113,10 @@ def _fit(model: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.nda
         history = model.fit(x, y, validation_data=val, epochs=epochs, batch_size=cfg.batch_size,
                             verbose=0, shuffle=True,
                             callbacks=[_early_stopping(split, cfg.patience), ProgressCallback(advance)])
-    return PhaseResult(len(history.history.get("loss", [])), time.perf_counter() - t0)
+        epochs_run = len(history.history.get("loss", []))
+        if epochs_run < epochs:
+            advance(0, status=f"early stop after {epochs_run} epochs (best weights restored)")
+    return PhaseResult(epochs_run, time.perf_counter() - t0)
 
 
 # A head on cached features costs microseconds per step, so Keras' per-step dispatch
