@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.config import RolloutConfig
 
 LOCK_NAME = ".tfrollout-rollout.lock"
 CONFIG_NAME = "models.config"
@@ -15,14 +18,24 @@ class Target(ABC):
 
     kind: str = "abstract"
 
+    def __init__(self, cfg: RolloutConfig) -> None:
+        self.cfg = cfg
+        self._locked = False
+
     @property
-    @abstractmethod
     def endpoint(self) -> str:
         """host:port of the runtime's gRPC API, as reachable from here."""
+        return f"{self.cfg.host}:{self.cfg.grpc_port}"
+
+    def base_path(self, model: str) -> str:
+        """The model's base path as the server sees it: the store passthrough, else where `deliver` puts it."""
+        if self.cfg.model_base_path:
+            return f"{self.cfg.model_base_path.rstrip('/')}/{model}"
+        return self.delivered_path(model)
 
     @abstractmethod
-    def base_path(self, model: str) -> str:
-        """The model's base path as the server sees it (a path on the host or a store URI)."""
+    def delivered_path(self, model: str) -> str:
+        """Where delivered versions of `model` live, as the server sees that path."""
 
     @abstractmethod
     def start(self) -> None:

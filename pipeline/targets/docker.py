@@ -70,9 +70,8 @@ class DockerTarget(Target):
     kind = "docker"
 
     def __init__(self, cfg: RolloutConfig, client: Any | None = None) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self._client = client
-        self._locked = False
         self.mount = cfg.models_mount.rstrip("/")
 
     @property
@@ -81,13 +80,7 @@ class DockerTarget(Target):
             self._client = engine_client(self.cfg)
         return self._client
 
-    @property
-    def endpoint(self) -> str:
-        return f"{self.cfg.host}:{self.cfg.grpc_port}"
-
-    def base_path(self, model: str) -> str:
-        if self.cfg.model_base_path:
-            return f"{self.cfg.model_base_path.rstrip('/')}/{model}"
+    def delivered_path(self, model: str) -> str:
         return f"{self.mount}/{model}"
 
     # ------------------------------------------------------------- container

@@ -61,22 +61,15 @@ class LocalTarget(Target):
     kind = "local"
 
     def __init__(self, cfg: RolloutConfig, directory: Path) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.dir = Path(directory).resolve()
         self.models = self.dir / "models"
         self.config_path = self.dir / CONFIG_NAME
         self.state_path = self.dir / "server.json"
         self.log_path = self.dir / "server.log"
         self.lock_path = self.dir / LOCK_NAME
-        self._locked = False
 
-    @property
-    def endpoint(self) -> str:
-        return f"{self.cfg.host}:{self.cfg.grpc_port}"
-
-    def base_path(self, model: str) -> str:
-        if self.cfg.model_base_path:
-            return f"{self.cfg.model_base_path.rstrip('/')}/{model}"
+    def delivered_path(self, model: str) -> str:
         return str(self.models / model)
 
     # ------------------------------------------------------------- process
