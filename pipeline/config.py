@@ -104,7 +104,9 @@ class StorageConfig(_Section):
     max_concurrency: int = Field(default=10, ge=1)
     force: bool = Field(default=False, description="Overwrite a committed version with different content.")
     checksum_algorithm: Literal["SHA256", "CRC32", "none"] = Field(
-        default="SHA256", description="S3 integrity checksum sent with every upload (sha256 is always in metadata).")
+        default="CRC32",
+        description="S3 transport checksum per upload (the AWS CLI's default too); the file's sha256 is "
+                    "always stored in metadata and the manifest, and checked on pull.")
     max_attempts: int = Field(default=5, ge=1, le=20, description="S3 attempts per request (botocore retries).")
     connect_timeout_s: float = Field(default=5.0, gt=0.0)
     read_timeout_s: float = Field(default=60.0, gt=0.0)

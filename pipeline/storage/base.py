@@ -8,7 +8,7 @@ Keys are relative to the store root: `<model>/<version>/<path inside the version
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,8 +89,12 @@ class Store(ABC):
         """The sha256 recorded for (or computed from) an object; None if unknown/missing."""
 
     @abstractmethod
-    def upload(self, items: list[UploadItem], on_bytes: OnBytes) -> None:
-        """Store the files (concurrently where the backend can); each appears only when complete."""
+    def upload(self, batches: Sequence[Sequence[UploadItem]], on_bytes: OnBytes) -> None:
+        """Store the files batch after batch; each file appears only when complete.
+
+        Every file of a batch is stored before the next batch starts (the graph goes after
+        its variables); within a batch files go concurrently where the backend can.
+        """
 
     @abstractmethod
     def download(self, key: str, dest: Path, on_bytes: OnBytes) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import StorageError
@@ -70,8 +71,8 @@ class LocalStore(Store):
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
 
-    def upload(self, items: list[UploadItem], on_bytes: OnBytes) -> None:
-        for item in items:
+    def upload(self, batches: Sequence[Sequence[UploadItem]], on_bytes: OnBytes) -> None:
+        for item in (item for batch in batches for item in batch):
             tmp = self._tmp()
             try:
                 with item.local.open("rb") as src, tmp.open("wb") as dst:

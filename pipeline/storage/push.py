@@ -149,10 +149,8 @@ def push_version(store: Store, version_dir: Path, model_name: str, version: int,
         try:
             with ctx as advance:
                 cb = advance_factory(advance)
-                for batch in (plan.first, plan.last):
-                    if batch:
-                        store.upload([UploadItem(version_dir / e.path, prefix + e.path, e.size, e.sha256)
-                                      for e in batch], cb)
+                store.upload([[UploadItem(version_dir / e.path, prefix + e.path, e.size, e.sha256)
+                               for e in batch] for batch in (plan.first, plan.last) if batch], cb)
         except StorageError as exc:
             raise StorageError(
                 f"push of {model_name} version {version} interrupted after {min(sent[0], total)} of "

@@ -8,7 +8,7 @@ file instead of a re-download, and is also sent as an S3 checksum when configure
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -136,8 +136,9 @@ class S3Store(Store):
             raise self._err(exc, f"reading {self.location.join(key)}") from None
         return head.get("Metadata", {}).get(SHA_META)
 
-    def upload(self, items: list[UploadItem], on_bytes: OnBytes) -> None:
-        """All items in flight at once; the first failure cancels the rest."""
+    def upload(self, batches: Sequence[Sequence[UploadItem]], on_bytes: OnBytes) -> None:
+        """A batch's items all in flight at once, batches in order, one transfer manager
+        (its thread pools are started once); the first failure cancels the rest."""
         extra_base: dict[str, Any] = {}
         if self.cfg.checksum_algorithm != "none":
             extra_base["ChecksumAlgorithm"] = self.cfg.checksum_algorithm
@@ -145,11 +146,12 @@ class S3Store(Store):
             # The context manager cancels in-flight parts when one fails (and aborts their
             # multipart uploads); `shutdown(cancel=True)` is broken in s3transfer 0.19.
             with create_transfer_manager(self.client, self.transfer) as manager:
-                futures = [manager.upload(str(item.local), self.bucket, self._key(item.key),
-                                          extra_args={**extra_base, "Metadata": {SHA_META: item.sha256}},
-                                          subscribers=[_Progress(on_bytes)]) for item in items]
-                for future in futures:
-                    future.result()
+                for batch in batches:
+                    futures = [manager.upload(str(item.local), self.bucket, self._key(item.key),
+                                              extra_args={**extra_base, "Metadata": {SHA_META: item.sha256}},
+                                              subscribers=[_Progress(on_bytes)]) for item in batch]
+                    for future in futures:
+                        future.result()
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - one line, secrets removed

@@ -142,9 +142,10 @@ def test_saved_model_pb_then_manifest_are_written_last(tmp_path: Path, store) ->
     order: list[str] = []
     upload, put_bytes = store.upload, store.put_bytes
 
-    def spy_upload(items, on_bytes):  # noqa: ANN001, ANN202
-        order.extend(i.key for i in items)
-        return upload(items, on_bytes)
+    def spy_upload(batches, on_bytes):  # noqa: ANN001, ANN202
+        order.extend(i.key for batch in batches for i in batch)
+        assert [i.key for i in batches[-1]] == ["digits/1/saved_model.pb"]  # its own, last batch
+        return upload(batches, on_bytes)
 
     def spy_put(key, data):  # noqa: ANN001, ANN202
         order.append(key)

@@ -62,8 +62,8 @@ def test_server_killed_mid_push_then_resume(tmp_path: Path) -> None:
         store = open_store(cfg)
         entries = {e.path: e for e in scan_dir(vdir)}
         survivors = [BIG, "variables/variables.data-00001-of-00002"]
-        store.upload([UploadItem(vdir / p, f"digits/1/{p}", entries[p].size, entries[p].sha256)
-                      for p in survivors], lambda n: None)
+        store.upload([[UploadItem(vdir / p, f"digits/1/{p}", entries[p].size, entries[p].sha256)
+                      for p in survivors]], lambda n: None)
         assert store.committed_versions("digits") == []  # listed, but not committed: no manifest
         assert [v.committed for v in store.list_versions("digits")] == [False]
 
