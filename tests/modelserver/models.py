@@ -30,6 +30,23 @@ class _Export(tf.Module):
         return {OUTPUT: tf.nn.softmax(tf.matmul(flat, self.w) + self.b)}
 
 
+def predict_request(name: str, x: np.ndarray | None = None, *, version: int | None = None,
+                    label: str | None = None, signature: str = "", alias: str = INPUT
+                    ) -> predict_pb2.PredictRequest:
+    """A Predict request built with the official classes (by version, label or latest)."""
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = name
+    if version is not None:
+        req.model_spec.version.value = version
+    if label is not None:
+        req.model_spec.version_label = label
+    if signature:
+        req.model_spec.signature_name = signature
+    if x is not None:
+        req.inputs[alias].CopyFrom(tf.make_tensor_proto(x))
+    return req
+
+
 def warmup_request(model_name: str, rows: int = 2) -> predict_pb2.PredictRequest:
     req = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name,
                                                                    signature_name="serving_default"))

@@ -15,21 +15,11 @@ from tensorflow_serving.apis import (
 )
 
 from .conftest import MAX_MESSAGE
-from .models import INPUT, OUTPUT, SHAPE, reference_predict
+from .models import INPUT, OUTPUT, SHAPE, predict_request, reference_predict
 
 
 def _request(name="demo", x=None, version=None, label=None, signature="", alias=INPUT):
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = name
-    if version is not None:
-        req.model_spec.version.value = version
-    if label is not None:
-        req.model_spec.version_label = label
-    if signature:
-        req.model_spec.signature_name = signature
-    if x is not None:
-        req.inputs[alias].CopyFrom(tf.make_tensor_proto(x))
-    return req
+    return predict_request(name, x, version=version, label=label, signature=signature, alias=alias)
 
 
 def _x(rows=3, seed=0):

@@ -16,21 +16,14 @@ from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, 
 from serving import tfs_config
 from tests.support.procs import wait_for
 
-from .models import INPUT, SHAPE, reference_predict, write_broken, write_model
+from .models import SHAPE, predict_request, reference_predict, write_broken, write_model
 
 AVAILABLE, END = 30, 50
 
 
 def _predict(server, name="m", version=None, label=None, x=None):
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = name
-    if version is not None:
-        req.model_spec.version.value = version
-    if label is not None:
-        req.model_spec.version_label = label
     x = np.ones((1, *SHAPE), np.float32) if x is None else x
-    req.inputs[INPUT].CopyFrom(tf.make_tensor_proto(x))
-    return server.predict.Predict(req, timeout=10)
+    return server.predict.Predict(predict_request(name, x, version=version, label=label), timeout=10)
 
 
 def _reload(server, entries):
