@@ -107,6 +107,10 @@ class StorageConfig(_Section):
         default="CRC32",
         description="S3 transport checksum per upload (the AWS CLI's default too); the file's sha256 is "
                     "always stored in metadata and the manifest, and checked on pull.")
+    sign_payload: bool | None = Field(
+        default=None,
+        description="SHA256-sign request bodies (SigV4). Default: only when no transport checksum is "
+                    "sent, as botocore does over HTTPS; true forces it, false never signs bodies.")
     max_attempts: int = Field(default=5, ge=1, le=20, description="S3 attempts per request (botocore retries).")
     connect_timeout_s: float = Field(default=5.0, gt=0.0)
     read_timeout_s: float = Field(default=60.0, gt=0.0)

@@ -1,24 +1,18 @@
-"""Progress and messages for humans, on stderr, so stdout stays free for `--json`."""
+"""Progress and messages for humans, on stderr, so stdout stays free for `--json`.
+
+rich is imported only when something is shown: a quiet (`--json`) command never pays
+for it, which keeps short CI invocations such as `tfrollout push --json` fast.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Advance(Protocol):
@@ -32,7 +26,15 @@ class Reporter:
 
     def __init__(self, *, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
-        self.console = console or Console(stderr=True, file=sys.stderr)
+        self._console = console
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, file=sys.stderr)
+        return self._console
 
     def stage(self, name: str) -> None:
         if not self.quiet:
@@ -48,6 +50,18 @@ class Reporter:
         if self.quiet:
             yield lambda amount=1, *, status=None: None
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         if unit == "bytes":
             columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                        TransferSpeedColumn(), TimeRemainingColumn()]

@@ -81,15 +81,15 @@ def register(app: typer.Typer) -> None:
             result = summary.record.stages["push"].outputs
         else:
             def work() -> dict[str, Any]:
-                from pipeline.storage import open_store
-                from pipeline.storage.push import push_version
+                from pipeline.storage.push import open_and_hash, push_version
 
                 name, ver = _infer_identity(version_dir, model_name, version)
-                store = open_store(cfg.storage)
+                store, local = open_and_hash(cfg.storage, version_dir, name, ver)
                 res = push_version(store, version_dir, name, ver, force=cfg.storage.force,
                                    create=cfg.storage.create_bucket or store.location.scheme == "file",
                                    progress=lambda total: reporter.progress(f"push {name}/{ver}", total,
-                                                                            unit="bytes"))
+                                                                            unit="bytes"),
+                                   local=local)
                 return res.to_json()
 
             result = guarded(work, debug=debug, as_json=as_json)

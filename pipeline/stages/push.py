@@ -10,18 +10,19 @@ from pipeline.run import StageContext
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Push `<export_root>/<name>/<version>` to `storage.uri`; returns the push report."""
-    from pipeline.storage import open_store
-    from pipeline.storage.push import push_version
+    from pipeline.storage.push import open_and_hash, push_version
 
     export = ctx.outputs("export")
     cfg = ctx.config.storage
-    store = open_store(cfg)
     model, version = str(export["model_name"]), int(export["version"])
+    version_dir = Path(export["version_dir"])
+    store, local = open_and_hash(cfg, version_dir, model, version)
     ctx.reporter.note(f"pushing {model} v{version} to {store.uri}")
-    result = push_version(store, Path(export["version_dir"]), model, version,
+    result = push_version(store, version_dir, model, version,
                           force=cfg.force, create=cfg.create_bucket or store.location.scheme == "file",
                           progress=lambda total: ctx.reporter.progress(f"push {model}/{version}", total,
-                                                                       unit="bytes"))
+                                                                       unit="bytes"),
+                          local=local)
     if result.already_committed:
         ctx.reporter.note(f"{model} v{version} already committed with identical content: 0 bytes sent")
     else:

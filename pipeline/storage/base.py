@@ -84,6 +84,14 @@ class Store(ABC):
     def list(self, prefix: str = "") -> dict[str, ObjectInfo]:
         """All objects whose key starts with `prefix`, recursively, keyed by key."""
 
+    def list_for_write(self, prefix: str, *, create: bool) -> dict[str, ObjectInfo]:
+        """`list(prefix)` for a writer: the store must exist (created when `create`).
+
+        Backends override this to learn both in one round trip.
+        """
+        self.ensure_ready(create=create)
+        return self.list(prefix)
+
     @abstractmethod
     def sha256_of(self, key: str) -> str | None:
         """The sha256 recorded for (or computed from) an object; None if unknown/missing."""

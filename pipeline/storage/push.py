@@ -10,10 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import StorageConfig
 from pipeline.errors import StorageError
 from pipeline.storage.base import ObjectInfo, OnBytes, Store, UploadItem
 from pipeline.storage.manifest import (
@@ -110,16 +112,43 @@ class PushResult:
 ProgressFactory = Callable[[int], Any]  # total bytes -> context manager yielding advance(n)
 
 
+def open_and_hash(config: StorageConfig, version_dir: Path, model_name: str,
+                  version: int) -> tuple[Store, VersionManifest]:
+    """Open the store while the files are hashed on another thread.
+
+    hashlib releases the GIL, so hashing a large version costs no wall time while
+    boto3 imports and builds its client (≈0.2 s): the fixed cost of a short CLI push.
+    """
+    from pipeline.startup import resume_collector
+    from pipeline.storage import open_store
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash") as pool:
+        hashing = pool.submit(build_manifest, version_dir, model_name, version)
+        try:
+            store = open_store(config)
+        except BaseException:
+            hashing.cancel()
+            raise
+        finally:
+            resume_collector()  # the CLI's start-up ends here: the upload is the real work
+        return store, hashing.result()
+
+
 def push_version(store: Store, version_dir: Path, model_name: str, version: int, *,
                  force: bool = False, create: bool = False,
                  progress: ProgressFactory | None = None,
-                 on_bytes: OnBytes | None = None) -> PushResult:
-    """Publish `version_dir` as `<model>/<version>/` and commit it with the manifest."""
+                 on_bytes: OnBytes | None = None,
+                 local: VersionManifest | None = None) -> PushResult:
+    """Publish `version_dir` as `<model>/<version>/` and commit it with the manifest.
+
+    `local` is the directory's manifest when the caller already hashed it (see
+    `open_and_hash`); otherwise the files are hashed here.
+    """
     t0 = time.perf_counter()
-    local = build_manifest(version_dir, model_name, version)
+    if local is None:
+        local = build_manifest(version_dir, model_name, version)
     prefix = f"{model_name}/{version}/"
-    store.ensure_ready(create=create)
-    remote = {k[len(prefix):]: v for k, v in store.list(prefix).items()}
+    remote = {k[len(prefix):]: v for k, v in store.list_for_write(prefix, create=create).items()}
     existing = read_manifest(store, model_name, version)[0] if MANIFEST_NAME in remote else None
     local_by_path = local.by_path()
     remote_sha = {}

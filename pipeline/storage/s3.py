@@ -40,12 +40,29 @@ class _Progress(BaseSubscriber):
 
 def botocore_config(cfg: StorageConfig) -> Config:
     """Bounded retries with exponential backoff ("standard" mode) and short connect timeouts."""
-    return Config(region_name=cfg.region, s3={"addressing_style": cfg.addressing_style},
+    return Config(region_name=cfg.region, s3=s3_options(cfg),
                   retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
                   connect_timeout=cfg.connect_timeout_s, read_timeout=cfg.read_timeout_s,
                   max_pool_connections=max(10, cfg.max_concurrency + 2),
                   request_checksum_calculation="when_required" if cfg.checksum_algorithm == "none"
                   else "when_supported")
+
+
+def s3_options(cfg: StorageConfig) -> dict[str, Any]:
+    """botocore's `s3` options: addressing style, and whether request bodies are SHA256-signed.
+
+    botocore signs bodies only over plain HTTP; over HTTPS a body that carries a checksum goes
+    UNSIGNED-PAYLOAD. By default we do the same over HTTP whenever a transport checksum is
+    sent: the body is still checked (CRC32/SHA256 header) and its sha256 is verified on pull,
+    and one full SHA256 pass over every byte is saved.
+    """
+    options: dict[str, Any] = {"addressing_style": cfg.addressing_style}
+    sign = cfg.sign_payload
+    if sign is None and cfg.checksum_algorithm != "none":
+        sign = False
+    if sign is not None:
+        options["payload_signing_enabled"] = sign
+    return options
 
 
 class S3Store(Store):
@@ -111,19 +128,31 @@ class S3Store(Store):
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
         self._call(f"creating bucket {self.bucket!r}", lambda: self.client.create_bucket(**kwargs))
 
-    def list(self, prefix: str = "") -> dict[str, ObjectInfo]:
-        def go() -> dict[str, ObjectInfo]:
-            out: dict[str, ObjectInfo] = {}
-            full_prefix = (f"{self.location.prefix}/" if self.location.prefix else "") + prefix
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                          Prefix=full_prefix)
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    rel = self._rel(obj["Key"])
-                    out[rel] = ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp())
-            return out
+    def _list_raw(self, prefix: str) -> dict[str, ObjectInfo]:
+        out: dict[str, ObjectInfo] = {}
+        full_prefix = (f"{self.location.prefix}/" if self.location.prefix else "") + prefix
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full_prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                rel = self._rel(obj["Key"])
+                out[rel] = ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp())
+        return out
 
-        return self._call(f"listing {self.location.join(prefix)}", go)
+    def list(self, prefix: str = "") -> dict[str, ObjectInfo]:
+        return self._call(f"listing {self.location.join(prefix)}", lambda: self._list_raw(prefix))
+
+    def list_for_write(self, prefix: str, *, create: bool) -> dict[str, ObjectInfo]:
+        """One LIST answers both "does the bucket exist" and "what is already there"."""
+        try:
+            return self._list_raw(prefix)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code != "NoSuchBucket" or not create:
+                raise self._err(exc, f"listing {self.location.join(prefix)}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(exc, f"listing {self.location.join(prefix)}") from None
+        self.ensure_ready(create=True)
+        return {}
 
     def sha256_of(self, key: str) -> str | None:
         try:

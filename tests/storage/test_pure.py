@@ -205,3 +205,21 @@ def test_translate_maps_error_codes_to_actionable_lines() -> None:
     assert "rejected the credentials" in str(translate(client_error("InvalidAccessKeyId"), **kw))
     unreachable = str(translate(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), **kw))
     assert "cannot reach S3 endpoint" in unreachable and "3 attempts" in unreachable
+
+
+@pytest.mark.parametrize(("checksum", "sign", "expected"), [
+    ("CRC32", None, False),   # default: the checksum protects the body, like botocore over HTTPS
+    ("SHA256", None, False),
+    ("none", None, None),     # no checksum: botocore's own rule (signed over plain HTTP)
+    ("CRC32", True, True),
+    ("none", False, False),
+])
+def test_payload_signing_follows_the_transport_checksum(checksum: str, sign: bool | None,
+                                                        expected: bool | None) -> None:
+    from pipeline.config import StorageConfig
+    from pipeline.storage.s3 import s3_options
+
+    options = s3_options(StorageConfig(uri="s3://b/p", checksum_algorithm=checksum, sign_payload=sign,
+                                       addressing_style="path"))
+    assert options.get("payload_signing_enabled") is expected
+    assert options["addressing_style"] == "path"

@@ -121,3 +121,39 @@ def test_missing_bucket_is_a_clear_error_and_create_bucket_fixes_it(tmp_path: Pa
     assert result.bytes_uploaded == result.total_bytes
     moto_buckets = [b["Name"] for b in moto.client().list_buckets()["Buckets"]]
     assert "no-such-bucket-here" in moto_buckets
+
+
+def _capture_upload_headers(store) -> list[dict[str, str]]:  # noqa: ANN001 - an S3Store
+    """Record the headers of every PutObject/UploadPart request the store's client sends."""
+    seen: list[dict[str, str]] = []
+
+    def record(request, **_: object) -> None:  # noqa: ANN001 - botocore AWSPreparedRequest
+        seen.append({k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()})
+
+    for op in ("PutObject", "UploadPart"):
+        store.client.meta.events.register(f"before-send.s3.{op}", record)
+    return seen
+
+
+def test_bodies_carry_a_crc32_and_skip_the_sha256_signature_by_default(
+        tmp_path: Path, moto: MotoServer, bucket: str) -> None:
+    store = open_store(s3_config(moto, bucket, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB))
+    seen = _capture_upload_headers(store)
+    vdir = write_version(tmp_path / "exports", data_size=6 * MiB)
+    push_version(store, vdir, "digits", 1)
+    assert len(seen) >= 6  # 2 parts + 4 small files + manifest
+    assert all(h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" for h in seen)
+    bodies = [h for h in seen if h.get("content-type") != "application/json"]  # not the manifest
+    assert bodies and all(re.fullmatch(r"[A-Za-z0-9+/]{6}==", h.get("x-amz-checksum-crc32", "")) for h in bodies)
+    pulled = store.pull("digits", None, tmp_path / "pulled")
+    assert tree_digests(pulled) == tree_digests(vdir)
+
+
+def test_sign_payload_true_signs_every_body_with_its_sha256(tmp_path: Path, moto: MotoServer, bucket: str) -> None:
+    store = open_store(s3_config(moto, bucket, sign_payload=True))
+    seen = _capture_upload_headers(store)
+    vdir = write_version(tmp_path / "exports")
+    push_version(store, vdir, "digits", 1)
+    expected = tree_digests(vdir)["saved_model.pb"]
+    signed = [h["x-amz-content-sha256"] for h in seen]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", s) for s in signed) and expected in signed
