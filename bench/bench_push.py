@@ -5,7 +5,8 @@
 Both sides run as CLI subprocesses (interpreter start-up included on both), alternating,
 against one moto_server process on 127.0.0.1; each repeat writes to a fresh key prefix so
 neither side can skip anything. Also reports an in-process `push_version` timing and the
-cost of re-pushing an unchanged version (must send 0 bytes).
+cost of re-pushing an unchanged version (must send 0 bytes), and the download direction:
+`tfrollout storage pull` (every sha256 verified) vs `aws s3 cp --recursive` from S3.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/push.json"))
     parser.add_argument("--size-mb", type=int, default=105)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--pull-repeats", type=int, default=5)
     args = parser.parse_args()
     if args.size_mb < 100:
         print("note: the acceptance target is a >= 100 MB model directory", file=sys.stderr)
@@ -126,6 +128,24 @@ def main() -> None:
                                "--version", "1", "--uri", "s3://bench/tfr1", "--json", *tfr_common], env, work)
         repush_bytes = json.loads(out)["bytes_uploaded"]
 
+        pull_aws, pull_tfr = [], []
+        pulls = work / "pulls"
+        for rep in range(1, args.pull_repeats + 1):  # download the same committed version both ways
+            order = ("aws", "tfr") if rep % 2 else ("tfr", "aws")
+            for side in order:
+                if side == "aws":
+                    pull_aws.append(timed([str(BIN / "aws"), "s3", "cp", "--recursive", "--only-show-errors",
+                                           "s3://bench/tfr1/bench/1/", str(pulls / f"aws{rep}"),
+                                           "--endpoint-url", endpoint], env, work)[0])
+                else:
+                    pull_tfr.append(timed([str(BIN / "tfrollout"), "storage", "pull", "bench", "1", "--dest",
+                                           str(pulls / f"tfr{rep}"), "--uri", "s3://bench/tfr1", "--json",
+                                           *tfr_common], env, work)[0])
+            print(f"pull {rep}: aws s3 cp {pull_aws[-1]:.2f} s, tfrollout storage pull {pull_tfr[-1]:.2f} s "
+                  f"(sha256-verified)")
+        pulled_total = sum(p.stat().st_size for p in (pulls / "tfr1").rglob("*") if p.is_file())
+        assert pulled_total >= total, "tfrollout pull must bring back every file"
+
         from pipeline.config import StorageConfig
         from pipeline.storage import open_store
         from pipeline.storage.push import push_version
@@ -148,6 +168,8 @@ def main() -> None:
             "ratio_tfrollout_over_aws": round(ratio, 3), "goal": ">= 1.0",
             "ratio_of_best_runs": round(min(aws_times) / min(tfr_times), 3),
             "pair_ratios": pair_ratios, "pairs_tfrollout_faster": sum(r > 1.0 for r in pair_ratios),
+            "pull_aws_cli_s": [round(t, 3) for t in pull_aws], "pull_tfrollout_s": [round(t, 3) for t in pull_tfr],
+            "pull_ratio_tfrollout_over_aws": round(statistics.median(pull_aws) / statistics.median(pull_tfr), 3),
             "load_average_1m": round(os.getloadavg()[0], 2),
             "tfrollout_inprocess_s": round(t_inproc, 3),
             "tfrollout_inprocess_mb_s": round(total / t_inproc / 1e6, 1),
@@ -166,6 +188,8 @@ def main() -> None:
               f"tfrollout push {tfr_med:.2f} s ({report['tfrollout_mb_s']} MB/s) -> ratio {ratio:.2f}x "
               f"(goal >= 1.0x; faster in {report['pairs_tfrollout_faster']}/{args.repeats} pairs); "
               f"in-process {t_inproc:.2f} s; unchanged re-push sent {repush_bytes} bytes in {t_repush:.2f} s")
+        print(f"pull: aws s3 cp {statistics.median(pull_aws):.2f} s, tfrollout storage pull "
+              f"{statistics.median(pull_tfr):.2f} s -> ratio {report['pull_ratio_tfrollout_over_aws']:.2f}x")
         print(f"wrote {args.out}")
     finally:
         moto.terminate()

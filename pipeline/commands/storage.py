@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
             from pipeline.storage.pull import pick_version
 
             store = open_store(cfg.storage)
-            info = pick_version(store.list_versions(model), model, version)
+            info = pick_version(store.list_versions(model, version), model, version)
             target = dest or Path("pulled") / model / str(info.version)
             t0 = time.perf_counter()
             path = store.pull(model, info.version, target)

@@ -105,8 +105,8 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def download(self, key: str, dest: Path, on_bytes: OnBytes) -> None:
-        """Copy one object to a local file."""
+    def download(self, items: Sequence[tuple[str, Path]], on_bytes: OnBytes) -> None:
+        """Copy objects to local files (`(key, dest)` pairs), concurrently where the backend can."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -125,11 +125,11 @@ class Store(ABC):
         return 0
 
     # ---------------------------------------------------------------- readers
-    def list_versions(self, model: str | None = None) -> list[VersionInfo]:
-        """Every version under the store (or one model), committed or not, sorted."""
+    def list_versions(self, model: str | None = None, version: int | None = None) -> list[VersionInfo]:
+        """Every version under the store (or one model, or one version of it), committed or not, sorted."""
         from pipeline.storage.scan import list_versions
 
-        return list_versions(self, model)
+        return list_versions(self, model, version)
 
     def committed_versions(self, model: str) -> list[VersionInfo]:
         """Only what readers may use: versions whose manifest and files all check out."""

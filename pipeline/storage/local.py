@@ -85,15 +85,15 @@ class LocalStore(Store):
             finally:
                 tmp.unlink(missing_ok=True)
 
-    def download(self, key: str, dest: Path, on_bytes: OnBytes) -> None:
-        src = self._path(key)
-        try:
-            with src.open("rb") as fin, dest.open("wb") as fout:
-                while chunk := fin.read(CHUNK):
-                    fout.write(chunk)
-                    on_bytes(len(chunk))
-        except FileNotFoundError:
-            raise StorageError(f"{self.location.join(key)} disappeared during download") from None
+    def download(self, items: Sequence[tuple[str, Path]], on_bytes: OnBytes) -> None:
+        for key, dest in items:  # a local disk gains nothing from parallel copies
+            try:
+                with self._path(key).open("rb") as fin, dest.open("wb") as fout:
+                    while chunk := fin.read(CHUNK):
+                        fout.write(chunk)
+                        on_bytes(len(chunk))
+            except FileNotFoundError:
+                raise StorageError(f"{self.location.join(key)} disappeared during download") from None
 
     def put_bytes(self, key: str, data: bytes) -> None:
         tmp = self._tmp()

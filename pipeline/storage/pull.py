@@ -35,7 +35,7 @@ def pick_version(versions: list[VersionInfo], model: str, version: int | None) -
 def pull_version(store: Store, model: str, version: int | None, dest: Path, *,
                  on_bytes: OnBytes | None = None) -> Path:
     """Fetch `<model>/<version>/` into `dest` (which must not exist); returns `dest`."""
-    info = pick_version(store.list_versions(model), model, version)
+    info = pick_version(store.list_versions(model, version), model, version)
     assert info.manifest is not None
     dest = dest.resolve()
     if dest.exists():
@@ -46,10 +46,10 @@ def pull_version(store: Store, model: str, version: int | None, dest: Path, *,
     cb = on_bytes or (lambda n: None)
     try:
         for entry in info.manifest.files:
-            target = tmp / entry.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            store.download(prefix + entry.path, target, cb)
-            got = sha256_file(target)
+            (tmp / entry.path).parent.mkdir(parents=True, exist_ok=True)
+        store.download([(prefix + e.path, tmp / e.path) for e in info.manifest.files], cb)
+        for entry in info.manifest.files:
+            got = sha256_file(tmp / entry.path)
             if got != entry.sha256:
                 raise StorageError(f"checksum mismatch for {store.location.join(prefix + entry.path)}: "
                                    f"sha256 {got[:12]}… != manifest {entry.sha256[:12]}…; nothing was written")

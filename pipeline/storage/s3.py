@@ -186,15 +186,20 @@ class S3Store(Store):
         except Exception as exc:  # noqa: BLE001 - one line, secrets removed
             raise self._err(exc, "uploading") from None
 
-    def download(self, key: str, dest: Path, on_bytes: OnBytes) -> None:
+    def download(self, items: Sequence[tuple[str, Path]], on_bytes: OnBytes) -> None:
+        """Every file in flight at once (ranged GETs for large ones); the first failure cancels the rest."""
+        waiting_for = ""  # names the failed object in the error
         try:
             with create_transfer_manager(self.client, self.transfer) as manager:
-                manager.download(self.bucket, self._key(key), str(dest),
-                                 subscribers=[_Progress(on_bytes)]).result()
+                futures = [(key, manager.download(self.bucket, self._key(key), str(dest),
+                                                  subscribers=[_Progress(on_bytes)])) for key, dest in items]
+                for key, future in futures:
+                    waiting_for = key
+                    future.result()
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, f"downloading {self.location.join(key)}") from None
+            raise self._err(exc, f"downloading {self.location.join(waiting_for)}") from None
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(f"writing {self.location.join(key)}", lambda: self.client.put_object(

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.errors import StorageError
 from pipeline.storage.base import ObjectInfo, Store, VersionInfo
 from pipeline.storage.manifest import MANIFEST_NAME, VersionManifest, check_listing
+
+MANIFEST_READERS = 8
 
 
 def split_key(key: str) -> tuple[str, int, str] | None:
@@ -61,12 +64,18 @@ def read_manifest(store: Store, model: str, version: int) -> tuple[VersionManife
         raise
 
 
-def list_versions(store: Store, model: str | None = None) -> list[VersionInfo]:
-    objects = store.list(f"{model}/" if model else "")
-    out = []
-    for (name, version), files in sorted(group_versions(objects).items()):
-        manifest, problems = (read_manifest(store, name, version) if MANIFEST_NAME in files
-                              else (None, []))
-        out.append(judge(name, version, files, manifest, problems,
-                         store.location.join(name, str(version)) + "/"))
-    return out
+def list_versions(store: Store, model: str | None = None, version: int | None = None) -> list[VersionInfo]:
+    """One listing (narrowed to the model or version when given), then the manifests, read concurrently:
+    on S3 each is a round trip, and a model with many versions would otherwise pay them in series."""
+    if version is not None and model is None:
+        raise ValueError("a version needs its model")
+    prefix = f"{model}/{version}/" if version is not None else f"{model}/" if model else ""
+    groups = sorted(group_versions(store.list(prefix)).items())
+    with_manifest = [key for key, files in groups if MANIFEST_NAME in files]
+    manifests: dict[tuple[str, int], tuple[VersionManifest | None, list[str]]] = {}
+    if with_manifest:
+        with ThreadPoolExecutor(max_workers=min(MANIFEST_READERS, len(with_manifest))) as pool:
+            manifests = dict(zip(with_manifest, pool.map(lambda k: read_manifest(store, *k), with_manifest),
+                                 strict=True))
+    return [judge(name, ver, files, *manifests.get((name, ver), (None, [])),
+                  store.location.join(name, str(ver)) + "/") for (name, ver), files in groups]

@@ -157,3 +157,21 @@ def test_sign_payload_true_signs_every_body_with_its_sha256(tmp_path: Path, moto
     expected = tree_digests(vdir)["saved_model.pb"]
     signed = [h["x-amz-content-sha256"] for h in seen]
     assert all(re.fullmatch(r"[0-9a-f]{64}", s) for s in signed) and expected in signed
+
+
+def test_pulling_one_version_lists_only_that_version(tmp_path: Path, moto: MotoServer, bucket: str) -> None:
+    store = open_store(s3_config(moto, bucket))
+    for version in (1, 2, 3):
+        push_version(store, write_version(tmp_path / "e", version=version, seed=version), "digits", version)
+    prefixes: list[str] = []
+    manifests: list[str] = []
+    store.client.meta.events.register("before-parameter-build.s3.ListObjectsV2",
+                                      lambda params, **_: prefixes.append(params["Prefix"]))
+    store.client.meta.events.register("before-parameter-build.s3.GetObject",
+                                      lambda params, **_: manifests.append(params["Key"]))
+    dest = store.pull("digits", 2, tmp_path / "pulled")
+    assert prefixes == ["models/digits/2/"]
+    assert manifests.count("models/digits/2/tfrollout.manifest.json") == 1
+    assert not any(k.startswith(("models/digits/1/", "models/digits/3/")) for k in manifests)
+    assert tree_digests(dest) == tree_digests(tmp_path / "e" / "digits" / "2")
+    assert [v.version for v in store.list_versions("digits")] == [1, 2, 3]
