@@ -89,7 +89,8 @@ def register(app: typer.Typer) -> None:
                                    create=cfg.storage.create_bucket or store.location.scheme == "file",
                                    progress=lambda total: reporter.progress(f"push {name}/{ver}", total,
                                                                             unit="bytes"),
-                                   local=local)
+                                   local=local,
+                                   lock_stale_s=cfg.storage.lock_stale_s if cfg.storage.push_lock else None)
                 return res.to_json()
 
             result = guarded(work, debug=debug, as_json=as_json)
@@ -164,6 +165,36 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(f"pulled {model} v{result['version']} to {result['dest']} "
                        f"({result['files']} files, {_human(result['bytes'])}, all sha256 verified)")
+
+    @storage_app.command("unlock")
+    def unlock(
+        model: Annotated[str, typer.Argument(help="Model name.")],
+        version: Annotated[int, typer.Argument(min=1, help="Version whose push lock to remove.")],
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        uri: UriOpt = None,
+        as_json: JsonOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Remove a crashed push's lock on a version (only when no push of it is running)."""
+        cfg = resolve_config(config, set_, debug=debug, as_json=as_json, extra=overrides(uri))
+
+        def work() -> dict[str, Any]:
+            from pipeline.storage import open_store
+            from pipeline.storage.lock import force_unlock
+
+            holder = force_unlock(open_store(cfg.storage), model, version)
+            return {"model": model, "version": version, "removed": holder is not None,
+                    "holder": holder.owner if holder else None,
+                    "acquired_at": holder.acquired_at if holder else None}
+
+        result = guarded(work, debug=debug, as_json=as_json)
+        if as_json:
+            emit({"ok": True, **result})
+        elif result["removed"]:
+            typer.echo(f"removed the push lock of {model} v{version} (held by {result['holder']})")
+        else:
+            typer.echo(f"{model} v{version} has no push lock")
 
     @storage_app.command("gc")
     def gc(

@@ -22,7 +22,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                           force=cfg.force, create=cfg.create_bucket or store.location.scheme == "file",
                           progress=lambda total: ctx.reporter.progress(f"push {model}/{version}", total,
                                                                        unit="bytes"),
-                          local=local)
+                          local=local,
+                          lock_stale_s=cfg.lock_stale_s if cfg.push_lock else None)
     if result.already_committed:
         ctx.reporter.note(f"{model} v{version} already committed with identical content: 0 bytes sent")
     else:

@@ -120,6 +120,19 @@ class Store(ABC):
     def delete(self, keys: list[str]) -> None:
         """Remove objects; missing keys are not an error."""
 
+    # Conditional writes (the push lock). A token identifies one written state of an object.
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> str | None:
+        """Write a small object only if `key` does not exist: its token, or None if it existed."""
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """A small object and its token; None if missing."""
+
+    @abstractmethod
+    def replace_if(self, key: str, data: bytes, token: str) -> str | None:
+        """Overwrite `key` only if it still holds the state `token`: the new token, or None."""
+
     def abort_stale_uploads(self, older_than: float) -> int:
         """Drop unfinished multipart uploads started before `older_than` (S3 only)."""
         return 0

@@ -18,6 +18,10 @@ DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403", "Accoun
 MISSING_BUCKET_CODES = {"NoSuchBucket"}
 
 
+class MissingBucketError(StorageError):
+    """The bucket does not exist (a writer may create it with --create-bucket)."""
+
+
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     """Remove URL user-info, `secret=...` pairs and any known credential value from `text`."""
     text = _USERINFO.sub(r"\g<scheme>***@", text)
@@ -41,8 +45,8 @@ def translate(exc: BaseException, *, action: str, where: str, bucket: str, attem
         code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         detail = str(err.get("Message") or "")
         if code in MISSING_BUCKET_CODES or (code == "404" and action.startswith("checking bucket")):
-            msg = (f"S3 bucket {bucket!r} does not exist at {where}; create it, or pass --create-bucket "
-                   f"(storage.create_bucket = true)")
+            return MissingBucketError(f"S3 bucket {bucket!r} does not exist at {where}; create it, or pass "
+                                      f"--create-bucket (storage.create_bucket = true)")
         elif code in CREDENTIAL_CODES:
             msg = (f"S3 at {where} rejected the credentials ({code}) while {action}; check "
                    f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or storage.profile")

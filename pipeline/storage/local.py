@@ -6,6 +6,7 @@ never appears under its final name half-written (same guarantee S3 gives per obj
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Sequence
@@ -17,6 +18,11 @@ from pipeline.storage.manifest import CHUNK, sha256_file
 from pipeline.storage.uri import StoreURI
 
 TMP_DIR = ".tmp"
+
+
+def _token(data: bytes) -> str:
+    """A local object's state token: its content hash (lock bodies carry a unique id)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 class LocalStore(Store):
@@ -104,6 +110,41 @@ class LocalStore(Store):
             self._place(tmp, key)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def put_if_absent(self, key: str, data: bytes) -> str | None:
+        """Hard-link a complete temp file to `key`: the link fails if `key` exists (atomic, like O_EXCL)."""
+        tmp = self._tmp()
+        try:
+            tmp.write_bytes(data)
+            dest = self._path(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(tmp, dest)
+            except FileExistsError:
+                return None
+            return _token(data)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, _token(data)
+
+    def replace_if(self, key: str, data: bytes, token: str) -> str | None:
+        """Compare, then rename over: a local store serves one machine, where this window is microseconds."""
+        current = self.read_versioned(key)
+        if current is None or current[1] != token:
+            return None
+        tmp = self._tmp()
+        try:
+            tmp.write_bytes(data)
+            self._place(tmp, key)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return _token(data)
 
     def get_bytes(self, key: str) -> bytes:
         try:

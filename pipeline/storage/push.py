@@ -18,6 +18,8 @@ from typing import Any
 from pipeline.config import StorageConfig
 from pipeline.errors import StorageError
 from pipeline.storage.base import ObjectInfo, OnBytes, Store, UploadItem
+from pipeline.storage.errors import MissingBucketError
+from pipeline.storage.lock import DEFAULT_LOCK_STALE_S, acquire, release_quietly
 from pipeline.storage.manifest import (
     MANIFEST_NAME,
     FileEntry,
@@ -138,17 +140,43 @@ def push_version(store: Store, version_dir: Path, model_name: str, version: int,
                  force: bool = False, create: bool = False,
                  progress: ProgressFactory | None = None,
                  on_bytes: OnBytes | None = None,
-                 local: VersionManifest | None = None) -> PushResult:
+                 local: VersionManifest | None = None,
+                 lock_stale_s: float | None = DEFAULT_LOCK_STALE_S) -> PushResult:
     """Publish `version_dir` as `<model>/<version>/` and commit it with the manifest.
 
     `local` is the directory's manifest when the caller already hashed it (see
-    `open_and_hash`); otherwise the files are hashed here.
+    `open_and_hash`); otherwise the files are hashed here. The version's push lock is
+    held from before the listing to after the commit (`lock_stale_s=None`: no lock).
     """
     t0 = time.perf_counter()
     if local is None:
         local = build_manifest(version_dir, model_name, version)
     prefix = f"{model_name}/{version}/"
-    remote = {k[len(prefix):]: v for k, v in store.list_for_write(prefix, create=create).items()}
+    if lock_stale_s is None:
+        listing = store.list_for_write(prefix, create=create)
+        return _push_listed(store, version_dir, local, listing, t0, force=force, progress=progress,
+                            on_bytes=on_bytes)
+    try:
+        mine, _ = acquire(store, model_name, version, stale_after_s=lock_stale_s)
+    except MissingBucketError:
+        if not create:
+            raise
+        store.ensure_ready(create=True)
+        mine, _ = acquire(store, model_name, version, stale_after_s=lock_stale_s)
+    try:
+        return _push_listed(store, version_dir, local, store.list(prefix), t0, force=force,
+                            progress=progress, on_bytes=on_bytes)
+    finally:
+        release_quietly(store, model_name, version, mine)
+
+
+def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listing: Mapping[str, ObjectInfo],
+                 t0: float, *, force: bool, progress: ProgressFactory | None,
+                 on_bytes: OnBytes | None) -> PushResult:
+    """Plan against the version's current objects, upload, and commit."""
+    model_name, version = local.model_name, local.version
+    prefix = f"{model_name}/{version}/"
+    remote = {k[len(prefix):]: v for k, v in listing.items()}
     existing = read_manifest(store, model_name, version)[0] if MANIFEST_NAME in remote else None
     local_by_path = local.by_path()
     remote_sha = {}

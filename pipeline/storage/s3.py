@@ -215,6 +215,41 @@ class S3Store(Store):
                 raise
         return self._call(f"reading {self.location.join(key)}", go)
 
+    def put_if_absent(self, key: str, data: bytes) -> str | None:
+        return self._conditional_put(key, data, IfNoneMatch="*")
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        def go() -> tuple[bytes, str] | None:
+            try:
+                resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code")) in {"NoSuchKey", "404"}:
+                    return None
+                raise
+            return resp["Body"].read(), str(resp["ETag"])
+        return self._call(f"reading {self.location.join(key)}", go)
+
+    def replace_if(self, key: str, data: bytes, token: str) -> str | None:
+        return self._conditional_put(key, data, IfMatch=token)
+
+    def _conditional_put(self, key: str, data: bytes, **condition: str) -> str | None:
+        """PUT with If-None-Match / If-Match (S3 conditional writes; MinIO and moto have them too)."""
+        def go() -> str | None:
+            try:
+                resp = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                              ContentType="application/json", **condition)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code"))
+                if code in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}:
+                    return None  # someone else's write won
+                if code in {"NotImplemented", "501"}:
+                    raise StorageError(f"{self.where} does not support conditional writes ({code}), which the "
+                                       f"push lock needs; upgrade the store or set storage.push_lock = false"
+                                       ) from None
+                raise
+            return str(resp["ETag"])
+        return self._call(f"writing {self.location.join(key)}", go)
+
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]

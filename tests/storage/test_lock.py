@@ -1,0 +1,148 @@
+"""The per-version push lock: one push at a time, crashed pushes taken over, on both stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.errors import StorageError
+from pipeline.storage import Store, open_store
+from pipeline.storage.local import LocalStore
+from pipeline.storage.lock import (
+    LOCK_PREFIX,
+    LockInfo,
+    acquire,
+    force_unlock,
+    is_stale,
+    lock_key,
+    release,
+)
+from pipeline.storage.push import push_version
+from pipeline.storage.uri import parse_uri
+from tests.storage.conftest import MotoServer, s3_config, tree_digests, write_version
+
+STALE = 600.0
+
+
+def test_lock_body_round_trips_and_garbage_reads_as_none() -> None:
+    info = LockInfo.new(now=1234.5)
+    assert LockInfo.loads(info.dumps()) == info
+    assert "pid" in info.owner and len(info.id) == 32
+    for junk in (b"", b"{", b"[]", b'{"id": "x"}', b'{"id": "x", "owner": "o", "acquired_at": "soon"}'):
+        assert LockInfo.loads(junk) is None
+
+
+@pytest.mark.parametrize(("age", "stale"), [(0.0, False), (STALE - 1, False), (STALE, True), (STALE * 10, True)])
+def test_staleness_is_by_age(age: float, stale: bool) -> None:
+    holder = LockInfo(id="a", owner="o", acquired_at=1000.0)
+    assert is_stale(holder, 1000.0 + age, STALE) is stale
+    assert is_stale(None, 1000.0, STALE)  # unreadable: nobody can be holding it
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "local":
+        return LocalStore(parse_uri(f"file://{tmp_path}/store"))
+    moto: MotoServer = request.getfixturevalue("moto")
+    return open_store(s3_config(moto, request.getfixturevalue("bucket")))
+
+
+def _locks(store: Store) -> list[str]:
+    return sorted(k for k in store.list(LOCK_PREFIX + "/"))
+
+
+def test_conditional_writes(store: Store) -> None:
+    token = store.put_if_absent("x/lock.json", b"one")
+    assert token is not None
+    assert store.put_if_absent("x/lock.json", b"two") is None
+    data, read_token = store.read_versioned("x/lock.json") or (b"", "")
+    assert (data, read_token) == (b"one", token)
+    assert store.replace_if("x/lock.json", b"three", "not-the-token") is None
+    new_token = store.replace_if("x/lock.json", b"three", token)
+    assert new_token is not None and new_token != token
+    assert store.get_bytes("x/lock.json") == b"three"
+    assert store.read_versioned("x/missing.json") is None
+
+
+def test_second_pusher_is_refused_with_the_holder_named(store: Store) -> None:
+    first, _ = acquire(store, "digits", 3, stale_after_s=STALE)
+    with pytest.raises(StorageError) as err:
+        acquire(store, "digits", 3, stale_after_s=STALE)
+    message = str(err.value)
+    assert "another push of digits version 3 is in progress" in message and first.owner in message
+    assert "tfrollout storage unlock digits 3" in message and "\n" not in message
+    other, _ = acquire(store, "digits", 4, stale_after_s=STALE)  # other versions are independent
+    release(store, "digits", 3, first)
+    release(store, "digits", 4, other)
+    assert _locks(store) == []
+    again, _ = acquire(store, "digits", 3, stale_after_s=STALE)
+    assert again.id != first.id
+
+
+def test_stale_lock_is_taken_over_and_the_old_holder_cannot_release_it(store: Store) -> None:
+    crashed, _ = acquire(store, "digits", 1, stale_after_s=STALE, now=lambda: 1_000.0)
+    taker, _ = acquire(store, "digits", 1, stale_after_s=STALE, now=lambda: 1_000.0 + STALE + 1)
+    assert LockInfo.loads(store.get_bytes(lock_key("digits", 1))) == taker
+    release(store, "digits", 1, crashed)  # a slow push that lost its lock must not free the new holder's
+    assert _locks(store) == [lock_key("digits", 1)]
+    release(store, "digits", 1, taker)
+    assert _locks(store) == []
+
+
+def test_unreadable_lock_is_taken_over(store: Store) -> None:
+    store.put_bytes(lock_key("digits", 2), b"not json")
+    mine, _ = acquire(store, "digits", 2, stale_after_s=STALE)
+    assert LockInfo.loads(store.get_bytes(lock_key("digits", 2))) == mine
+
+
+def test_concurrent_push_of_the_same_version_is_refused_and_the_winner_commits(
+        store: Store, tmp_path: Path) -> None:
+    winner = write_version(tmp_path / "a", data_size=300_000, seed=1)
+    loser = write_version(tmp_path / "b", data_size=300_000, seed=2)
+    refused: list[str] = []
+
+    def second_push_mid_upload(n: int) -> None:
+        if not refused:  # while the first push is uploading
+            with pytest.raises(StorageError) as err:
+                push_version(store, loser, "digits", 1, create=True)
+            refused.append(str(err.value))
+
+    result = push_version(store, winner, "digits", 1, create=True, on_bytes=second_push_mid_upload)
+    assert refused and "is in progress" in refused[0]
+    assert result.bytes_uploaded == result.total_bytes
+    assert tree_digests(store.pull("digits", 1, tmp_path / "pulled")) == tree_digests(winner)
+    assert _locks(store) == []  # released after the commit
+
+
+def test_failed_push_releases_its_lock(store: Store, tmp_path: Path) -> None:
+    vdir = write_version(tmp_path / "a")
+
+    def boom(n: int) -> None:
+        raise RuntimeError("client died")
+
+    with pytest.raises((StorageError, RuntimeError)):
+        push_version(store, vdir, "digits", 1, create=True, on_bytes=boom)
+    assert _locks(store) == []
+    assert push_version(store, vdir, "digits", 1, create=True).files_uploaded >= 1
+
+
+def test_push_without_lock_leaves_no_lock_object(store: Store, tmp_path: Path) -> None:
+    push_version(store, write_version(tmp_path / "a"), "digits", 1, create=True, lock_stale_s=None)
+    assert _locks(store) == [] and [v.committed for v in store.list_versions()] == [True]
+
+
+def test_force_unlock_and_cli(tmp_path: Path) -> None:
+    store = LocalStore(parse_uri(f"file://{tmp_path}/store"))
+    held, _ = acquire(store, "digits", 5, stale_after_s=STALE)
+    uri = f"file://{tmp_path}/store"
+    result = CliRunner().invoke(app, ["storage", "unlock", "digits", "5", "--uri", uri, "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["removed"] is True and report["holder"] == held.owner
+    assert _locks(store) == [] and force_unlock(store, "digits", 5) is None
+    again = CliRunner().invoke(app, ["storage", "unlock", "digits", "5", "--uri", uri])
+    assert again.exit_code == 0 and "has no push lock" in again.stdout
