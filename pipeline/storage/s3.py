@@ -21,7 +21,7 @@ from s3transfer.subscribers import BaseSubscriber
 from pipeline.config import StorageConfig
 from pipeline.errors import StorageError
 from pipeline.storage.base import ObjectInfo, OnBytes, Store, UploadItem
-from pipeline.storage.errors import redact, translate
+from pipeline.storage.errors import MissingBucketError, redact, translate
 from pipeline.storage.uri import StoreURI
 
 T = TypeVar("T")
@@ -128,29 +128,26 @@ class S3Store(Store):
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
         self._call(f"creating bucket {self.bucket!r}", lambda: self.client.create_bucket(**kwargs))
 
-    def _list_raw(self, prefix: str) -> dict[str, ObjectInfo]:
-        out: dict[str, ObjectInfo] = {}
-        full_prefix = (f"{self.location.prefix}/" if self.location.prefix else "") + prefix
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full_prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                rel = self._rel(obj["Key"])
-                out[rel] = ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp())
-        return out
-
     def list(self, prefix: str = "") -> dict[str, ObjectInfo]:
-        return self._call(f"listing {self.location.join(prefix)}", lambda: self._list_raw(prefix))
+        def go() -> dict[str, ObjectInfo]:
+            out: dict[str, ObjectInfo] = {}
+            full_prefix = (f"{self.location.prefix}/" if self.location.prefix else "") + prefix
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full_prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    rel = self._rel(obj["Key"])
+                    out[rel] = ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp())
+            return out
+
+        return self._call(f"listing {self.location.join(prefix)}", go)
 
     def list_for_write(self, prefix: str, *, create: bool) -> dict[str, ObjectInfo]:
         """One LIST answers both "does the bucket exist" and "what is already there"."""
         try:
-            return self._list_raw(prefix)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code != "NoSuchBucket" or not create:
-                raise self._err(exc, f"listing {self.location.join(prefix)}") from None
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, f"listing {self.location.join(prefix)}") from None
+            return self.list(prefix)
+        except MissingBucketError:
+            if not create:
+                raise
         self.ensure_ready(create=True)
         return {}
 
