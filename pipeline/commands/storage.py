@@ -114,23 +114,34 @@ def register(app: typer.Typer) -> None:
         """List models and versions, committed or not, with sizes."""
         cfg = resolve_config(config, set_, debug=debug, as_json=as_json, extra=overrides(uri))
 
-        def work() -> tuple[str, list[Any]]:
+        def work() -> tuple[str, list[Any], dict[tuple[str, int], Any]]:
             from pipeline.storage import open_store
+            from pipeline.storage.lock import live_locks
 
             store = open_store(cfg.storage)
-            return store.uri, store.list_versions(model)
+            pushing = live_locks(store, stale_after_s=cfg.storage.lock_stale_s, now=time.time())
+            return store.uri, store.list_versions(model), {k: v for k, v in pushing.items()
+                                                           if model is None or k[0] == model}
 
-        store_uri, versions = guarded(work, debug=debug, as_json=as_json)
+        store_uri, versions, pushing = guarded(work, debug=debug, as_json=as_json)
         if as_json:
-            emit({"ok": True, "uri": store_uri, "versions": [v.to_json() for v in versions]})
+            emit({"ok": True, "uri": store_uri, "versions": [v.to_json() for v in versions],
+                  "pushing": [{"model": m, "version": n, "owner": h.owner, "since": h.acquired_at}
+                              for (m, n), h in sorted(pushing.items())]})
             return
-        if not versions:
+        if not versions and not pushing:
             typer.echo(f"{store_uri}: no versions")
             return
         for v in versions:
             state = "committed" if v.committed else f"UNCOMMITTED ({'; '.join(v.problems[:2])})"
+            if (v.model, v.version) in pushing:
+                state += f"; push in progress by {pushing[(v.model, v.version)].owner}"
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.last_modified))
             typer.echo(f"{v.model:<20} {v.version:>6}  {_human(v.bytes):>9}  {v.files:>3} files  {stamp}  {state}")
+        listed = {(v.model, v.version) for v in versions}
+        for (name, number), holder in sorted(pushing.items()):
+            if (name, number) not in listed:
+                typer.echo(f"{name:<20} {number:>6}  push in progress by {holder.owner} (nothing stored yet)")
 
     @storage_app.command("pull")
     def pull(
@@ -217,12 +228,13 @@ def register(app: typer.Typer) -> None:
 
             store = open_store(cfg.storage)
             return collect_garbage(store, keep=keep, grace_s=cfg.storage.gc_grace_s if grace is None else grace,
-                                   now=time.time(), dry_run=dry_run)
+                                   now=time.time(), dry_run=dry_run, lock_stale_s=cfg.storage.lock_stale_s)
 
         report = guarded(work, debug=debug, as_json=as_json)
         if as_json:
             emit({"ok": True, **report})
             return
         verb = "would delete" if dry_run else "deleted"
+        busy = f"; push in progress, untouched: {report['pushing']}" if report["pushing"] else ""
         typer.echo(f"{verb}: committed {report['deleted_committed'] or '-'}, stale {report['deleted_stale'] or '-'}"
-                   f" ({_human(report['bytes_freed'])}); kept {report['kept'] or '-'}")
+                   f" ({_human(report['bytes_freed'])}); kept {report['kept'] or '-'}{busy}")

@@ -133,8 +133,9 @@ class Store(ABC):
     def replace_if(self, key: str, data: bytes, token: str) -> str | None:
         """Overwrite `key` only if it still holds the state `token`: the new token, or None."""
 
-    def abort_stale_uploads(self, older_than: float) -> int:
-        """Drop unfinished multipart uploads started before `older_than` (S3 only)."""
+    def abort_stale_uploads(self, older_than: float, keep_prefixes: Sequence[str] = ()) -> int:
+        """Drop unfinished multipart uploads started before `older_than`, except under `keep_prefixes`
+        (keys relative to the store root) (S3 only)."""
         return 0
 
     # ---------------------------------------------------------------- readers

@@ -163,8 +163,11 @@ class LocalStore(Store):
                 parent.rmdir()
                 parent = parent.parent
 
-    def abort_stale_uploads(self, older_than: float) -> int:
-        """Remove temp files of interrupted writes older than `older_than` (gc)."""
+    def abort_stale_uploads(self, older_than: float, keep_prefixes: Sequence[str] = ()) -> int:
+        """Remove temp files of interrupted writes older than `older_than` (gc); none while any push
+        runs (`keep_prefixes`), since a temp file does not say which version it belongs to."""
+        if keep_prefixes:
+            return 0
         removed = 0
         tmp = self.root / TMP_DIR
         for path in tmp.iterdir() if tmp.is_dir() else []:

@@ -256,7 +256,9 @@ class S3Store(Store):
                 first = resp["Errors"][0]
                 raise StorageError(f"deleting {first.get('Key')} at {self.where} failed: {first.get('Code')}")
 
-    def abort_stale_uploads(self, older_than: float) -> int:
+    def abort_stale_uploads(self, older_than: float, keep_prefixes: Sequence[str] = ()) -> int:
+        keep = tuple(self._key(p) for p in keep_prefixes)
+
         def go() -> int:
             aborted = 0
             prefix = f"{self.location.prefix}/" if self.location.prefix else ""
@@ -264,7 +266,7 @@ class S3Store(Store):
                                                                                  Prefix=prefix)
             for page in pages:
                 for up in page.get("Uploads", []):
-                    if up["Initiated"].timestamp() < older_than:
+                    if up["Initiated"].timestamp() < older_than and not up["Key"].startswith(keep):
                         self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"],
                                                            UploadId=up["UploadId"])
                         aborted += 1

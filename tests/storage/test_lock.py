@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.errors import StorageError
 from pipeline.storage import Store, open_store
+from pipeline.storage.gc import collect_garbage
 from pipeline.storage.local import LocalStore
 from pipeline.storage.lock import (
     LOCK_PREFIX,
@@ -146,3 +148,33 @@ def test_force_unlock_and_cli(tmp_path: Path) -> None:
     assert _locks(store) == [] and force_unlock(store, "digits", 5) is None
     again = CliRunner().invoke(app, ["storage", "unlock", "digits", "5", "--uri", uri])
     assert again.exit_code == 0 and "has no push lock" in again.stdout
+
+
+def test_gc_and_ls_leave_a_live_push_alone_but_not_a_crashed_one(tmp_path: Path, moto: MotoServer,
+                                                                  bucket: str) -> None:
+    cfg = s3_config(moto, bucket)
+    store = open_store(cfg)
+    client = moto.client()
+    for version in (7, 8):  # two interrupted pushes: a leftover file and an open multipart upload each
+        client.put_object(Bucket=bucket, Key=f"models/digits/{version}/variables/variables.index", Body=b"x")
+        client.create_multipart_upload(Bucket=bucket, Key=f"models/digits/{version}/variables/big")
+    now = time.time()
+    acquire(store, "digits", 7, stale_after_s=STALE, now=lambda: now)  # still pushing
+    acquire(store, "digits", 8, stale_after_s=STALE, now=lambda: now - STALE - 1)  # crashed long ago
+    acquire(store, "digits", 9, stale_after_s=STALE, now=lambda: now)  # just started: nothing stored yet
+
+    uri = ["--uri", cfg.uri, "--set", f"storage.endpoint_url={cfg.endpoint_url}",
+           "--set", "storage.addressing_style=path", "--set", f"storage.lock_stale_s={STALE}"]
+    listed = CliRunner().invoke(app, ["storage", "ls", "--json", *uri])
+    assert listed.exit_code == 0, listed.stderr
+    assert [(p["model"], p["version"]) for p in json.loads(listed.stdout)["pushing"]] == [("digits", 7),
+                                                                                          ("digits", 9)]
+    text = CliRunner().invoke(app, ["storage", "ls", *uri]).stdout
+    assert "push in progress by" in text and "(nothing stored yet)" in text
+
+    report = collect_garbage(store, keep=1, grace_s=0.0, now=time.time() + 5, lock_stale_s=STALE)
+    assert report["pushing"] == ["digits/7"] and report["deleted_stale"] == ["digits/8"]
+    assert report["aborted_uploads"] == 1  # version 8's; version 7's upload is still running
+    uploads = [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    assert uploads == ["models/digits/7/variables/big"]
+    assert [v.version for v in store.list_versions("digits")] == [7]

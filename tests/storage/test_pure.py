@@ -183,6 +183,15 @@ def test_gc_keeps_newest_committed_and_young_leftovers() -> None:
     assert ids(plan.kept) == [("a", 2), ("a", 3), ("a", 4), ("b", 1)]
 
 
+def test_gc_never_touches_a_version_being_pushed() -> None:
+    versions = [_v("a", 1, True), _v("a", 2, True), _v("a", 3, True), _v("a", 5, False, mtime=10.0)]
+    plan = select_gc(versions, keep=1, grace_s=100.0, now=1000.0, pushing={("a", 5), ("a", 1)})
+    ids = lambda vs: sorted((v.model, v.version) for v in vs)  # noqa: E731
+    assert ids(plan.busy) == [("a", 1), ("a", 5)]  # an old leftover and a committed one, both locked
+    assert ids(plan.old) == [("a", 2)] and ids(plan.stale) == [] and ids(plan.kept) == [("a", 3)]
+    assert plan.to_json()["pushing"] == ["a/1", "a/5"]
+
+
 # ------------------------------------------------------------------ errors
 
 
