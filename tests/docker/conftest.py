@@ -29,20 +29,30 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_client():
+def docker_client(tmp_path_factory: pytest.TempPathFactory):
+    """The local engine; a dockerd this session had to start is stopped again at its end.
+
+    The script's state dir is private to the session, so `stop` finds a pidfile only when
+    this session's `start` launched the daemon (never one that CI or a developer runs).
+    """
     try:
         import docker
     except ImportError:
         _unavailable("the docker SDK is not installed")
-    subprocess.run(["bash", str(ROOT / "infra/scripts/dockerd.sh"), "start"], capture_output=True, timeout=60)
+    script = ROOT / "infra/scripts/dockerd.sh"
+    env = {**os.environ, "DOCKERD_STATE_DIR": str(tmp_path_factory.mktemp("dockerd"))}
+    subprocess.run(["bash", str(script), "start"], capture_output=True, timeout=60, env=env)
     try:
-        client = docker.from_env(timeout=120)
-        client.api.trust_env = False
-        client.ping()
-    except Exception as exc:  # noqa: BLE001
-        _unavailable(f"no Docker engine reachable: {exc}")
-    yield client
-    client.close()
+        try:
+            client = docker.from_env(timeout=120)
+            client.api.trust_env = False
+            client.ping()
+        except Exception as exc:  # noqa: BLE001
+            _unavailable(f"no Docker engine reachable: {exc}")
+        yield client
+        client.close()
+    finally:
+        subprocess.run(["bash", str(script), "stop"], capture_output=True, timeout=60, env=env)
 
 
 @pytest.fixture(scope="session")
