@@ -11,48 +11,23 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.config import DeployConfig, build_config
 from tests.rollout.models import Versions, build_versions
 from tests.storage.conftest import DUMMY_KEY, DUMMY_SECRET, MotoServer
-from tests.support.procs import free_port, require_docker_env
+from tests.support.engine import local_engine, unavailable
+from tests.support.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _unavailable(reason: str) -> None:
-    if require_docker_env():
-        pytest.fail(f"Docker required (TFROLLOUT_REQUIRE_DOCKER=1) but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
-def docker_client(tmp_path_factory: pytest.TempPathFactory):
-    """The local engine; a dockerd this session had to start is stopped again at its end.
-
-    The script's state dir is private to the session, so `stop` finds a pidfile only when
-    this session's `start` launched the daemon (never one that CI or a developer runs).
-    """
-    try:
-        import docker
-    except ImportError:
-        _unavailable("the docker SDK is not installed")
-    script = ROOT / "infra/scripts/dockerd.sh"
-    env = {**os.environ, "DOCKERD_STATE_DIR": str(tmp_path_factory.mktemp("dockerd"))}
-    subprocess.run(["bash", str(script), "start"], capture_output=True, timeout=60, env=env)
-    try:
-        try:
-            client = docker.from_env(timeout=120)
-            client.api.trust_env = False
-            client.ping()
-        except Exception as exc:  # noqa: BLE001
-            _unavailable(f"no Docker engine reachable: {exc}")
+def docker_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with local_engine(tmp_path_factory.mktemp("dockerd")) as client:
         yield client
-        client.close()
-    finally:
-        subprocess.run(["bash", str(script), "stop"], capture_output=True, timeout=60, env=env)
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +35,7 @@ def serving_image(docker_client) -> str:
     proc = subprocess.run(["bash", str(ROOT / "infra/serving-image/build.sh")], capture_output=True, text=True,
                           timeout=900)
     if proc.returncode != 0:
-        _unavailable(f"offline serving image could not be built: {proc.stderr[-500:]}")
+        unavailable(f"offline serving image could not be built: {proc.stderr[-500:]}")
     return proc.stdout.strip().splitlines()[-1]
 
 

@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.support.procs import free_port, port_open, require_docker_env, wait_for
+from tests.support.engine import local_engine
+from tests.support.procs import free_port, port_open, wait_for
 
 from .conftest import REPO
 from .models import INPUT, OUTPUT, SHAPE, reference_predict, write_model
@@ -23,18 +24,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def docker_client():
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:  # no engine reachable
-        if require_docker_env():
-            pytest.fail(f"TFROLLOUT_REQUIRE_DOCKER is set but no Docker engine is reachable: {exc}")
-        pytest.skip(f"no Docker engine reachable: {exc}")
-    yield client
-    client.close()
+def docker_client(tmp_path_factory):
+    with local_engine(tmp_path_factory.mktemp("dockerd")) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
