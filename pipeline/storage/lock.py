@@ -17,10 +17,11 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from pipeline.errors import StorageError
 from pipeline.storage.base import Store
@@ -36,11 +37,16 @@ def lock_key(model: str, version: int) -> str:
 
 @dataclass(frozen=True)
 class LockInfo:
-    """Who holds a push lock, and since when (epoch seconds, the holder's clock)."""
+    """Who holds a push lock, since when, and when it last said it is alive (epoch s, holder's clock)."""
 
     id: str
     owner: str
     acquired_at: float
+    renewed_at: float | None = None
+
+    @property
+    def last_seen(self) -> float:
+        return self.acquired_at if self.renewed_at is None else self.renewed_at
 
     @classmethod
     def new(cls, now: float) -> LockInfo:
@@ -59,22 +65,25 @@ class LockInfo:
         """None for an unreadable lock body (treated as stale: it cannot name a live holder)."""
         try:
             raw = json.loads(data)
-            return cls(id=str(raw["id"]), owner=str(raw["owner"]), acquired_at=float(raw["acquired_at"]))
+            renewed = raw["renewed_at"] if "renewed_at" in raw else None
+            return cls(id=str(raw["id"]), owner=str(raw["owner"]), acquired_at=float(raw["acquired_at"]),
+                       renewed_at=None if renewed is None else float(renewed))
         except (ValueError, KeyError, TypeError):
             return None
 
 
 def is_stale(holder: LockInfo | None, now: float, stale_after_s: float) -> bool:
     """A lock nobody can be holding any more (pure)."""
-    return holder is None or now - holder.acquired_at >= stale_after_s
+    return holder is None or now - holder.last_seen >= stale_after_s
 
 
 def _busy_error(model: str, version: int, holder: LockInfo, now: float, stale_after_s: float) -> StorageError:
     age = max(0.0, now - holder.acquired_at)
     return StorageError(
-        f"another push of {model} version {version} is in progress ({holder.owner}, started {age:.0f} s ago); "
+        f"another push of {model} version {version} is in progress ({holder.owner}, started {age:.0f} s ago, "
+        f"alive {max(0.0, now - holder.last_seen):.0f} s ago); "
         f"wait for it, or if it crashed run `tfrollout storage unlock {model} {version}` "
-        f"(locks older than {stale_after_s:.0f} s are taken over automatically)")
+        f"(locks silent for {stale_after_s:.0f} s are taken over automatically)")
 
 
 def acquire(store: Store, model: str, version: int, *, stale_after_s: float,
@@ -98,6 +107,66 @@ def acquire(store: Store, model: str, version: int, *, stale_after_s: float,
         raise StorageError(f"another push of {model} version {version} took the lock at the same moment; "
                            f"run push again")
     return mine, token
+
+
+class Lease:
+    """A held push lock, renewed in the background so a long upload never looks like a crashed one.
+
+    Renewal is a conditional replace on the token we last wrote: if it fails, someone took
+    the lock over (or removed it) and `check_held` refuses the commit.
+    """
+
+    def __init__(self, store: Store, model: str, version: int, info: LockInfo, token: str, *,
+                 stale_after_s: float, now: Callable[[], float] = time.time) -> None:
+        self.store, self.model, self.version = store, model, version
+        self.info, self._token, self._now = info, token, now
+        self._interval = max(0.05, stale_after_s / 3)
+        self._stop = threading.Event()
+        self._guard = threading.Lock()
+        self.lost = False
+        self._thread = threading.Thread(target=self._renew_loop, name="push-lock", daemon=True)
+        self._thread.start()
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.renew()
+            except StorageError as exc:  # the store is unreachable: the upload will say so
+                log.warning("could not renew the push lock of %s version %s: %s", self.model, self.version, exc)
+
+    def renew(self) -> None:
+        with self._guard:
+            if self.lost:
+                return
+            info = replace(self.info, renewed_at=self._now())
+            token = self.store.replace_if(lock_key(self.model, self.version), info.dumps(), self._token)
+            if token is None:
+                self.lost = True
+            else:
+                self.info, self._token = info, token
+
+    def check_held(self) -> None:
+        """Raise unless the lock is still ours (called just before the commit)."""
+        with self._guard:
+            current = self.store.read_versioned(lock_key(self.model, self.version))
+            holder = LockInfo.loads(current[0]) if current else None
+            if self.lost or holder is None or holder.id != self.info.id:
+                who = f" ({holder.owner} holds it now)" if holder is not None and holder.id != self.info.id else ""
+                raise StorageError(f"lost the push lock of {self.model} version {self.version}{who}; "
+                                   f"nothing was committed — check the version, then push again")
+
+    def release(self) -> None:
+        """Stop renewing and delete the lock if it is still ours; never raises (see `release_quietly`)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        release_quietly(self.store, self.model, self.version, self.info)
+
+
+def take_lease(store: Store, model: str, version: int, *, stale_after_s: float,
+               now: Callable[[], float] = time.time) -> Lease:
+    """`acquire`, then keep the lock alive until `Lease.release()`."""
+    info, token = acquire(store, model, version, stale_after_s=stale_after_s, now=now)
+    return Lease(store, model, version, info, token, stale_after_s=stale_after_s, now=now)
 
 
 def release(store: Store, model: str, version: int, mine: LockInfo) -> None:

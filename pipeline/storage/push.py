@@ -19,7 +19,7 @@ from pipeline.config import StorageConfig
 from pipeline.errors import StorageError
 from pipeline.storage.base import ObjectInfo, OnBytes, Store, UploadItem
 from pipeline.storage.errors import MissingBucketError
-from pipeline.storage.lock import DEFAULT_LOCK_STALE_S, acquire, release_quietly
+from pipeline.storage.lock import DEFAULT_LOCK_STALE_S, take_lease
 from pipeline.storage.manifest import (
     MANIFEST_NAME,
     FileEntry,
@@ -157,22 +157,22 @@ def push_version(store: Store, version_dir: Path, model_name: str, version: int,
         return _push_listed(store, version_dir, local, listing, t0, force=force, progress=progress,
                             on_bytes=on_bytes)
     try:
-        mine, _ = acquire(store, model_name, version, stale_after_s=lock_stale_s)
+        lease = take_lease(store, model_name, version, stale_after_s=lock_stale_s)
     except MissingBucketError:
         if not create:
             raise
         store.ensure_ready(create=True)
-        mine, _ = acquire(store, model_name, version, stale_after_s=lock_stale_s)
+        lease = take_lease(store, model_name, version, stale_after_s=lock_stale_s)
     try:
         return _push_listed(store, version_dir, local, store.list(prefix), t0, force=force,
-                            progress=progress, on_bytes=on_bytes)
+                            progress=progress, on_bytes=on_bytes, before_commit=lease.check_held)
     finally:
-        release_quietly(store, model_name, version, mine)
+        lease.release()
 
 
 def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listing: Mapping[str, ObjectInfo],
                  t0: float, *, force: bool, progress: ProgressFactory | None,
-                 on_bytes: OnBytes | None) -> PushResult:
+                 on_bytes: OnBytes | None, before_commit: Callable[[], None] | None = None) -> PushResult:
     """Plan against the version's current objects, upload, and commit."""
     model_name, version = local.model_name, local.version
     prefix = f"{model_name}/{version}/"
@@ -214,6 +214,8 @@ def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listin
                 f"{total} bytes ({exc}); nothing was committed — re-run push to resume") from None
         if plan.extraneous:
             store.delete([prefix + k for k in plan.extraneous])
+        if before_commit is not None:
+            before_commit()
         store.put_bytes(prefix + MANIFEST_NAME, stamp(local).dumps())
     return PushResult(
         uri=store.location.join(model_name, str(version)) + "/",

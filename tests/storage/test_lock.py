@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from pipeline.storage.lock import (
     is_stale,
     lock_key,
     release,
+    take_lease,
 )
 from pipeline.storage.push import push_version
 from pipeline.storage.uri import parse_uri
@@ -107,11 +109,14 @@ def test_concurrent_push_of_the_same_version_is_refused_and_the_winner_commits(
     loser = write_version(tmp_path / "b", data_size=300_000, seed=2)
     refused: list[str] = []
 
+    once = threading.Lock()  # S3 reports progress from several transfer threads
+
     def second_push_mid_upload(n: int) -> None:
-        if not refused:  # while the first push is uploading
-            with pytest.raises(StorageError) as err:
-                push_version(store, loser, "digits", 1, create=True)
-            refused.append(str(err.value))
+        with once:
+            if not refused:  # while the first push is uploading
+                with pytest.raises(StorageError) as err:
+                    push_version(store, loser, "digits", 1, create=True)
+                refused.append(str(err.value))
 
     result = push_version(store, winner, "digits", 1, create=True, on_bytes=second_push_mid_upload)
     assert refused and "is in progress" in refused[0]
@@ -178,3 +183,39 @@ def test_gc_and_ls_leave_a_live_push_alone_but_not_a_crashed_one(tmp_path: Path,
     uploads = [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
     assert uploads == ["models/digits/7/variables/big"]
     assert [v.version for v in store.list_versions("digits")] == [7]
+
+
+def test_a_renewed_lease_outlives_the_stale_time_and_a_crashed_one_does_not(store: Store) -> None:
+    stale = 1.5
+    lease = take_lease(store, "digits", 1, stale_after_s=stale)
+    time.sleep(stale * 2)  # renewed every stale/3 meanwhile
+    with pytest.raises(StorageError, match="is in progress"):
+        acquire(store, "digits", 1, stale_after_s=stale)
+    assert not lease.lost and (lease.info.renewed_at or 0) > lease.info.acquired_at
+    lease.check_held()
+    lease._stop.set()  # the pushing process dies: no more renewals, no release
+    lease._thread.join()
+    later = time.time() + stale * 2  # the taker comes along after the lock went silent
+    taker, _ = acquire(store, "digits", 1, stale_after_s=stale, now=lambda: later)
+    with pytest.raises(StorageError, match="lost the push lock of digits version 1"):
+        lease.check_held()
+    lease.release()  # must not delete the taker's lock
+    assert LockInfo.loads(store.get_bytes(lock_key("digits", 1))) == taker
+
+
+def test_a_push_that_lost_its_lock_does_not_commit(store: Store, tmp_path: Path) -> None:
+    vdir = write_version(tmp_path / "a", data_size=300_000)
+    stolen: list[LockInfo] = []
+    once = threading.Lock()  # S3 reports progress from several transfer threads
+
+    def lock_taken_over_mid_upload(n: int) -> None:
+        with once:
+            if not stolen:
+                force_unlock(store, "digits", 1)
+                stolen.append(acquire(store, "digits", 1, stale_after_s=STALE)[0])
+
+    with pytest.raises(StorageError, match="lost the push lock") as err:
+        push_version(store, vdir, "digits", 1, create=True, on_bytes=lock_taken_over_mid_upload)
+    assert stolen[0].owner in str(err.value)
+    assert store.committed_versions("digits") == []
+    assert LockInfo.loads(store.get_bytes(lock_key("digits", 1))) == stolen[0]  # not released by the loser
