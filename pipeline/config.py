@@ -116,8 +116,8 @@ class StorageConfig(_Section):
     read_timeout_s: float = Field(default=60.0, gt=0.0)
     push_lock: bool = Field(default=True, description="Take a per-version lock (conditional write) so two "
                             "pushes of one version can never interleave their files.")
-    lock_stale_s: float = Field(default=1800.0, gt=0.0, description="A push lock older than this is a "
-                                "crashed push's and is taken over (`tfrollout storage unlock` removes one).")
+    lock_stale_s: float = Field(default=1800.0, gt=0.0, description="A push lock not renewed for this long "
+                                "is a crashed push's and is taken over (`tfrollout storage unlock` removes one).")
     gc_grace_s: float = Field(default=3600.0, ge=0.0,
                               description="gc: uncommitted leftovers younger than this may be a live push.")
 
