@@ -166,7 +166,7 @@ def register(app: typer.Typer) -> None:
             info = pick_version(store.list_versions(model, version), model, version)
             target = dest or Path("pulled") / model / str(info.version)
             t0 = time.perf_counter()
-            path = store.pull(model, info.version, target)
+            path = store.pull(model, info.version, target, info=info)
             return {"model": model, "version": info.version, "dest": str(path), "files": info.files,
                     "bytes": info.bytes, "duration_s": round(time.perf_counter() - t0, 3)}
 

@@ -149,8 +149,9 @@ class Store(ABC):
         """Only what readers may use: versions whose manifest and files all check out."""
         return [v for v in self.list_versions(model) if v.committed]
 
-    def pull(self, model: str, version: int | None, dest: Path, on_bytes: OnBytes | None = None) -> Path:
+    def pull(self, model: str, version: int | None, dest: Path, on_bytes: OnBytes | None = None,
+             info: VersionInfo | None = None) -> Path:
         """Download a committed version to `dest`, verifying every sha256 (see `pull.py`)."""
         from pipeline.storage.pull import pull_version
 
-        return pull_version(self, model, version, dest, on_bytes=on_bytes)
+        return pull_version(self, model, version, dest, on_bytes=on_bytes, info=info)

@@ -33,9 +33,14 @@ def pick_version(versions: list[VersionInfo], model: str, version: int | None) -
 
 
 def pull_version(store: Store, model: str, version: int | None, dest: Path, *,
-                 on_bytes: OnBytes | None = None) -> Path:
-    """Fetch `<model>/<version>/` into `dest` (which must not exist); returns `dest`."""
-    info = pick_version(store.list_versions(model, version), model, version)
+                 on_bytes: OnBytes | None = None, info: VersionInfo | None = None) -> Path:
+    """Fetch `<model>/<version>/` into `dest` (which must not exist); returns `dest`.
+
+    `info`: the version as the caller already picked it (saves listing it again).
+    """
+    if (info is None or info.manifest is None or not info.committed or info.model != model
+            or (version is not None and info.version != version)):
+        info = pick_version(store.list_versions(model, version), model, version)
     assert info.manifest is not None
     dest = dest.resolve()
     if dest.exists():
