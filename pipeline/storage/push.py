@@ -19,7 +19,7 @@ from pipeline.config import StorageConfig
 from pipeline.errors import StorageError
 from pipeline.storage.base import ObjectInfo, OnBytes, Store, UploadItem
 from pipeline.storage.errors import MissingBucketError
-from pipeline.storage.lock import DEFAULT_LOCK_STALE_S, take_lease
+from pipeline.storage.lock import DEFAULT_LOCK_STALE_S, Lease, take_lease
 from pipeline.storage.manifest import (
     MANIFEST_NAME,
     FileEntry,
@@ -165,15 +165,19 @@ def push_version(store: Store, version_dir: Path, model_name: str, version: int,
         lease = take_lease(store, model_name, version, stale_after_s=lock_stale_s)
     try:
         return _push_listed(store, version_dir, local, store.list(prefix), t0, force=force,
-                            progress=progress, on_bytes=on_bytes, before_commit=lease.check_held)
+                            progress=progress, on_bytes=on_bytes, lease=lease)
     finally:
         lease.release()
 
 
 def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listing: Mapping[str, ObjectInfo],
                  t0: float, *, force: bool, progress: ProgressFactory | None,
-                 on_bytes: OnBytes | None, before_commit: Callable[[], None] | None = None) -> PushResult:
-    """Plan against the version's current objects, upload, and commit."""
+                 on_bytes: OnBytes | None, lease: Lease | None = None) -> PushResult:
+    """Plan against the version's current objects, upload, and commit.
+
+    With a `lease`, the upload stops as soon as a renewal finds the lock taken over, and
+    the commit happens only if the lock is still ours.
+    """
     model_name, version = local.model_name, local.version
     prefix = f"{model_name}/{version}/"
     remote = {k[len(prefix):]: v for k, v in listing.items()}
@@ -191,6 +195,8 @@ def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listin
 
     def advance_factory(advance: Callable[[int], None]) -> OnBytes:
         def cb(n: int) -> None:
+            if lease is not None and lease.lost:
+                lease.check_held()  # raises: another push owns the version now
             with lock:
                 sent[0] += n
             advance(n)
@@ -214,8 +220,8 @@ def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listin
                 f"{total} bytes ({exc}); nothing was committed — re-run push to resume") from None
         if plan.extraneous:
             store.delete([prefix + k for k in plan.extraneous])
-        if before_commit is not None:
-            before_commit()
+        if lease is not None:
+            lease.check_held()
         store.put_bytes(prefix + MANIFEST_NAME, stamp(local).dumps())
     return PushResult(
         uri=store.location.join(model_name, str(version)) + "/",

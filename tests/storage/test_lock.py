@@ -219,3 +219,31 @@ def test_a_push_that_lost_its_lock_does_not_commit(store: Store, tmp_path: Path)
     assert stolen[0].owner in str(err.value)
     assert store.committed_versions("digits") == []
     assert LockInfo.loads(store.get_bytes(lock_key("digits", 1))) == stolen[0]  # not released by the loser
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_an_upload_stops_soon_after_its_lease_is_taken_over(kind: str, tmp_path: Path,
+                                                             request: pytest.FixtureRequest) -> None:
+    mib = 1024 * 1024
+    if kind == "local":
+        store: Store = LocalStore(parse_uri(f"file://{tmp_path}/store"))
+    else:
+        store = open_store(s3_config(request.getfixturevalue("moto"), request.getfixturevalue("bucket"),
+                                     multipart_threshold=5 * mib, multipart_chunksize=5 * mib,
+                                     max_concurrency=1))
+    vdir = write_version(tmp_path / "a", data_size=30 * mib)
+    sent: list[int] = []
+    once = threading.Lock()
+
+    def stolen_then_slow(n: int) -> None:
+        with once:
+            if not sent:
+                force_unlock(store, "digits", 1)
+                acquire(store, "digits", 1, stale_after_s=STALE)
+                time.sleep(0.5)  # the lease's renewal (every 0.1 s) finds it taken over
+            sent.append(n)
+
+    with pytest.raises(StorageError, match="lost the push lock"):
+        push_version(store, vdir, "digits", 1, create=True, on_bytes=stolen_then_slow, lock_stale_s=0.3)
+    assert sum(sent) < 15 * mib  # stopped well before the 30 MiB file was through
+    assert store.committed_versions("digits") == []
