@@ -135,11 +135,18 @@ class Lease:
                 log.warning("could not renew the push lock of %s version %s: %s", self.model, self.version, exc)
 
     def renew(self) -> None:
+        """Read, then replace on our token. The read matters on stores where If-Match on a missing
+        key succeeds (MinIO before Aug 2025): a removed lock must stay lost, not be recreated."""
+        key = lock_key(self.model, self.version)
         with self._guard:
             if self.lost:
                 return
+            current = self.store.read_versioned(key)
+            if current is None or current[1] != self._token:
+                self.lost = True
+                return
             info = replace(self.info, renewed_at=self._now())
-            token = self.store.replace_if(lock_key(self.model, self.version), info.dumps(), self._token)
+            token = self.store.replace_if(key, info.dumps(), self._token)
             if token is None:
                 self.lost = True
             else:

@@ -247,3 +247,27 @@ def test_an_upload_stops_soon_after_its_lease_is_taken_over(kind: str, tmp_path:
         push_version(store, vdir, "digits", 1, create=True, on_bytes=stolen_then_slow, lock_stale_s=0.3)
     assert sum(sent) < 15 * mib  # stopped well before the 30 MiB file was through
     assert store.committed_versions("digits") == []
+
+
+class IfMatchOnMissingKeyWrites(LocalStore):
+    """A store with MinIO's pre-2025-08 quirk: If-Match on a missing key writes it anyway."""
+
+    def replace_if(self, key: str, data: bytes, token: str) -> str | None:
+        if self.read_versioned(key) is None:
+            self.put_bytes(key, data)
+            return "recreated"
+        return super().replace_if(key, data, token)
+
+
+def test_a_removed_lease_stays_lost_even_where_if_match_on_a_missing_key_writes(tmp_path: Path) -> None:
+    store = IfMatchOnMissingKeyWrites(parse_uri(f"file://{tmp_path}/store"))
+    lease = take_lease(store, "digits", 1, stale_after_s=STALE)
+    lease._stop.set()  # drive renewals by hand
+    lease._thread.join()
+    lease.renew()
+    assert not lease.lost
+    force_unlock(store, "digits", 1)
+    lease.renew()
+    assert lease.lost and store.read_versioned(lock_key("digits", 1)) is None
+    with pytest.raises(StorageError, match="lost the push lock"):
+        lease.check_held()
