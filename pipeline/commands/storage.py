@@ -81,16 +81,13 @@ def register(app: typer.Typer) -> None:
             result = summary.record.stages["push"].outputs
         else:
             def work() -> dict[str, Any]:
-                from pipeline.storage.push import open_and_hash, push_version
+                from pipeline.storage.push import open_and_hash, push_configured
 
                 name, ver = _infer_identity(version_dir, model_name, version)
                 store, local = open_and_hash(cfg.storage, version_dir, name, ver)
-                res = push_version(store, version_dir, name, ver, force=cfg.storage.force,
-                                   create=cfg.storage.create_bucket or store.location.scheme == "file",
-                                   progress=lambda total: reporter.progress(f"push {name}/{ver}", total,
-                                                                            unit="bytes"),
-                                   local=local,
-                                   lock_stale_s=cfg.storage.lock_stale_s if cfg.storage.push_lock else None)
+                res = push_configured(store, cfg.storage, version_dir, name, ver, local=local,
+                                      progress=lambda total: reporter.progress(f"push {name}/{ver}", total,
+                                                                               unit="bytes"))
                 return res.to_json()
 
             result = guarded(work, debug=debug, as_json=as_json)
@@ -119,9 +116,8 @@ def register(app: typer.Typer) -> None:
             from pipeline.storage.lock import live_locks
 
             store = open_store(cfg.storage)
-            pushing = live_locks(store, stale_after_s=cfg.storage.lock_stale_s, now=time.time())
-            return store.uri, store.list_versions(model), {k: v for k, v in pushing.items()
-                                                           if model is None or k[0] == model}
+            pushing = live_locks(store, stale_after_s=cfg.storage.lock_stale_s, now=time.time(), model=model)
+            return store.uri, store.list_versions(model), pushing
 
         store_uri, versions, pushing = guarded(work, debug=debug, as_json=as_json)
         if as_json:

@@ -10,7 +10,7 @@ from pipeline.run import StageContext
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Push `<export_root>/<name>/<version>` to `storage.uri`; returns the push report."""
-    from pipeline.storage.push import open_and_hash, push_version
+    from pipeline.storage.push import open_and_hash, push_configured
 
     export = ctx.outputs("export")
     cfg = ctx.config.storage
@@ -18,12 +18,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     version_dir = Path(export["version_dir"])
     store, local = open_and_hash(cfg, version_dir, model, version)
     ctx.reporter.note(f"pushing {model} v{version} to {store.uri}")
-    result = push_version(store, version_dir, model, version,
-                          force=cfg.force, create=cfg.create_bucket or store.location.scheme == "file",
-                          progress=lambda total: ctx.reporter.progress(f"push {model}/{version}", total,
-                                                                       unit="bytes"),
-                          local=local,
-                          lock_stale_s=cfg.lock_stale_s if cfg.push_lock else None)
+    result = push_configured(store, cfg, version_dir, model, version, local=local,
+                             progress=lambda total: ctx.reporter.progress(f"push {model}/{version}", total,
+                                                                          unit="bytes"))
     if result.already_committed:
         ctx.reporter.note(f"{model} v{version} already committed with identical content: 0 bytes sent")
     else:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import StorageError
+
 if TYPE_CHECKING:
     from pipeline.storage.manifest import VersionManifest
     from pipeline.storage.uri import StoreURI
@@ -112,9 +114,12 @@ class Store(ABC):
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write a small object atomically (manifests)."""
 
-    @abstractmethod
     def get_bytes(self, key: str) -> bytes:
         """Read a small object (manifests)."""
+        found = self.read_versioned(key)
+        if found is None:
+            raise StorageError(f"{self.location.join(key)} not found")
+        return found[0]
 
     @abstractmethod
     def delete(self, keys: list[str]) -> None:

@@ -146,12 +146,6 @@ class LocalStore(Store):
             tmp.unlink(missing_ok=True)
         return _token(data)
 
-    def get_bytes(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise StorageError(f"{self.location.join(key)} not found") from None
-
     def delete(self, keys: list[str]) -> None:
         parents: set[Path] = set()
         for key in keys:

@@ -203,10 +203,12 @@ def force_unlock(store: Store, model: str, version: int) -> LockInfo | None:
     return LockInfo.loads(current[0]) or LockInfo(id="?", owner="unreadable lock", acquired_at=0.0)
 
 
-def live_locks(store: Store, *, stale_after_s: float, now: float) -> dict[tuple[str, int], LockInfo]:
-    """{(model, version): holder} for every push that may still be running (gc and ls leave those alone)."""
+def live_locks(store: Store, *, stale_after_s: float, now: float,
+               model: str | None = None) -> dict[tuple[str, int], LockInfo]:
+    """{(model, version): holder} for every push (of `model`) that may still be running; gc and ls
+    leave those alone."""
     live: dict[tuple[str, int], LockInfo] = {}
-    for key in store.list(LOCK_PREFIX + "/"):
+    for key in store.list(f"{LOCK_PREFIX}/{model}/" if model else f"{LOCK_PREFIX}/"):
         parts = key[len(LOCK_PREFIX) + 1:].rsplit("/", 1)
         if len(parts) != 2 or not parts[1].endswith(".json") or not parts[1][:-5].isdigit():
             continue

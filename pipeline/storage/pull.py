@@ -38,8 +38,7 @@ def pull_version(store: Store, model: str, version: int | None, dest: Path, *,
 
     `info`: the version as the caller already picked it (saves listing it again).
     """
-    if (info is None or info.manifest is None or not info.committed or info.model != model
-            or (version is not None and info.version != version)):
+    if info is None:
         info = pick_version(store.list_versions(model, version), model, version)
     assert info.manifest is not None
     dest = dest.resolve()

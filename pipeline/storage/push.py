@@ -151,23 +151,32 @@ def push_version(store: Store, version_dir: Path, model_name: str, version: int,
     t0 = time.perf_counter()
     if local is None:
         local = build_manifest(version_dir, model_name, version)
-    prefix = f"{model_name}/{version}/"
-    if lock_stale_s is None:
-        listing = store.list_for_write(prefix, create=create)
+    lease = None
+    if lock_stale_s is not None:
+        try:
+            lease = take_lease(store, model_name, version, stale_after_s=lock_stale_s)
+        except MissingBucketError:
+            if not create:
+                raise
+            store.ensure_ready(create=True)
+            lease = take_lease(store, model_name, version, stale_after_s=lock_stale_s)
+    try:
+        listing = store.list_for_write(f"{model_name}/{version}/", create=create)
         return _push_listed(store, version_dir, local, listing, t0, force=force, progress=progress,
-                            on_bytes=on_bytes)
-    try:
-        lease = take_lease(store, model_name, version, stale_after_s=lock_stale_s)
-    except MissingBucketError:
-        if not create:
-            raise
-        store.ensure_ready(create=True)
-        lease = take_lease(store, model_name, version, stale_after_s=lock_stale_s)
-    try:
-        return _push_listed(store, version_dir, local, store.list(prefix), t0, force=force,
-                            progress=progress, on_bytes=on_bytes, lease=lease)
+                            on_bytes=on_bytes, lease=lease)
     finally:
-        lease.release()
+        if lease is not None:
+            lease.release()
+
+
+def push_configured(store: Store, cfg: StorageConfig, version_dir: Path, model_name: str, version: int, *,
+                    local: VersionManifest | None = None,
+                    progress: ProgressFactory | None = None) -> PushResult:
+    """`push_version` with force, bucket creation and the push lock as `storage.*` says
+    (a `file://` store is always created: it is just a directory)."""
+    return push_version(store, version_dir, model_name, version, force=cfg.force,
+                        create=cfg.create_bucket or store.location.scheme == "file", progress=progress,
+                        local=local, lock_stale_s=cfg.lock_stale_s if cfg.push_lock else None)
 
 
 def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listing: Mapping[str, ObjectInfo],

@@ -114,14 +114,12 @@ class S3Store(Store):
     # ---------------------------------------------------------------- primitives
     def ensure_ready(self, *, create: bool) -> None:
         try:
-            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+            self._call(f"checking bucket {self.bucket!r}",
+                       lambda: self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1))
             return
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code != "NoSuchBucket" or not create:
-                raise self._err(exc, f"checking bucket {self.bucket!r}") from None
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, f"checking bucket {self.bucket!r}") from None
+        except MissingBucketError:
+            if not create:
+                raise
         region = getattr(self, "region", "us-east-1")
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         if region != "us-east-1":
@@ -201,16 +199,6 @@ class S3Store(Store):
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(f"writing {self.location.join(key)}", lambda: self.client.put_object(
             Bucket=self.bucket, Key=self._key(key), Body=data, ContentType="application/json"))
-
-    def get_bytes(self, key: str) -> bytes:
-        def go() -> bytes:
-            try:
-                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-            except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code")) in {"NoSuchKey", "404"}:
-                    raise StorageError(f"{self.location.join(key)} not found") from None
-                raise
-        return self._call(f"reading {self.location.join(key)}", go)
 
     def put_if_absent(self, key: str, data: bytes) -> str | None:
         return self._conditional_put(key, data, IfNoneMatch="*")
