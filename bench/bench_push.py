@@ -148,7 +148,7 @@ def main() -> None:
 
         from pipeline.config import StorageConfig
         from pipeline.storage import open_store
-        from pipeline.storage.push import push_version
+        from pipeline.storage.publish import push_version
 
         store = open_store(StorageConfig(uri="s3://bench/inproc", endpoint_url=endpoint,
                                          addressing_style="path"))

@@ -36,8 +36,8 @@ def demo_versions(tmp: Path) -> dict[int, Path]:
     import keras
     import numpy as np
 
-    from pipeline.demo import train_source_model
-    from pipeline.exporter import ExportSpec, export_model
+    from pipeline.model.demo import train_source_model
+    from pipeline.model.exporter import ExportSpec, export_model
     from pipeline.progress import Reporter
 
     path = tmp / "source.keras"
@@ -56,7 +56,7 @@ def one_target(kind: str, tmp: Path, dirs: dict[int, Path], image: str | None) -
     from pipeline.config import build_config
     from pipeline.rollout.session import committed_versions, golden_verifier, open_session
     from pipeline.storage import open_store
-    from pipeline.storage.push import push_version
+    from pipeline.storage.publish import push_version
 
     port = free_port()
     tag = f"{kind}-{int(time.time())}"

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from common import parse_out, write_results  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.data import Dataset, demo_target_domain, load_digits_arrays, split_dataset  # noqa: E402
+from pipeline.model.data import Dataset, demo_target_domain, load_digits_arrays, split_dataset  # noqa: E402
 from pipeline.progress import Reporter  # noqa: E402
 
 QUIET = Reporter(quiet=True)
@@ -31,7 +31,7 @@ SEEDS = (0, 1, 2)
 
 
 def source_model(tmp: Path) -> Path:
-    from pipeline.demo import train_source_model
+    from pipeline.model.demo import train_source_model
 
     path = tmp / "source.keras"
     train_source_model(path, epochs=30, seed=0, reporter=QUIET)
@@ -41,7 +41,7 @@ def source_model(tmp: Path) -> Path:
 def transfer_vs_scratch(model_path: Path) -> dict:
     import keras
 
-    from pipeline.training import train_from_scratch, transfer
+    from pipeline.model.training import train_from_scratch, transfer
 
     cfg = load_config(ROOT / "deploy.toml")
     rows = []
@@ -92,7 +92,7 @@ def caching(model_path: Path, epochs: int = 15, repeats: int = 3) -> dict:
     import keras
 
     from pipeline.config import TransferConfig
-    from pipeline.training import (
+    from pipeline.model.training import (
         CACHED_HEAD_STEPS_PER_EXECUTION,
         _compile,
         accuracy,
@@ -117,7 +117,7 @@ def caching(model_path: Path, epochs: int = 15, repeats: int = 3) -> dict:
             _compile(model, cfg.learning_rate, CACHED_HEAD_STEPS_PER_EXECUTION)
             model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=cfg.batch_size, verbose=0)
         else:
-            from pipeline.training import Split
+            from pipeline.model.training import Split
 
             split = Split(data.x_train, data.y_train, None, None)
             train_head(base, head, split, cfg, QUIET, cache_features=(mode == "cached"))

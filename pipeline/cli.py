@@ -128,7 +128,7 @@ def demo_source_model(
 
     def work() -> dict[str, Any]:
         import_tensorflow_quietly(debug)
-        from pipeline.demo import train_source_model
+        from pipeline.model.demo import train_source_model
 
         return train_source_model(out, epochs=epochs, seed=seed, reporter=Reporter(quiet=as_json))
 

@@ -13,7 +13,7 @@ import pytest
 @pytest.fixture(scope="session")
 def demo_source_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A quickly trained demo source model (digits 0-4), shared by the whole session."""
-    from pipeline.demo import train_source_model
+    from pipeline.model.demo import train_source_model
     from pipeline.progress import Reporter
 
     path = tmp_path_factory.mktemp("demo") / "source_model.keras"

@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
             result = summary.record.stages["push"].outputs
         else:
             def work() -> dict[str, Any]:
-                from pipeline.storage.push import open_and_hash, push_configured
+                from pipeline.storage.publish import open_and_hash, push_configured
 
                 name, ver = _infer_identity(version_dir, model_name, version)
                 store, local = open_and_hash(cfg.storage, version_dir, name, ver)

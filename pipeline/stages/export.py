@@ -14,7 +14,7 @@ from pipeline.run import StageContext
 def run(ctx: StageContext) -> dict[str, Any]:
     import keras
 
-    from pipeline.exporter import GOLDEN_FILE, MANIFEST_FILE, ExportSpec, export_model
+    from pipeline.model.exporter import GOLDEN_FILE, MANIFEST_FILE, ExportSpec, export_model
 
     cfg = ctx.config.export
     transferred = ctx.outputs("transfer")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.model_io import load_source_model
+from pipeline.model.source import load_source_model
 from pipeline.run import StageContext
 
 

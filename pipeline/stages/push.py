@@ -10,7 +10,7 @@ from pipeline.run import StageContext
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Push `<export_root>/<name>/<version>` to `storage.uri`; returns the push report."""
-    from pipeline.storage.push import open_and_hash, push_configured
+    from pipeline.storage.publish import open_and_hash, push_configured
 
     export = ctx.outputs("export")
     cfg = ctx.config.storage

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import DataConfig
-from pipeline.data import Dataset, demo_target_domain, load_image_dir, load_npz
 from pipeline.errors import DataError
-from pipeline.model_io import SourceModel, load_source_model
+from pipeline.model.data import Dataset, demo_target_domain, load_image_dir, load_npz
+from pipeline.model.source import SourceModel, load_source_model
 from pipeline.run import StageContext
 
 
@@ -46,7 +46,7 @@ def source_from(ctx: StageContext) -> SourceModel:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from pipeline.training import train_from_scratch, transfer
+    from pipeline.model.training import train_from_scratch, transfer
 
     cfg = ctx.config.transfer
     source = source_from(ctx)

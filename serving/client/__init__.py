@@ -11,7 +11,7 @@ from serving.client.errors import (
     TargetUnavailableError,
     TLSHandshakeError,
 )
-from serving.client.load import LoadReport, percentiles_ms, predict_many, run_load
+from serving.client.loadgen import LoadReport, percentiles_ms, predict_many, run_load
 from serving.client.retry import RetryPolicy
 from serving.client.signature import SignatureInfo, TensorSpec
 from serving.client.tls import TLSConfig

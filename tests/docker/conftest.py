@@ -63,7 +63,7 @@ def s3_versions(tmp_path_factory, moto: MotoServer) -> tuple[Versions, dict]:
     """The test versions pushed to a bucket on the moto server."""
     from pipeline.config import StorageConfig
     from pipeline.storage import open_store
-    from pipeline.storage.push import push_version
+    from pipeline.storage.publish import push_version
     from tests.rollout.models import MODEL
 
     versions = build_versions(tmp_path_factory.mktemp("docker-models"))

@@ -11,7 +11,7 @@ from pipeline.errors import StorageError
 from pipeline.rollout.machine import RolloutFailed
 from pipeline.rollout.plan import Served
 from pipeline.rollout.session import committed_versions, golden_verifier, open_session
-from tests.rollout.load import BackgroundLoad
+from tests.rollout.hammer import BackgroundLoad
 from tests.rollout.models import MODEL
 from tests.rollout.test_local_target import inputs
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ModelLoadError
-from pipeline.model_io import detect_format, load_source_model
+from pipeline.model.source import detect_format, load_source_model
 
 
 def test_keras_file_loads_with_cut_layer(demo_source_model: Path):

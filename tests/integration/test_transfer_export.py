@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from pipeline.config import TransferConfig
-from pipeline.data import demo_target_domain
 from pipeline.errors import ExportError
-from pipeline.exporter import ExportSpec, export_model, parity
-from pipeline.model_io import load_source_model
+from pipeline.model.data import demo_target_domain
+from pipeline.model.exporter import ExportSpec, export_model, parity
+from pipeline.model.source import load_source_model
 from pipeline.progress import Reporter
 
 QUIET = Reporter(quiet=True)
@@ -25,7 +25,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def fine_tuned(demo_source_model, data):
-    from pipeline.training import transfer
+    from pipeline.model.training import transfer
 
     source = load_source_model(demo_source_model, "features")
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in source.model.layers}
@@ -54,7 +54,7 @@ def test_fine_tune_trains_only_the_unfrozen_top(fine_tuned):
 
 
 def test_feature_extraction_keeps_base_frozen_and_beats_chance(demo_source_model, data):
-    from pipeline.training import transfer
+    from pipeline.model.training import transfer
 
     source = load_source_model(demo_source_model, "features")
     weights = [w.copy() for w in source.model.get_layer("features").get_weights()]
@@ -130,7 +130,7 @@ def test_versions_increment_and_pinned_existing_is_refused(fine_tuned, data, tmp
 def test_failed_parity_leaves_nothing_behind(fine_tuned, data, tmp_path, monkeypatch):
     import keras
 
-    import pipeline.exporter as exporter
+    import pipeline.model.exporter as exporter
 
     outcome, _ = fine_tuned
     shifted = keras.Model(outcome.model.inputs,

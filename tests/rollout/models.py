@@ -37,7 +37,7 @@ def _model(seed: int, shape: tuple[int, ...] = (8, 8, 1), shift: float = 0.0):
 
 
 def _export(model, root: Path, version: int, x: np.ndarray) -> Path:
-    from pipeline.exporter import ExportSpec, export_model
+    from pipeline.model.exporter import ExportSpec, export_model
 
     spec = ExportSpec(root=root, model_name=MODEL, version=version, input_name="inputs",
                       output_name="probabilities", warmup_records=2, golden_size=16, parity_atol=1e-4)
@@ -48,7 +48,7 @@ def build_versions(root: Path) -> Versions:
     """v1, v2 good; v3 'bad': outputs shifted by 0.25 vs its golden; v4: input shape changed (9x9)."""
     from pipeline.config import StorageConfig
     from pipeline.storage import open_store
-    from pipeline.storage.push import push_version
+    from pipeline.storage.publish import push_version
     from pipeline.verify.golden import GOLDEN_FILE
 
     rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ from pipeline.rollout.machine import RolloutFailed
 from pipeline.rollout.plan import Served
 from pipeline.rollout.session import committed_versions, golden_verifier, open_session
 from pipeline.verify.golden import load_golden
-from tests.rollout.load import BackgroundLoad
+from tests.rollout.hammer import BackgroundLoad
 from tests.rollout.models import MODEL, Versions
 
 RESULTS: dict[str, object] = {}

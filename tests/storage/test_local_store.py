@@ -11,7 +11,7 @@ from pipeline.config import StorageConfig
 from pipeline.errors import StorageError
 from pipeline.storage import MANIFEST_NAME, open_store
 from pipeline.storage.gc import collect_garbage
-from pipeline.storage.push import push_version
+from pipeline.storage.publish import push_version
 from tests.storage.conftest import tree_digests, write_version
 
 

@@ -25,7 +25,7 @@ from pipeline.storage.lock import (
     release,
     take_lease,
 )
-from pipeline.storage.push import push_version
+from pipeline.storage.publish import push_version
 from pipeline.storage.uri import parse_uri
 from tests.storage.conftest import MotoServer, s3_config, tree_digests, write_version
 

@@ -19,7 +19,7 @@ from pipeline.storage.manifest import (
     check_listing,
     upload_order,
 )
-from pipeline.storage.push import plan_push
+from pipeline.storage.publish import plan_push
 from pipeline.storage.scan import group_versions, judge, split_key
 from pipeline.storage.uri import parse_uri
 

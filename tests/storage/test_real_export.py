@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.storage import open_store
-from pipeline.storage.push import push_version
+from pipeline.storage.publish import push_version
 from tests.storage.conftest import MotoServer, s3_config, tree_digests
 
 
 def test_exported_saved_model_round_trips_byte_identical(tmp_path: Path, moto: MotoServer, bucket: str) -> None:
     import keras
 
-    from pipeline.exporter import ExportSpec, export_model
+    from pipeline.model.exporter import ExportSpec, export_model
 
     inputs = keras.Input((64,), name="inputs")
     hidden = keras.layers.Dense(32, activation="relu", name="features")(inputs)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.errors import StorageError
 from pipeline.storage import open_store
-from pipeline.storage.push import push_version
+from pipeline.storage.publish import push_version
 from tests.storage.conftest import DUMMY_SECRET, MotoServer, s3_config, start_moto, write_version
 from tests.support.procs import free_port
 

@@ -17,7 +17,7 @@ import pytest
 from pipeline.errors import StorageError
 from pipeline.storage import UploadItem, open_store
 from pipeline.storage.manifest import scan_dir
-from pipeline.storage.push import push_version
+from pipeline.storage.publish import push_version
 from tests.storage.conftest import MotoServer, s3_config, start_moto, tree_digests, write_version
 
 MiB = 1024 * 1024

@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import StorageError
 from pipeline.storage import MANIFEST_NAME, open_store
 from pipeline.storage.gc import collect_garbage
-from pipeline.storage.push import push_version
+from pipeline.storage.publish import push_version
 from tests.storage.conftest import MotoServer, s3_config, tree_digests, write_version
 
 MiB = 1024 * 1024

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data import (
+from pipeline.errors import DataError
+from pipeline.model.data import (
     demo_target_domain,
     encode_labels,
     few_shot_indices,
@@ -13,7 +14,6 @@ from pipeline.data import (
     load_npz,
     stratified_split,
 )
-from pipeline.errors import DataError
 
 
 def test_stratified_split_keeps_every_class_on_both_sides():

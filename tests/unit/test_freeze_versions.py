@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ExportError, TransferError
-from pipeline.freeze import LayerInfo, layers_to_unfreeze
-from pipeline.versions import choose_version, existing_versions
+from pipeline.model.freeze import LayerInfo, layers_to_unfreeze
+from pipeline.model.versions import choose_version, existing_versions
 
 BASE = [
     LayerInfo("image", False, False),

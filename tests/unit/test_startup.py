@@ -70,7 +70,7 @@ def test_open_and_hash_resumes_the_collector_even_when_opening_fails(uri: str, t
         from pipeline.config import StorageConfig
         from pipeline.errors import StorageError
         from pipeline.storage.manifest import build_manifest
-        from pipeline.storage.push import open_and_hash
+        from pipeline.storage.publish import open_and_hash
         startup.pause_collector()
         cfg = StorageConfig(uri={uri.format(tmp=tmp_path)!r}, profile="no-such-profile-anywhere")
         try:

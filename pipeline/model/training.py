@@ -15,8 +15,8 @@ import keras
 import numpy as np
 
 from pipeline.config import TransferConfig
-from pipeline.data import Dataset, stratified_split
-from pipeline.freeze import LayerInfo, layers_to_unfreeze
+from pipeline.model.data import Dataset, stratified_split
+from pipeline.model.freeze import LayerInfo, layers_to_unfreeze
 from pipeline.progress import Advance, Reporter
 
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from pipeline import __version__
 from pipeline.errors import ExportError
-from pipeline.versions import choose_version, existing_versions
+from pipeline.model.versions import choose_version, existing_versions
 
 SIGNATURE_NAME = "serving_default"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import demo_source_domain
 from pipeline.errors import TfRolloutError
+from pipeline.model.data import demo_source_domain
 from pipeline.progress import Reporter
 
 FEATURE_LAYER = "features"
@@ -40,7 +40,7 @@ def train_source_model(out: Path, *, epochs: int, seed: int, reporter: Reporter)
         raise TfRolloutError(f"{out}: the demo source model must be saved as .keras or .h5")
     import keras
 
-    from pipeline.training import ProgressCallback
+    from pipeline.model.training import ProgressCallback
 
     keras.utils.set_random_seed(seed)
     data = demo_source_domain(seed=seed)
