@@ -17,7 +17,7 @@ from pipeline.errors import RolloutError
 from pipeline.rollout.clock import Clock, Deadline, SystemClock
 from pipeline.rollout.grpc_api import ModelServiceAPI
 from pipeline.rollout.plan import Served
-from pipeline.targets.base import Target
+from pipeline.targets.base import ServingTarget
 from serving import tfs_config
 
 # (model, version, dest) -> dest: a committed, sha256-verified copy of the version.
@@ -57,9 +57,9 @@ def merged_config(text: str | None, served: Served | None, model: str, base_path
 
 
 class ServingHost:
-    """Implements the machine's `Host` protocol on a `Target`."""
+    """Implements the machine's `Host` protocol on a `ServingTarget`."""
 
-    def __init__(self, target: Target, fetch: Fetcher | None, *, lock_stale_s: float = 1800.0,
+    def __init__(self, target: ServingTarget, fetch: Fetcher | None, *, lock_stale_s: float = 1800.0,
                  clock: Clock | None = None) -> None:
         self.target, self.fetch = target, fetch
         self.lock_stale_s = lock_stale_s

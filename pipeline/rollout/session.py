@@ -10,12 +10,12 @@ from pipeline.config import DeployConfig
 from pipeline.errors import StorageError, TfRolloutError
 from pipeline.rollout.host import ServingHost
 from pipeline.rollout.machine import Deadlines, Machine, Verifier, VerifyOutcome, wall_clock_owner
-from pipeline.targets import Target, open_target
+from pipeline.targets import ServingTarget, open_target
 
 
 @dataclass
 class Session:
-    target: Target
+    target: ServingTarget
     host: ServingHost
     machine: Machine
 
@@ -61,7 +61,7 @@ def golden_verifier(cfg: DeployConfig, endpoint: str, model: str, golden: Path) 
 
 
 def open_session(cfg: DeployConfig, *, store: Any | None, verifier_for: Any = None) -> Session:
-    """Target + host (+ machine without a verifier; set `session.machine.verifier` when verifying)."""
+    """ServingTarget + host (+ machine without a verifier; set `session.machine.verifier` when verifying)."""
     r = cfg.rollout
     target = open_target(r, cfg.run.workdir)
     fetch = None

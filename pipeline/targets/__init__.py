@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import RolloutConfig
-from pipeline.targets.base import Target
+from pipeline.targets.base import ServingTarget
 
 
-def open_target(cfg: RolloutConfig, workdir: Path) -> Target:
+def open_target(cfg: RolloutConfig, workdir: Path) -> ServingTarget:
     """The configured target; `workdir` is the run workdir (local target state lives under it)."""
     if cfg.target == "local":
         from pipeline.targets.local import LocalTarget
@@ -23,4 +23,4 @@ def open_target(cfg: RolloutConfig, workdir: Path) -> Target:
     return DockerTarget(cfg)
 
 
-__all__ = ["Target", "open_target"]
+__all__ = ["ServingTarget", "open_target"]

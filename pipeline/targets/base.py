@@ -13,7 +13,7 @@ LOCK_NAME = ".tfrollout-rollout.lock"
 CONFIG_NAME = "models.config"
 
 
-class Target(ABC):
+class ServingTarget(ABC):
     """A serving runtime started with `--model_config_file` on its host, plus that host's files."""
 
     kind: str = "abstract"

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
-from pipeline.targets.base import CONFIG_NAME, Target
+from pipeline.targets.base import CONFIG_NAME, ServingTarget
 from pipeline.targets.tarball import build_tar, read_member, version_tar
 
 MARKER = ".tfrollout-delivered"
@@ -66,7 +66,7 @@ def engine_client(cfg: RolloutConfig) -> Any:
     return client
 
 
-class DockerTarget(Target):
+class DockerTarget(ServingTarget):
     kind = "docker"
 
     def __init__(self, cfg: RolloutConfig, client: Any | None = None) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
-from pipeline.targets.base import CONFIG_NAME, LOCK_NAME, Target
+from pipeline.targets.base import CONFIG_NAME, LOCK_NAME, ServingTarget
 
 MARKER = ".tfrollout-delivered"
 
@@ -57,7 +57,7 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-class LocalTarget(Target):
+class LocalTarget(ServingTarget):
     kind = "local"
 
     def __init__(self, cfg: RolloutConfig, directory: Path) -> None:
