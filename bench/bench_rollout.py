@@ -54,7 +54,7 @@ def demo_versions(tmp: Path) -> dict[int, Path]:
 
 def one_target(kind: str, tmp: Path, dirs: dict[int, Path], image: str | None) -> dict:
     from pipeline.config import build_config
-    from pipeline.rollout.session import committed_versions, golden_verifier, open_session
+    from pipeline.rollout.session import committed_versions, open_session
     from pipeline.storage import open_store
     from pipeline.storage.publish import push_version
 
@@ -65,7 +65,7 @@ def one_target(kind: str, tmp: Path, dirs: dict[int, Path], image: str | None) -
     if kind == "docker":
         rollout.update(image=image, pull_image=False, container_name=f"tfr-bench-{tag}", volume=f"tfr-bench-{tag}")
     cfg = build_config({"storage": {"uri": f"file://{tmp / f'store-{kind}'}"}, "rollout": rollout,
-                        "verify": {"target": f"127.0.0.1:{port}"}, "run": {"workdir": str(tmp / f"work-{kind}")}})
+                        "verify": {"endpoint": f"127.0.0.1:{port}"}, "run": {"workdir": str(tmp / f"work-{kind}")}})
     store = open_store(cfg.storage)
     push_version(store, dirs[1], "digits", 1, create=True)
     session = None
@@ -73,9 +73,8 @@ def one_target(kind: str, tmp: Path, dirs: dict[int, Path], image: str | None) -
         def run(version: int):
             nonlocal session
             st, _ = committed_versions(cfg, "digits")
-            session = open_session(cfg, store=st)
-            session.machine.verifier = golden_verifier(cfg, session.target.endpoint, "digits",
-                                                       dirs[version] / "assets.extra" / "tfrollout_golden.npz")
+            session = open_session(cfg, "digits", store=st,
+                                   golden=dirs[version] / "assets.extra" / "tfrollout_golden.npz")
             try:
                 return session.machine.rollout("digits", version)
             finally:

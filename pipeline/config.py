@@ -13,19 +13,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
 
 ENV_PREFIX = "TFROLLOUT_"
 ENV_NESTING = "__"
 DEFAULT_CONFIG_FILE = Path("deploy.toml")
+# Old key -> new key. An old key still works for one release, with a warning.
+RENAMED_KEYS: dict[str, str] = {"verify.target": "verify.endpoint"}
 
 
 class _Section(BaseModel):
     """Unknown keys are errors: a typo must not silently fall back to a default."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -125,7 +127,8 @@ class StorageConfig(_Section):
 class VerifyConfig(_Section):
     """How served predictions are checked against the exported model's golden set."""
 
-    target: str = "127.0.0.1:8500"
+    endpoint: str | None = Field(default=None, description="host:port of the gRPC endpoint to verify; "
+                                 "default: the rollout target's (rollout.host:rollout.grpc_port).")
     label: str | None = None
     version: int | None = Field(default=None, ge=1)
     atol: float = Field(default=1e-6, ge=0.0)
@@ -192,6 +195,12 @@ class DeployConfig(_Section):
     verify: VerifyConfig = VerifyConfig()
     rollout: RolloutConfig = RolloutConfig()
     run: RunConfig = RunConfig()
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Deprecated keys that were accepted (the CLI prints these once per command)."""
+        return self._warnings
 
 
 # --------------------------------------------------------------------------- merging
@@ -273,6 +282,26 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
 
 
+def apply_renames(merged: dict[str, Any]) -> list[str]:
+    """Move values of renamed keys to their new names in place; one warning line per old key used."""
+    warnings = []
+    for old, new in RENAMED_KEYS.items():
+        old_section, old_key = old.split(".")
+        new_section, new_key = new.split(".")
+        section = merged.get(old_section)
+        if not isinstance(section, dict) or old_key not in section:
+            continue
+        target = merged.setdefault(new_section, {})
+        if isinstance(target, dict) and new_key in target:
+            raise ConfigError(f"{old} is the old name of {new}; set only {new}")
+        value = section.pop(old_key)
+        if isinstance(target, dict):
+            target[new_key] = value
+        warnings.append(f"config key {old} is deprecated and will be removed in the next release; "
+                        f"use {new}")
+    return warnings
+
+
 def build_config(
     file_data: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -282,10 +311,13 @@ def build_config(
     merged = deep_merge({}, file_data or {})
     merged = deep_merge(merged, env_overrides(environ or {}))
     merged = deep_merge(merged, flag_overrides(assignments))
+    warnings = apply_renames(merged)
     try:
-        return DeployConfig.model_validate(merged)
+        config = DeployConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(f"invalid config: {format_validation_error(exc)}") from None
+    config.warnings.extend(warnings)
+    return config
 
 
 def load_config(path: Path | None = None, assignments: Iterable[str] = ()) -> DeployConfig:

@@ -7,11 +7,18 @@ the CLI never has to show a traceback unless `--debug` asks for one.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TfRolloutError(Exception):
-    """Base class: `str(err)` is the one-line message shown to the user."""
+    """Base class: `str(err)` is the one-line message shown to the user.
+
+    `details` (optional) is merged into the `--json` error report, e.g. the run record
+    of a failed deploy or the steps of a failed rollout.
+    """
 
     exit_code: int = 1
+    details: dict[str, Any] | None = None
 
 
 class ConfigError(TfRolloutError):

@@ -1,10 +1,11 @@
 """The ordered stage list, the run record, and resume.
 
-A stage is a module `pipeline.stages.<name>` with `run(ctx) -> dict` returning
-JSON-serialisable outputs (paths, numbers). Outputs are saved in the run record
-(`<workdir>/run.json`) after every stage, so a later command — `--from STAGE`, a
-single-stage sub-command, or a re-run after a failure — can pick up where the
-previous one stopped without redoing finished work.
+A stage is a module `pipeline.stages.<name>` with `run(ctx) -> <Name>Output`, a typed
+result from `pipeline.stages.results`. Results are saved in the run record
+(`<workdir>/run.json`) after every stage and validated back into their classes when
+read, so a later command — `--from STAGE`, a single-stage sub-command, or a re-run
+after a failure — can pick up where the previous one stopped without redoing
+finished work, and reads attributes, never another stage's dict keys.
 """
 
 from __future__ import annotations
@@ -18,14 +19,18 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from pipeline.config import DeployConfig
 from pipeline.errors import StageOrderError, TfRolloutError
 from pipeline.progress import Reporter
+from pipeline.stages.results import OUTPUT_TYPES, ExportOutput, StageOutput
 
 STAGE_ORDER: tuple[str, ...] = ("load", "transfer", "export", "push", "rollout", "verify")
 RECORD_FILE = "run.json"
+OutputT = TypeVar("OutputT", bound=StageOutput)
 
 
 def config_fingerprint(config: DeployConfig) -> str:
@@ -41,12 +46,22 @@ class StageResult:
     status: str  # "ok" | "failed"
     started_at: str
     duration_s: float
-    outputs: dict[str, Any] = field(default_factory=dict)
+    output: StageOutput | None = None
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "started_at": self.started_at,
-                "duration_s": round(self.duration_s, 3), "outputs": self.outputs, "error": self.error}
+                "duration_s": round(self.duration_s, 3),
+                "outputs": self.output.model_dump(mode="json") if self.output is not None else {},
+                "error": self.error}
+
+    @classmethod
+    def from_json(cls, stage: str, data: dict[str, Any]) -> StageResult:
+        """Validate the stored outputs back into the stage's result class (ValueError if they don't fit)."""
+        raw = data.get("outputs") or None
+        output = OUTPUT_TYPES[stage].model_validate(raw) if raw is not None and data["status"] == "ok" else None
+        return cls(status=data["status"], started_at=data["started_at"], duration_s=data["duration_s"],
+                   output=output, error=data.get("error"))
 
 
 @dataclass
@@ -65,15 +80,22 @@ class RunRecord:
                 return name
         return None
 
-    def outputs(self, stage: str) -> dict[str, Any]:
-        """Outputs of a finished stage; a clear error when it has not run."""
-        result = self.stages.get(stage)
-        if result is None or result.status != "ok":
+    def find(self, kind: type[OutputT]) -> OutputT | None:
+        """The result of a finished stage, or None when it has not run successfully."""
+        result = self.stages.get(kind.stage)
+        if result is None or result.status != "ok" or not isinstance(result.output, kind):
+            return None
+        return result.output
+
+    def output(self, kind: type[OutputT]) -> OutputT:
+        """The result of a finished stage; a clear error when it has not run."""
+        found = self.find(kind)
+        if found is None:
             raise StageOrderError(
-                f"stage {stage!r} has no successful result in this run; run it first "
-                f"(e.g. `tfrollout deploy --until {stage}`)"
+                f"stage {kind.stage!r} has no successful result in this run; run it first "
+                f"(e.g. `tfrollout deploy --until {kind.stage}`)"
             )
-        return result.outputs
+        return found
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "config_hash": self.config_hash,
@@ -81,10 +103,7 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
-        stages = {name: StageResult(status=s["status"], started_at=s["started_at"],
-                                    duration_s=s["duration_s"], outputs=s.get("outputs") or {},
-                                    error=s.get("error"))
-                  for name, s in data.get("stages", {}).items()}
+        stages = {name: StageResult.from_json(name, s) for name, s in data.get("stages", {}).items()}
         return cls(run_id=data["run_id"], config_hash=data["config_hash"], stages=stages)
 
     @classmethod
@@ -102,8 +121,21 @@ def load_record(config: DeployConfig) -> RunRecord | None:
         return None
     try:
         return RunRecord.from_json(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError):
-        return None  # an unreadable record is treated as no record: start a fresh run
+    except (ValueError, KeyError, TypeError, ValidationError):
+        # An unreadable record (or one written by an older release with other result
+        # fields) is treated as no record: start a fresh run.
+        return None
+
+
+def last_export(config: DeployConfig, model: str | None = None,
+                version: int | None = None) -> ExportOutput | None:
+    """The last run's successful export, if it is `model` (and `version`) when those are given."""
+    record = load_record(config)
+    export = record.find(ExportOutput) if record else None
+    if export is None or (model is not None and export.model_name != model) or (
+            version is not None and export.version != version):
+        return None
+    return export
 
 
 def save_record(config: DeployConfig, record: RunRecord) -> None:
@@ -117,12 +149,17 @@ def save_record(config: DeployConfig, record: RunRecord) -> None:
 
 @dataclass
 class StageContext:
-    """Everything a stage may use: config, earlier outputs, reporter, in-process memo."""
+    """Everything a stage may use: config, earlier results, reporter, models kept in memory.
+
+    `source_model` / `transferred_model` spare the next stage a reload from disk when
+    both run in one process; a resumed run reloads them from the paths in the results.
+    """
 
     config: DeployConfig
     record: RunRecord
     reporter: Reporter
-    memo: dict[str, Any] = field(default_factory=dict)
+    source_model: Any = None  # pipeline.model.source.SourceModel (TensorFlow-typed: kept loose here)
+    transferred_model: Any = None  # a keras.Model
 
     @property
     def workdir(self) -> Path:
@@ -131,8 +168,9 @@ class StageContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def outputs(self, stage: str) -> dict[str, Any]:
-        return self.record.outputs(stage)
+    def output(self, kind: type[OutputT]) -> OutputT:
+        """An earlier stage's typed result (StageOrderError when it has not run)."""
+        return self.record.output(kind)
 
 
 def select_stages(from_stage: str | None, until_stage: str | None) -> list[str]:
@@ -188,12 +226,14 @@ def run_stage(ctx: StageContext, name: str) -> StageResult:
     ctx.reporter.stage(name)
     started, t0 = _now(), time.perf_counter()
     try:
-        outputs = module.run(ctx)
+        output = module.run(ctx)
     except TfRolloutError as exc:
         ctx.record.stages[name] = StageResult("failed", started, time.perf_counter() - t0, error=str(exc))
         save_record(ctx.config, ctx.record)
         raise
-    result = StageResult("ok", started, time.perf_counter() - t0, outputs=outputs)
+    if not isinstance(output, OUTPUT_TYPES[name]):
+        raise TypeError(f"stage {name!r} returned {type(output).__name__}, not {OUTPUT_TYPES[name].__name__}")
+    result = StageResult("ok", started, time.perf_counter() - t0, output=output)
     ctx.record.stages[name] = result
     save_record(ctx.config, ctx.record)
     return result
@@ -228,5 +268,10 @@ def run_pipeline(
     stages = select_stages(start, until_stage)
     ctx = StageContext(config=config, record=record, reporter=reporter)
     for name in stages:
-        run_stage(ctx, name)
+        try:
+            run_stage(ctx, name)
+        except TfRolloutError as exc:
+            if exc.details is None:  # the --json error report carries what the run did so far
+                exc.details = record.to_json()
+            raise
     return RunSummary(record=record, ran=stages, resumed_from=start if from_stage is None else None)

@@ -7,22 +7,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# The few outputs worth a glance per stage; the JSON report has all of them.
-HIGHLIGHTS: dict[str, tuple[str, ...]] = {
-    "load": ("format", "cut_layer"),
-    "transfer": ("test_accuracy", "baseline_accuracy"),
-    "export": ("version_dir",),
-    "push": ("uri", "bytes_uploaded"),
-    "rollout": ("action", "version", "endpoint"),
-    "verify": ("max_abs_diff", "served_versions"),
-}
+from pipeline.run import RunSummary
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def render_summary(summary: Any, console: Console) -> None:
+def render_summary(summary: RunSummary, console: Console) -> None:
     table = Table(title=f"run {summary.record.run_id}")
     table.add_column("stage")
     table.add_column("status")
@@ -30,7 +22,7 @@ def render_summary(summary: Any, console: Console) -> None:
     table.add_column("result")
     for name in summary.ran:
         result = summary.record.stages[name]
-        keys = HIGHLIGHTS.get(name, ())
-        detail = ", ".join(f"{k}={_fmt(result.outputs[k])}" for k in keys if k in result.outputs)
+        shown = result.output.highlights() if result.output is not None else {}
+        detail = ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
         table.add_row(name, result.status, f"{result.duration_s:.1f}", detail)
     console.print(table)

@@ -1,1 +1,5 @@
-"""Command groups mounted on the `tfrollout` CLI: each module exposes `register(app)`."""
+"""The CLI's commands, one module per topic; `pipeline.cli.COMMANDS` mounts them.
+
+deploy (the stages, config, demo) · store (push, storage) · runtime (rollout, rollback,
+status, serve) · query (verify, predict, loadtest) · common (options, the error handler).
+"""

@@ -59,9 +59,12 @@ def merged_config(text: str | None, served: Served | None, model: str, base_path
 class ServingHost:
     """Implements the machine's `Host` protocol on a `ServingTarget`."""
 
-    def __init__(self, target: ServingTarget, fetch: Fetcher | None, *, lock_stale_s: float = 1800.0,
-                 clock: Clock | None = None) -> None:
-        self.target, self.fetch = target, fetch
+    def __init__(self, target: ServingTarget, fetch: Fetcher | None, *, passthrough: bool = False,
+                 lock_stale_s: float = 1800.0, clock: Clock | None = None) -> None:
+        """Delivery is explicit: `fetch` pulls versions from the store; `passthrough` means the
+        runtime reads the store itself; neither means only versions already on the host can be
+        served (restore and rollback still work when the store is unreachable)."""
+        self.target, self.fetch, self.passthrough = target, fetch, passthrough
         self.lock_stale_s = lock_stale_s
         self.clock = clock or SystemClock()
         self._api: ModelServiceAPI | None = None
@@ -126,7 +129,7 @@ class ServingHost:
 
     # ------------------------------------------------------------- files
     def has_version(self, model: str, version: int) -> bool:
-        if self.fetch is None:  # passthrough: the server reads the store itself
+        if self.passthrough:  # the server reads the store itself
             return True
         return version in self.target.versions(model)
 
@@ -134,8 +137,11 @@ class ServingHost:
         return self.target.versions(model)
 
     def deliver(self, model: str, version: int) -> None:
-        if self.fetch is None:
+        if self.passthrough:
             return
+        if self.fetch is None:
+            raise RolloutError(f"{model} version {version} is not on the serving host and no store is "
+                               "reachable to deliver it")
         tmp = Path(tempfile.mkdtemp(prefix="tfrollout-deliver-"))
         try:
             source = self.fetch(model, version, tmp / str(version))

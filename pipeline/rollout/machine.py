@@ -117,6 +117,7 @@ class RolloutFailed(RolloutError):
     def __init__(self, message: str, report: RolloutReport) -> None:
         super().__init__(message)
         self.report = report
+        self.details = report.to_json()
 
 
 class Machine:

@@ -1,20 +1,31 @@
-"""Wire a Machine for a config: target + store fetcher + golden-set verifier (shared by stage and commands)."""
+"""Wire a complete rollout Machine for one model: target + host + delivery + verifier.
+
+Shared by the rollout stage, `tfrollout rollout|rollback` and the tests, so every caller
+gets the same machine: the verifier is part of it from construction, never patched in.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.config import DeployConfig
 from pipeline.errors import StorageError, TfRolloutError
-from pipeline.rollout.host import ServingHost
+from pipeline.rollout.host import Fetcher, ServingHost
 from pipeline.rollout.machine import Deadlines, Machine, Verifier, VerifyOutcome, wall_clock_owner
+from pipeline.run import last_export
+from pipeline.storage import Store, open_store
 from pipeline.targets import ServingTarget, open_target
+from pipeline.verify.compare import Tolerance
+from pipeline.verify.golden import GOLDEN_FILE, load_golden
+from pipeline.verify.runner import ServedModel, verify_endpoint, verify_served
 
 
 @dataclass
 class Session:
+    """One model's rollout on one serving target; `close()` releases the gRPC channel."""
+
+    model: str
     target: ServingTarget
     host: ServingHost
     machine: Machine
@@ -23,10 +34,8 @@ class Session:
         self.host.close()
 
 
-def committed_versions(cfg: DeployConfig, model: str) -> tuple[Any, list[int]]:
+def committed_versions(cfg: DeployConfig, model: str) -> tuple[Store, list[int]]:
     """(store, committed versions); StorageError when the store is unreachable — before any host I/O."""
-    from pipeline.storage import open_store
-
     store = open_store(cfg.storage)
     try:
         versions = sorted(v.version for v in store.committed_versions(model))
@@ -37,21 +46,18 @@ def committed_versions(cfg: DeployConfig, model: str) -> tuple[Any, list[int]]:
     return store, versions
 
 
-def golden_verifier(cfg: DeployConfig, endpoint: str, model: str, golden: Path) -> Verifier:
-    """Verify a served version/label against the export's golden set (as the verify stage does)."""
-    from pipeline.verify.compare import Tolerance
-    from pipeline.verify.golden import load_golden
-    from pipeline.verify.runner import Target as VTarget
-    from pipeline.verify.runner import verify_served
-
+def golden_verifier(cfg: DeployConfig, address: str, model: str, golden: Path) -> Verifier:
+    """Verify a served version/label against the export's golden set, as the verify stage does
+    (same tolerance, signature and TLS settings from `[verify]`)."""
     v = cfg.verify
+    endpoint = verify_endpoint(v, cfg.rollout, address)
     data = load_golden(golden)
     tol = Tolerance(v.atol, v.rtol, v.min_agreement)
 
     def verify(version: int | None, label: str | None, timeout_s: float) -> VerifyOutcome:
-        target = VTarget(endpoint, model, version, label, v.signature)
+        wanted = ServedModel(model, version, label, v.signature)
         try:
-            report = verify_served(target, data, tol, deadline_s=min(v.deadline_s, timeout_s),
+            report = verify_served(endpoint, wanted, data, tol, deadline_s=min(v.deadline_s, timeout_s),
                                    batch_size=v.batch_size)
         except TfRolloutError as exc:
             return VerifyOutcome(False, str(exc), {})
@@ -60,18 +66,35 @@ def golden_verifier(cfg: DeployConfig, endpoint: str, model: str, golden: Path) 
     return verify
 
 
-def open_session(cfg: DeployConfig, *, store: Any | None, verifier_for: Any = None) -> Session:
-    """ServingTarget + host (+ machine without a verifier; set `session.machine.verifier` when verifying)."""
+def open_session(cfg: DeployConfig, model: str, *, store: Store | None,
+                 golden: Path | None = None) -> Session:
+    """A complete machine for `model`.
+
+    Delivery: with `rollout.model_base_path` the runtime reads the store itself; else
+    versions are pulled from `store`; with no store (unreachable) only versions already
+    on the host can be used — enough to restore or roll back. With `golden` (and
+    `rollout.verify_canary`) every new version is verified before it becomes stable.
+    """
     r = cfg.rollout
     target = open_target(r, cfg.run.workdir)
-    fetch = None
-    if r.model_base_path is None:
-        if store is None:
-            raise StorageError("a store is needed to deliver versions to the serving host")
-        fetch = lambda model, version, dest: store.pull(model, version, dest)  # noqa: E731
-    host = ServingHost(target, fetch, lock_stale_s=r.lock_stale_s)
+    passthrough = r.model_base_path is not None
+    fetch: Fetcher | None = None
+    if store is not None and not passthrough:
+        fetch = store.pull
+    host = ServingHost(target, fetch, passthrough=passthrough, lock_stale_s=r.lock_stale_s)
+    verifier = (golden_verifier(cfg, target.endpoint, model, golden)
+                if golden is not None and r.verify_canary else None)
     deadlines = Deadlines(start=r.start_timeout_s, deliver=r.deliver_timeout_s, load=r.load_timeout_s,
                           verify=r.verify_timeout_s, label=r.label_timeout_s)
-    machine = Machine(host, None, deadlines=deadlines, log_tail=r.log_tail, stable_label=r.stable_label,
+    machine = Machine(host, verifier, deadlines=deadlines, log_tail=r.log_tail, stable_label=r.stable_label,
                       canary_label=r.canary_label, owner=wall_clock_owner())
-    return Session(target, host, machine)
+    return Session(model, target, host, machine)
+
+
+def golden_for(cfg: DeployConfig, store: Store, model: str, version: int, scratch: Path) -> Path:
+    """The golden set of a committed version: the last run's export if it is that version, else
+    the copy that travels inside the committed version (pulled, sha256-verified, into `scratch`)."""
+    export = last_export(cfg, model, version)
+    if export is not None and export.golden.is_file():
+        return export.golden
+    return store.pull(model, version, scratch / str(version)) / GOLDEN_FILE

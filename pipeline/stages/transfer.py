@@ -8,8 +8,6 @@ export parity check and the golden set.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -18,6 +16,7 @@ from pipeline.errors import DataError
 from pipeline.model.data import Dataset, demo_target_domain, load_image_dir, load_npz
 from pipeline.model.source import SourceModel, load_source_model
 from pipeline.run import StageContext
+from pipeline.stages.results import LoadOutput, TransferOutput
 
 
 def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...]) -> Dataset:
@@ -36,16 +35,16 @@ def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...]) -> Da
 
 
 def source_from(ctx: StageContext) -> SourceModel:
-    """The model the load stage read: from this process's memo, else re-read from its path."""
-    if "source" in ctx.memo:
-        return ctx.memo["source"]
-    loaded = ctx.outputs("load")
-    source = load_source_model(Path(loaded["path"]), loaded["cut_layer"])
-    ctx.memo["source"] = source
+    """The model the load stage read: kept in memory by this process, else re-read from its path."""
+    if ctx.source_model is not None:
+        return ctx.source_model
+    loaded = ctx.output(LoadOutput)
+    source = load_source_model(loaded.path, loaded.cut_layer)
+    ctx.source_model = source
     return source
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext) -> TransferOutput:
     from pipeline.model.training import train_from_scratch, transfer
 
     cfg = ctx.config.transfer
@@ -86,16 +85,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     np.savez(heldout_path, x=data.x_test, y=data.y_test)
     report_path = workdir / "transfer_report.json"
     report_path.write_text(json.dumps(report, indent=2))
-    ctx.memo["transferred"] = outcome.model
+    ctx.transferred_model = outcome.model
     line = f"held-out accuracy: transfer {outcome.test_accuracy:.3f}"
     if baseline is not None and baseline.test_accuracy is not None:
         line += f" vs from scratch {baseline.test_accuracy:.3f}"
     ctx.reporter.note(line)
-    return {
-        "model_path": str(model_path.resolve()),
-        "heldout": str(heldout_path.resolve()),
-        "report": str(report_path.resolve()),
-        "classes": list(data.class_names),
-        "test_accuracy": outcome.test_accuracy,
-        "baseline_accuracy": None if baseline is None else baseline.test_accuracy,
-    }
+    return TransferOutput(model_path=model_path.resolve(), heldout=heldout_path.resolve(),
+                          report=report_path.resolve(), classes=list(data.class_names), strategy=cfg.strategy,
+                          test_accuracy=outcome.test_accuracy,
+                          baseline_accuracy=None if baseline is None else baseline.test_accuracy)

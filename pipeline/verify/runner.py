@@ -13,73 +13,85 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.config import RolloutConfig, VerifyConfig
 from pipeline.errors import VerifyError
 from pipeline.verify.compare import Tolerance, compare
 from pipeline.verify.golden import Golden
+from serving.client import ClientError, CodecError, PredictionClient, TLSConfig, percentiles_ms
 
 
 @dataclass(frozen=True)
-class Target:
-    """Where and what to ask: address, model, version or label, TLS files."""
+class Endpoint:
+    """How to reach a served model over gRPC: address plus TLS files (none = plaintext)."""
 
     address: str
-    model: str
-    version: int | None = None
-    label: str | None = None
-    signature: str = "serving_default"
     ca_cert: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
     server_name: str | None = None
 
+    def tls(self) -> TLSConfig | None:
+        """TLS when a CA or a client certificate is given."""
+        if self.ca_cert is None and self.client_cert is None:
+            return None
+        return TLSConfig(self.ca_cert, self.client_cert, self.client_key, self.server_name)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What to ask the endpoint for: a model by version or label (neither = latest), one signature."""
+
+    model: str
+    version: int | None = None
+    label: str | None = None
+    signature: str = "serving_default"
+
     def describe(self) -> str:
         which = f" version {self.version}" if self.version is not None else (
             f" label {self.label!r}" if self.label else "")
-        return f"{self.model!r}{which} at {self.address}"
+        return f"{self.model!r}{which}"
 
 
-def make_client(target: Target, deadline_s: float) -> Any:
-    """A PredictionClient for `target` (TLS when a CA or client certificate is given)."""
-    from serving.client import PredictionClient, TLSConfig
+def verify_endpoint(verify: VerifyConfig, rollout: RolloutConfig, address: str | None = None) -> Endpoint:
+    """The one place an Endpoint is built from the config, TLS files included.
 
-    tls = None
-    if target.ca_cert or target.client_cert:
-        tls = TLSConfig(target.ca_cert, target.client_cert, target.client_key, target.server_name)
+    Address: `address` (a flag, a rollout's endpoint) > `verify.endpoint` > the rollout
+    target's `host:grpc_port` — so changing `rollout.grpc_port` moves verify and predict too.
+    """
+    where = address or verify.endpoint or f"{rollout.host}:{rollout.grpc_port}"
+    return Endpoint(where, verify.ca_cert, verify.client_cert, verify.client_key, verify.server_name)
+
+
+def make_client(endpoint: Endpoint, deadline_s: float) -> PredictionClient:
+    """A PredictionClient for `endpoint`; a bad TLS file or address is a VerifyError line."""
     try:
-        return PredictionClient(target.address, tls=tls, deadline=deadline_s)
+        return PredictionClient(endpoint.address, tls=endpoint.tls(), deadline=deadline_s)
     except (OSError, ValueError) as exc:
-        raise VerifyError(f"cannot set up the client for {target.address}: {exc}") from None
+        raise VerifyError(f"cannot set up the client for {endpoint.address}: {exc}") from None
 
 
-def client_errors() -> tuple[type[Exception], ...]:
-    from serving.client import ClientError, CodecError
-
-    return (ClientError, CodecError)
-
-
-def verify_served(target: Target, golden: Golden, tol: Tolerance, *, deadline_s: float = 30.0,
-                  batch_size: int = 1) -> dict[str, Any]:
+def verify_served(endpoint: Endpoint, wanted: ServedModel, golden: Golden, tol: Tolerance, *,
+                  deadline_s: float = 30.0, batch_size: int = 1) -> dict[str, Any]:
     """Run the golden set against the served model; return the JSON report (never raises on mismatch)."""
-    with make_client(target, deadline_s) as client:
+    with make_client(endpoint, deadline_s) as client:
         try:
-            client.wait_until_available(target.model, version=target.version, label=target.label,
+            client.wait_until_available(wanted.model, version=wanted.version, label=wanted.label,
                                         deadline=deadline_s)
-            client.signature(target.model, target.signature, version=target.version, label=target.label)
+            client.signature(wanted.model, wanted.signature, version=wanted.version, label=wanted.label)
             served: dict[str, list[np.ndarray]] = {}
             latencies: list[float] = []
             versions: set[int] = set()
             for _, batch in golden.batches(batch_size):
                 start = time.perf_counter()
-                result = client.predict_detailed(target.model, batch, version=target.version,
-                                                 label=target.label, signature=target.signature)
+                result = client.predict_detailed(wanted.model, batch, version=wanted.version,
+                                                 label=wanted.label, signature=wanted.signature)
                 latencies.append(time.perf_counter() - start)
                 if result.version is not None:
                     versions.add(result.version)
                 for name, value in result.outputs.items():
                     served.setdefault(name, []).append(value)
-        except client_errors() as exc:
-            raise VerifyError(f"verify {target.describe()}: {exc}") from None
-    from serving.client import percentiles_ms
+        except (ClientError, CodecError) as exc:
+            raise VerifyError(f"verify {wanted.describe()} at {endpoint.address}: {exc}") from None
 
     outputs = {name: np.concatenate(parts) for name, parts in served.items()}
     verdict = compare(outputs, golden.outputs, tol)
@@ -87,10 +99,10 @@ def verify_served(target: Target, golden: Golden, tol: Tolerance, *, deadline_s:
     return {
         "ok": verdict.ok,
         "reason": verdict.reason(),
-        "target": target.address,
-        "model": target.model,
-        "version": target.version,
-        "label": target.label,
+        "endpoint": endpoint.address,
+        "model": wanted.model,
+        "version": wanted.version,
+        "label": wanted.label,
         "served_versions": sorted(versions),
         "golden": str(golden.path),
         "examples": golden.examples,

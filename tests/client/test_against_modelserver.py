@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.verify.compare import Tolerance
 from pipeline.verify.golden import load_golden
-from pipeline.verify.runner import Target, verify_served
+from pipeline.verify.runner import Endpoint, ServedModel, verify_served
 from serving.client import InputMismatchError, PredictionClient
 from tests.client.conftest import REPO
 from tests.support.procs import free_port, stop_process
@@ -49,9 +49,9 @@ def test_predict_metadata_status(modelserver: str, model_base: Path) -> None:
 
 
 def test_verify_passes_and_fails_against_modelserver(modelserver: str, model_base: Path) -> None:
-    same = verify_served(Target(modelserver, "demo", version=2), load_golden(model_base / "2"),
+    same = verify_served(Endpoint(modelserver), ServedModel("demo", version=2), load_golden(model_base / "2"),
                          Tolerance(atol=1e-6), batch_size=4)
     assert same["ok"] and same["max_abs_diff"] <= 1e-6
-    other = verify_served(Target(modelserver, "demo", version=2), load_golden(model_base / "1"),
+    other = verify_served(Endpoint(modelserver), ServedModel("demo", version=2), load_golden(model_base / "1"),
                           Tolerance(atol=1e-6), batch_size=4)
     assert not other["ok"] and other["worst"]["output"] == "probabilities"

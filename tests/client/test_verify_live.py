@@ -10,17 +10,18 @@ import pytest
 from pipeline.config import build_config
 from pipeline.errors import StageOrderError, VerifyError
 from pipeline.progress import Reporter
-from pipeline.run import RunRecord, StageContext, StageResult
+from pipeline.run import RunRecord, StageContext
 from pipeline.stages import verify as verify_stage
 from pipeline.verify.compare import Tolerance
 from pipeline.verify.golden import load_golden
-from pipeline.verify.runner import Target, verify_served
+from pipeline.verify.runner import Endpoint, ServedModel, verify_served
 from tests.client.conftest import GOLDEN_REL, Served
+from tests.support.results import export_output, finished
 
 
 def test_same_model_passes_with_tiny_diff(served: Served) -> None:
     golden = load_golden(served.base / "1")
-    report = verify_served(Target(served.target, served.model, version=1), golden, Tolerance(atol=1e-6),
+    report = verify_served(Endpoint(served.target), ServedModel(served.model, version=1), golden, Tolerance(atol=1e-6),
                            batch_size=4)
     assert report["ok"] and report["reason"] is None
     assert report["max_abs_diff"] <= 1e-6
@@ -31,7 +32,7 @@ def test_same_model_passes_with_tiny_diff(served: Served) -> None:
 
 def test_different_model_fails_naming_output_and_index(served: Served) -> None:
     golden = load_golden(served.base / "1")
-    report = verify_served(Target(served.target, served.model, label="canary"), golden, Tolerance())
+    report = verify_served(Endpoint(served.target), ServedModel(served.model, label="canary"), golden, Tolerance())
     assert not report["ok"]
     assert report["worst"]["output"] == "probabilities"
     assert len(report["worst"]["index"]) == 2
@@ -42,25 +43,24 @@ def test_different_model_fails_naming_output_and_index(served: Served) -> None:
 def test_unknown_label_is_one_line(served: Served) -> None:
     golden = load_golden(served.base / "1")
     with pytest.raises(VerifyError, match="label 'gone'") as info:
-        verify_served(Target(served.target, served.model, label="gone"), golden, Tolerance(),
+        verify_served(Endpoint(served.target), ServedModel(served.model, label="gone"), golden, Tolerance(),
                       deadline_s=2)
     assert "\n" not in str(info.value)
 
 
 def _ctx(tmp_path, served: Served, version_dir, **verify) -> StageContext:
     cfg = build_config({"run": {"workdir": str(tmp_path)},
-                        "verify": {"target": served.target, **verify}})
+                        "verify": {"endpoint": served.target, **verify}})
     record = RunRecord.new(cfg)
-    record.stages["export"] = StageResult("ok", "now", 0.0, {
-        "model_name": served.model, "version": int(version_dir.name), "version_dir": str(version_dir),
-        "golden": str(version_dir / GOLDEN_REL), "manifest": ""})
+    record.stages["export"] = finished(export_output(version_dir, model_name=served.model,
+                                                     golden=version_dir / GOLDEN_REL))
     return StageContext(config=cfg, record=record, reporter=Reporter(quiet=True))
 
 
 def test_stage_verifies_the_exported_version(tmp_path, served: Served) -> None:
     out = verify_stage.run(_ctx(tmp_path, served, served.base / "2"))
-    assert out["ok"] and out["served_versions"] == [2]
-    assert json.loads(open(out["report"]).read())["ok"] is True
+    assert out.served_versions == [2] and out.max_abs_diff <= 1e-6
+    assert json.loads(out.report.read_text())["ok"] is True
 
 
 def test_stage_fails_against_a_label_serving_other_weights(tmp_path, served: Served) -> None:

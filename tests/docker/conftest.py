@@ -83,7 +83,7 @@ def docker_config(tmp: Path, image: str, storage: dict, **rollout: object) -> De
         "rollout": {"target": "docker", "image": image, "pull_image": False, "grpc_port": port,
                     "rest_port": free_port(), "container_name": f"tfr-test-{tag}", "volume": f"tfr-test-{tag}",
                     "network_mode": "host", "load_timeout_s": 90, "start_timeout_s": 120, **rollout},
-        "verify": {"target": f"127.0.0.1:{port}", "deadline_s": 15.0, "atol": 1e-5},
+        "verify": {"endpoint": f"127.0.0.1:{port}", "deadline_s": 15.0, "atol": 1e-5},
         "run": {"workdir": str(tmp / "work")},
     })
 

@@ -6,14 +6,16 @@ from pathlib import Path
 
 from pipeline.config import DeployConfig
 from pipeline.progress import Reporter
-from pipeline.run import RunRecord, StageContext, StageResult
+from pipeline.run import RunRecord, StageContext
+from pipeline.stages.results import RolloutOutput
+from tests.support.results import export_output, finished, push_output
 
 
-def run_rollout_stage(cfg: DeployConfig, version: int, golden: Path | None = None) -> dict:
+def run_rollout_stage(cfg: DeployConfig, version: int, golden: Path | None = None) -> RolloutOutput:
     from pipeline.stages import rollout
 
     record = RunRecord.new(cfg)
-    record.stages["export"] = StageResult("ok", "", 0.0, {"model_name": "digits", "version": version,
-                                                           "golden": str(golden or "missing.npz")})
-    record.stages["push"] = StageResult("ok", "", 0.0, {"model_name": "digits", "version": version})
+    record.stages["export"] = finished(export_output(Path("exports/digits") / str(version),
+                                                     golden=golden or Path("missing.npz")))
+    record.stages["push"] = finished(push_output("digits", version))
     return rollout.run(StageContext(cfg, record, Reporter(quiet=True)))

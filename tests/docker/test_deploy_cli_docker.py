@@ -35,7 +35,7 @@ def test_cli_deploy_with_s3_and_docker_first_deploy_then_canary_promote(
            "TFROLLOUT_ROLLOUT__TARGET": "docker", "TFROLLOUT_ROLLOUT__IMAGE": serving_image,
            "TFROLLOUT_ROLLOUT__PULL_IMAGE": "false", "TFROLLOUT_ROLLOUT__GRPC_PORT": str(port),
            "TFROLLOUT_ROLLOUT__REST_PORT": str(free_port()), "TFROLLOUT_ROLLOUT__CONTAINER_NAME": name,
-           "TFROLLOUT_ROLLOUT__VOLUME": volume, "TFROLLOUT_VERIFY__TARGET": f"127.0.0.1:{port}"}
+           "TFROLLOUT_ROLLOUT__VOLUME": volume, "TFROLLOUT_VERIFY__ENDPOINT": f"127.0.0.1:{port}"}
 
     def cli(*args: str) -> dict:
         proc = subprocess.run([TFROLLOUT, *args, "--json"], cwd=tmp_path, env=env, capture_output=True,

@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import StorageError
 from pipeline.rollout.machine import RolloutFailed
 from pipeline.rollout.plan import Served
-from pipeline.rollout.session import committed_versions, golden_verifier, open_session
+from pipeline.rollout.session import committed_versions, open_session
 from tests.rollout.hammer import BackgroundLoad
 from tests.rollout.models import MODEL
 from tests.rollout.test_local_target import inputs
@@ -20,9 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def _session(cfg, versions, golden_version):
     store, _ = committed_versions(cfg, MODEL)
-    session = open_session(cfg, store=store)
-    session.machine.verifier = golden_verifier(cfg, session.target.endpoint, MODEL, versions.golden[golden_version])
-    return session
+    return open_session(cfg, MODEL, store=store, golden=versions.golden[golden_version])
 
 
 def _rollout(cfg, versions, version, golden=None):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import RolloutError
-from pipeline.rollout.session import committed_versions, golden_verifier, open_session
+from pipeline.rollout.session import committed_versions, open_session
 from tests.docker.conftest import docker_config
 from tests.docker.tls_proxy import TLSEngineProxy, make_certs
 from tests.rollout.models import MODEL
@@ -35,8 +35,7 @@ def test_rollout_through_a_tls_engine_ignores_requests_ca_bundle(tmp_path: Path,
     with TLSEngineProxy(certs, port) as proxy:
         try:
             store, _ = committed_versions(cfg, MODEL)
-            session = open_session(cfg, store=store)
-            session.machine.verifier = golden_verifier(cfg, session.target.endpoint, MODEL, versions.golden[1])
+            session = open_session(cfg, MODEL, store=store, golden=versions.golden[1])
             report = session.machine.rollout(MODEL, 1)
             assert report.ok and report.served["labels"] == {"stable": 1}
             info = session.target.describe()

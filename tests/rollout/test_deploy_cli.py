@@ -16,6 +16,13 @@ from tests.support.procs import free_port
 pytestmark = pytest.mark.e2e
 TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "deploy.toml"
+# Runs the console script's `main` in-process and reports, at exit, whether TensorFlow was imported.
+WITH_MODULE_REPORT = ("import atexit, sys\n"
+                      "atexit.register(lambda: print('tensorflow imported:', 'tensorflow' in sys.modules,"
+                      " file=sys.stderr))\n"
+                      "sys.argv = ['tfrollout', *sys.argv[1:]]\n"
+                      "from pipeline.entry import main\n"
+                      "main()\n")
 
 
 def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Path, demo_source_model: Path):
@@ -23,12 +30,15 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
     env = {**os.environ, "TFROLLOUT_MODEL__PATH": str(demo_source_model),
            "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
            "TFROLLOUT_TRANSFER__BASELINE": "false", "TFROLLOUT_ROLLOUT__GRPC_PORT": str(port),
-           "TFROLLOUT_ROLLOUT__REST_PORT": "0", "TFROLLOUT_VERIFY__TARGET": f"127.0.0.1:{port}"}
+           "TFROLLOUT_ROLLOUT__REST_PORT": "0", "TFROLLOUT_VERIFY__ENDPOINT": f"127.0.0.1:{port}"}
 
-    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([TFROLLOUT, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+    def cli(*args: str, check: bool = True, without_tf: bool = False) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", WITH_MODULE_REPORT] if without_tf else [TFROLLOUT]
+        proc = subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=600)
         assert not check or proc.returncode == 0, proc.stderr[-3000:]
+        if without_tf:  # status, rollback and serve stop must not pay for TensorFlow
+            assert "tensorflow imported: False" in proc.stderr, proc.stderr[-3000:]
         return proc
 
     try:
@@ -44,12 +54,12 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
         np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 1), np.float32))
         predicted = json.loads(cli("predict", "-i", "x.npy", "--json").stdout)
         assert predicted["version"] == 2 and predicted["outputs"]["probabilities"]["shape"] == [1, 5]
-        status = json.loads(cli("status", "--json").stdout)
+        status = json.loads(cli("status", "--json", without_tf=True).stdout)
         assert status["running"] and status["config"]["labels"] == {"stable": 2}
         assert status["states"]["2"] == "AVAILABLE" and status["on_host"] == [1, 2]
-        back = json.loads(cli("rollback", "--json").stdout)
+        back = json.loads(cli("rollback", "--json", without_tf=True).stdout)
         assert back["action"] == "rollback" and back["served"]["labels"] == {"stable": 1}
         assert "Traceback" not in cli("status").stderr
     finally:
-        stopped = json.loads(cli("serve", "stop", "--json", check=False).stdout or "{}")
+        stopped = json.loads(cli("serve", "stop", "--json", check=False, without_tf=True).stdout or "{}")
     assert stopped.get("running") is False

@@ -15,7 +15,7 @@ from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError, StorageError
 from pipeline.rollout.machine import RolloutFailed
 from pipeline.rollout.plan import Served
-from pipeline.rollout.session import committed_versions, golden_verifier, open_session
+from pipeline.rollout.session import committed_versions, open_session
 from pipeline.verify.golden import load_golden
 from tests.rollout.hammer import BackgroundLoad
 from tests.rollout.models import MODEL, Versions
@@ -25,10 +25,7 @@ RESULTS: dict[str, object] = {}
 
 def session_for(cfg: DeployConfig, versions: Versions, golden_version: int):
     store, _ = committed_versions(cfg, MODEL)
-    session = open_session(cfg, store=store)
-    session.machine.verifier = golden_verifier(cfg, session.target.endpoint, MODEL,
-                                               versions.golden[golden_version])
-    return session
+    return open_session(cfg, MODEL, store=store, golden=versions.golden[golden_version])
 
 
 def rollout(cfg: DeployConfig, versions: Versions, version: int, golden: int | None = None):

@@ -11,8 +11,10 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.config import build_config
 from pipeline.progress import Reporter
-from pipeline.run import STAGE_ORDER, RunRecord, StageResult, load_record, run_pipeline, save_record
+from pipeline.run import STAGE_ORDER, RunRecord, load_record, run_pipeline, save_record
+from pipeline.stages.results import PushOutput
 from tests.storage.conftest import MotoServer, tree_digests, write_version
+from tests.support.results import export_output, finished
 
 
 def _invoke(*args: str):  # noqa: ANN202
@@ -28,9 +30,7 @@ def _record_with_export(tmp_path: Path, vdir: Path, **storage: object):  # noqa:
     """A run record whose `export` stage finished, pointing at `vdir` (what the lead's stage writes)."""
     cfg = build_config({"run": {"workdir": str(tmp_path / ".tfrollout")}, "storage": storage})
     record = RunRecord.new(cfg)
-    record.stages["export"] = StageResult("ok", "2025-01-01T00:00:00+00:00", 1.0, outputs={
-        "model_name": "digits", "version": 1, "version_dir": str(vdir), "export_root": str(vdir.parent.parent),
-        "manifest": str(vdir / "tfrollout.json"), "golden": str(tmp_path / "golden.npz")})
+    record.stages["export"] = finished(export_output(vdir, version=1, golden=tmp_path / "golden.npz"))
     save_record(cfg, record)
     return cfg
 
@@ -43,13 +43,13 @@ def test_push_stage_uses_export_outputs_and_records_result(tmp_path: Path) -> No
     vdir = write_version(tmp_path / "exports")
     cfg = _record_with_export(tmp_path, vdir, uri=f"file://{tmp_path}/store")
     summary = run_pipeline(cfg, Reporter(quiet=True), from_stage="push", until_stage="push")
-    out = summary.record.stages["push"].outputs
-    assert out["uri"] == (tmp_path / "store" / "digits" / "1").as_uri() + "/"
-    assert out["bytes_uploaded"] == out["total_bytes"] and out["files_uploaded"] == 5
-    json.dumps(out)  # JSON-serialisable
-    assert load_record(cfg).stages["push"].status == "ok"
+    out = summary.record.output(PushOutput)
+    assert out.uri == (tmp_path / "store" / "digits" / "1").as_uri() + "/"
+    assert out.bytes_uploaded == out.total_bytes and out.files_uploaded == 5
+    reloaded = load_record(cfg)
+    assert reloaded is not None and reloaded.output(PushOutput) == out  # survives the JSON round trip
     again = run_pipeline(cfg, Reporter(quiet=True), from_stage="push", until_stage="push")
-    assert again.record.stages["push"].outputs["bytes_uploaded"] == 0
+    assert again.record.output(PushOutput).bytes_uploaded == 0
 
 
 def test_cli_push_from_run_record_to_s3_then_ls_pull_gc(tmp_path: Path, moto: MotoServer, bucket: str,

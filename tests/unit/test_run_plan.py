@@ -1,14 +1,27 @@
+import json
+
 import pytest
 
 from pipeline.config import build_config
 from pipeline.errors import StageOrderError
-from pipeline.run import STAGE_ORDER, RunRecord, StageResult, plan_run, select_stages
+from pipeline.run import (
+    STAGE_ORDER,
+    RunRecord,
+    StageResult,
+    load_record,
+    plan_run,
+    save_record,
+    select_stages,
+)
+from pipeline.stages.results import LoadOutput, TransferOutput
+from tests.support.results import sample_output
 
 
 def _record(cfg, done):
     record = RunRecord.new(cfg)
     for name, status in done.items():
-        record.stages[name] = StageResult(status, "t", 1.0, outputs={"stage": name})
+        output = sample_output(name) if status == "ok" else None
+        record.stages[name] = StageResult(status, "t", 1.0, output=output, error=None if output else "boom")
     return record
 
 
@@ -55,9 +68,9 @@ def test_from_stage_keeps_earlier_outputs_and_drops_later():
     record, start = plan_run(previous, cfg, "transfer", fresh=False)
     assert start == "transfer"
     assert list(record.stages) == ["load"]
-    assert record.outputs("load") == {"stage": "load"}
+    assert record.output(LoadOutput) == sample_output("load")
     with pytest.raises(StageOrderError, match="transfer"):
-        record.outputs("transfer")
+        record.output(TransferOutput)
 
 
 def test_from_later_stage_without_record_is_an_error():
@@ -70,6 +83,26 @@ def test_record_round_trips_through_json():
     record = _record(cfg, {"load": "ok"})
     again = RunRecord.from_json(record.to_json())
     assert again.to_json() == record.to_json()
+
+
+def test_every_stage_result_round_trips_as_its_own_type(tmp_path):
+    cfg = build_config({"run": {"workdir": str(tmp_path)}})
+    save_record(cfg, _record(cfg, {name: "ok" for name in STAGE_ORDER}))
+    again = load_record(cfg)
+    assert again is not None
+    for name in STAGE_ORDER:
+        output = again.stages[name].output
+        assert type(output) is type(sample_output(name)) and output == sample_output(name)
+
+
+def test_a_record_whose_results_do_not_fit_is_no_record(tmp_path):
+    """A record from a release with other result fields must not break a stage later: start afresh."""
+    cfg = build_config({"run": {"workdir": str(tmp_path)}})
+    record = _record(cfg, {"load": "ok"})
+    data = record.to_json()
+    data["stages"]["load"]["outputs"]["renamed_field"] = data["stages"]["load"]["outputs"].pop("sha256")
+    (tmp_path / "run.json").write_text(json.dumps(data))
+    assert load_record(cfg) is None
 
 
 def test_partial_run_continues_when_more_stages_are_asked_for():

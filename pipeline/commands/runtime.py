@@ -1,0 +1,165 @@
+"""`tfrollout rollout | rollback | status | serve stop | serve unlock`: drive the serving target.
+
+None of these import TensorFlow: the host speaks ModelService through the light
+`serving.client`, and the golden set is plain numpy — so `status` answers in a fraction
+of a second, even on a CI runner.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.commands.common import ConfigOpt, DebugOpt, JsonOpt, ModelOpt, SetOpt, emit, load_cfg
+from pipeline.config import DeployConfig
+from pipeline.errors import StorageError
+from pipeline.rollout.host import ServingHost
+from pipeline.rollout.machine import RolloutReport
+from pipeline.rollout.session import committed_versions, golden_for, open_session
+from pipeline.run import last_export
+from pipeline.storage import Store
+from pipeline.targets import open_target
+
+
+def model_or_last(cfg: DeployConfig, model: str | None) -> str:
+    """The model a command acts on: the flag, else the last run's export, else `export.model_name`."""
+    if model:
+        return model
+    export = last_export(cfg)
+    return export.model_name if export is not None else cfg.export.model_name
+
+
+def rollout_version(cfg: DeployConfig, model: str, version: int | None, *, verify: bool) -> RolloutReport:
+    """Roll a committed version (default: the newest) out: canary -> verify -> promote, or roll back."""
+    store, committed = committed_versions(cfg, model)
+    if not committed:
+        raise StorageError(f"no committed version of {model!r} in {store.uri}")
+    wanted = version or committed[-1]
+    if wanted not in committed:
+        raise StorageError(f"{model} version {wanted} is not committed in {store.uri}")
+    with tempfile.TemporaryDirectory(prefix="tfrollout-golden-") as scratch:
+        golden = (golden_for(cfg, store, model, wanted, Path(scratch))
+                  if verify and cfg.rollout.verify_canary else None)
+        session = open_session(cfg, model, store=store, golden=golden)
+        try:
+            return session.machine.rollout(model, wanted)
+        finally:
+            session.close()
+
+
+def rollback_model(cfg: DeployConfig, model: str) -> dict[str, Any]:
+    """Drop an unfinished canary, else go back to the previous committed version on the host.
+
+    An unreachable store does not stop a rollback: the versions already on the host are used.
+    """
+    note = None
+    store: Store | None = None
+    committed: list[int] | None = None
+    try:
+        store, committed = committed_versions(cfg, model)
+    except StorageError as exc:
+        note = f"store unreachable ({exc}); using versions on the host"
+    session = open_session(cfg, model, store=store)
+    try:
+        report = session.machine.rollback(model, committed if committed is not None
+                                          else session.target.versions(model))
+    finally:
+        session.close()
+    return {**report.to_json(), "note": note}
+
+
+def status_report(cfg: DeployConfig, model: str) -> dict[str, Any]:
+    """What the host's config serves, the runtime's health and the live version states."""
+    target = open_target(cfg.rollout, cfg.run.workdir)
+    host = ServingHost(target, None)
+    try:
+        served = host.read(model)
+        info: dict[str, Any] = {"ok": True, "model": model, **target.describe(),
+                                "config": served.to_json() if served else None,
+                                "on_host": target.versions(model), "states": None}
+        if info["running"]:
+            try:
+                info["states"] = {str(v): s for v, (s, _) in host.states(model, 5.0).items()}
+            except Exception as exc:  # noqa: BLE001 - a sick runtime is a status, not a crash
+                info["states_error"] = str(exc)
+                info["ok"] = False
+        return info
+    finally:
+        host.close()
+
+
+def _print_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit(report)
+        return
+    served = report.get("served") or {}
+    typer.echo(f"{report.get('action')}: {report.get('model')} stable -> {served.get('labels', {})} "
+               f"loaded {served.get('versions')} ({report.get('timings_s')})")
+
+
+def rollout(
+    config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None,
+    version: Annotated[int | None, typer.Option("--version", min=1,
+                                                help="Committed version (default: the newest).")] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Promote without verifying the canary.")] = False,
+    as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Roll a committed version out: canary -> verify -> promote, or roll back on failure."""
+    cfg = load_cfg(config, set_)
+    report = rollout_version(cfg, model_or_last(cfg, model), version, verify=not no_verify)
+    _print_report(report.to_json(), as_json)
+
+
+def rollback(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None,
+             as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Restore service: drop an unfinished canary, else go back to the previous committed version on the host."""
+    cfg = load_cfg(config, set_)
+    _print_report(rollback_model(cfg, model_or_last(cfg, model)), as_json)
+
+
+def status(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None,
+           as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """What the serving host loads, its labels, the runtime's health and live version states."""
+    cfg = load_cfg(config, set_)
+    info = status_report(cfg, model_or_last(cfg, model))
+    if as_json:
+        emit(info)
+        return
+    typer.echo(f"target {info['target']} at {info['endpoint']}: "
+               f"{'running' if info['running'] else 'not running'}")
+    loaded = info["config"] or {}
+    typer.echo(f"model {info['model']!r}: loaded {loaded.get('versions')} labels {loaded.get('labels')}")
+    typer.echo(f"states {info['states']}; versions on host {info['on_host']}")
+
+
+serve_app = typer.Typer(help="The serving runtime itself (stop, unlock).", no_args_is_help=True,
+                        add_completion=False)
+
+
+@serve_app.command("stop")
+def serve_stop(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+               debug: DebugOpt = False) -> None:
+    """Stop the serving runtime gracefully (delivered versions and config stay)."""
+    cfg = load_cfg(config, set_)
+    target = open_target(cfg.rollout, cfg.run.workdir)
+    was = target.running()
+    target.stop()
+    if as_json:
+        emit({"ok": True, "target": target.kind, "was_running": was, "running": target.running()})
+    else:
+        typer.echo("stopped" if was else "not running")
+
+
+@serve_app.command("unlock")
+def serve_unlock(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+                 debug: DebugOpt = False) -> None:
+    """Remove a rollout lock left by a crashed rollout (only when none is running!)."""
+    cfg = load_cfg(config, set_)
+    removed = open_target(cfg.rollout, cfg.run.workdir).force_unlock()
+    if as_json:
+        emit({"ok": True, "removed": removed})
+    else:
+        typer.echo("lock removed" if removed else "no lock")

@@ -1,0 +1,143 @@
+"""The CLI's decisions without Typer or servers: where verify asks, config renames, the error handler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pipeline.cli import COMMANDS, app, mount
+from pipeline.commands.common import handle_errors
+from pipeline.commands.query import resolve_request
+from pipeline.commands.store import infer_identity, listing_lines
+from pipeline.config import build_config
+from pipeline.errors import ConfigError, StorageError, VerifyError
+from pipeline.stages.verify import served_versions_problem, what_to_verify
+from pipeline.verify.runner import ServedModel
+from tests.support.results import export_output, sample_output
+
+
+def test_verify_endpoint_follows_the_rollout_port_unless_set():
+    export = export_output(Path("/x/digits/3"))
+    moved = build_config({"rollout": {"grpc_port": 9100}})
+    endpoint, wanted = what_to_verify(moved, export, None)
+    assert endpoint.address == "127.0.0.1:9100" and wanted == ServedModel("digits", 3, None)
+    pinned = build_config({"rollout": {"grpc_port": 9100}, "verify": {"endpoint": "10.0.0.1:1"}})
+    assert what_to_verify(pinned, export, None)[0].address == "10.0.0.1:1"
+
+
+def test_after_a_rollout_verify_asks_the_stable_label_at_the_rollout_endpoint():
+    rollout = sample_output("rollout").model_copy(update={"endpoint": "127.0.0.1:7000", "version": 3})
+    endpoint, wanted = what_to_verify(build_config(), export_output(Path("/x/digits/3")), rollout)
+    assert endpoint.address == "127.0.0.1:7000" and (wanted.label, wanted.version) == ("stable", None)
+    explicit = build_config({"verify": {"version": 2}})
+    assert what_to_verify(explicit, export_output(Path("/x/digits/3")), rollout)[1].version == 2
+    with pytest.raises(VerifyError, match="not both"):
+        what_to_verify(build_config({"verify": {"version": 2, "label": "x"}}),
+                       export_output(Path("/x/digits/3")), rollout)
+
+
+def test_stable_answering_another_version_is_a_failure():
+    rollout = sample_output("rollout").model_copy(update={"version": 3})
+    stable = ServedModel("digits", None, "stable")
+    assert served_versions_problem({"served_versions": [3]}, stable, rollout) is None
+    assert "expected 3" in (served_versions_problem({"served_versions": [2]}, stable, rollout) or "")
+    assert served_versions_problem({"served_versions": [2]}, stable, None) is None
+
+
+def test_tls_files_come_from_the_config_and_flags_win():
+    cfg = build_config({"verify": {"ca_cert": "/ca.pem", "server_name": "srv"}})
+    endpoint, _ = resolve_request(cfg, address=None, model=None, version=None, label=None, signature=None)
+    assert endpoint.ca_cert == Path("/ca.pem") and endpoint.server_name == "srv"
+    tls = endpoint.tls()
+    assert tls is not None
+    endpoint, _ = resolve_request(cfg, address="h:1", model="m", version=None, label=None, signature=None,
+                                  ca_cert=Path("/other.pem"))
+    assert endpoint.address == "h:1" and endpoint.ca_cert == Path("/other.pem")
+    assert resolve_request(build_config(), address=None, model=None, version=None, label=None,
+                           signature=None)[0].tls() is None
+
+
+def test_old_verify_target_key_still_works_with_a_warning():
+    cfg = build_config({"verify": {"target": "127.0.0.1:9"}})
+    assert cfg.verify.endpoint == "127.0.0.1:9"
+    assert any("verify.target is deprecated" in w for w in cfg.warnings)
+    assert build_config({}, {"TFROLLOUT_VERIFY__TARGET": "h:2"}).verify.endpoint == "h:2"
+    with pytest.raises(ConfigError, match="set only verify.endpoint"):
+        build_config({"verify": {"target": "a:1", "endpoint": "b:2"}})
+
+
+@pytest.mark.parametrize("key", ["transfer.learning_rate", "verify.atol", "export.parity_atol",
+                                 "rollout.load_timeout_s"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_non_finite_numbers_are_refused_naming_the_key(key: str, value: str):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ": Input should be a finite number"):
+        build_config({}, {}, [f"{key}={value}"])
+
+
+def test_the_error_handler_turns_errors_into_one_line_and_the_exit_code(capsys):
+    @handle_errors
+    def broken(as_json: bool = False, debug: bool = False) -> None:
+        raise StorageError("bucket gone")
+
+    with pytest.raises(typer.Exit) as info:
+        broken(as_json=True)
+    assert info.value.exit_code == StorageError.exit_code
+    out, err = capsys.readouterr()
+    assert err.strip() == "error: bucket gone" and json.loads(out) == {"ok": False, "error": "bucket gone"}
+
+    @handle_errors
+    def buggy(as_json: bool = False, debug: bool = False) -> None:
+        raise KeyError("x")
+
+    with pytest.raises(typer.Exit) as info:
+        buggy()
+    assert info.value.exit_code == 1 and "internal error: KeyError" in capsys.readouterr().err
+
+
+def test_every_registered_command_mounts_and_has_help():
+    runner = CliRunner()
+    for name in COMMANDS:
+        command = mount(name)
+        assert command.name == name
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "Usage:" in result.stdout
+
+
+def test_a_bad_config_is_one_line_through_the_cli(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[verify]\natol = nan\n")
+    result = CliRunner().invoke(app, ["status", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid config: verify.atol: Input should be a finite number (got nan)"]
+
+
+def test_listing_marks_uncommitted_versions_and_pushes_in_progress():
+    report = {"uri": "s3://b/m", "versions": [
+        {"model": "digits", "version": 1, "committed": True, "problems": [], "bytes": 2_000_000,
+         "files": 5, "last_modified": 0.0},
+        {"model": "digits", "version": 2, "committed": False, "problems": ["no manifest"], "bytes": 10,
+         "files": 1, "last_modified": 0.0}],
+        "pushing": [{"model": "digits", "version": 2, "owner": "ci@host pid 7", "since": 0.0},
+                    {"model": "digits", "version": 3, "owner": "me", "since": 0.0}]}
+    lines = listing_lines(report)
+    assert "2.0 MB" in lines[0] and lines[0].rstrip().endswith("committed")
+    assert "UNCOMMITTED (no manifest); push in progress by ci@host pid 7" in lines[1]
+    assert "push in progress by me (nothing stored yet)" in lines[2]
+    assert listing_lines({"uri": "s3://b", "versions": [], "pushing": []}) == ["s3://b: no versions"]
+
+
+def test_push_dir_identity_from_flags_manifest_or_path(tmp_path):
+    vdir = tmp_path / "parts" / "4"
+    vdir.mkdir(parents=True)
+    assert infer_identity(vdir, None, None) == ("parts", 4)
+    assert infer_identity(vdir, "other", 9) == ("other", 9)
+    odd = tmp_path / "parts" / "latest"
+    odd.mkdir()
+    with pytest.raises(StorageError, match="pass --version"):
+        infer_identity(odd, None, None)
