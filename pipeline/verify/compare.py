@@ -1,4 +1,9 @@
-"""Pure comparison of served outputs against golden outputs: tolerances, top-1, worst element."""
+"""Pure comparison of served outputs against golden outputs: tolerances, top-1, worst element.
+
+Fails closed: a NaN or an infinity in a served output passes only where the golden
+output has the same non-finite value at the same place, and a comparison with nothing
+to compare (no outputs, or no elements) is a failure, never a pass.
+"""
 
 from __future__ import annotations
 
@@ -64,9 +69,11 @@ def compare_output(name: str, served: np.ndarray | None, expected: np.ndarray,
         return result
     s = served.astype(np.float64)
     e = expected.astype(np.float64)
-    diff = np.abs(s - e)
-    diff = np.where(np.isnan(s) & np.isnan(e), 0.0, diff)  # NaN == NaN counts as agreement
-    diff = np.where(np.isnan(diff), np.inf, diff)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(s - e)
+    same_non_finite = (np.isnan(s) & np.isnan(e)) | (np.isinf(s) & (s == e))
+    diff = np.where(same_non_finite, 0.0, diff)  # the reference has the same value at the same place
+    diff = np.where(np.isnan(diff), np.inf, diff)  # any other NaN/Inf is a mismatch
     allowed = tol.atol + tol.rtol * np.abs(np.nan_to_num(e, nan=0.0, posinf=0.0, neginf=0.0))
     excess = diff - allowed
     result.mismatches = int((excess > 0).sum())
@@ -100,9 +107,14 @@ class Verdict:
         return min(values) if values else None
 
     @property
+    def empty(self) -> bool:
+        """Nothing was compared: no golden outputs, or none with an element."""
+        return not self.outputs or all(o.elements == 0 for o in self.outputs.values())
+
+    @property
     def ok(self) -> bool:
         agree = self.agreement
-        return all(o.ok for o in self.outputs.values()) and (
+        return not self.empty and all(o.ok for o in self.outputs.values()) and (
             agree is None or agree >= self.tolerance.min_agreement)
 
     @property
@@ -116,6 +128,8 @@ class Verdict:
         """One line naming the worst output and index, or None when everything passed."""
         if self.ok:
             return None
+        if self.empty:
+            return "nothing to compare: the golden set has no output values"
         worst = self.worst
         assert worst is not None
         if worst.problem:
