@@ -96,12 +96,25 @@ def write_warmup(path: Path, model_name: str, input_name: str, samples: np.ndarr
 
 
 def parity(model: Any, signature: Any, spec: ExportSpec, x: np.ndarray) -> float:
-    """Max |keras - savedmodel| over `x`."""
+    """Max |keras - savedmodel| over `x`; fails closed on no inputs and on non-finite outputs.
+
+    A model whose outputs hold NaN or Inf is refused here, before anything is published:
+    NaN compares false with every tolerance, so it would otherwise pass as "no difference".
+    """
+    if len(x) == 0:
+        raise ExportError("parity: no held-out inputs to compare the SavedModel with the Keras model")
     expected = np.asarray(model(x, training=False))
     served = signature(**{spec.input_name: tf.constant(x)})[spec.output_name].numpy()
     if expected.shape != served.shape:
         raise ExportError(f"parity: SavedModel output shape {served.shape} != Keras {expected.shape}")
-    return float(np.max(np.abs(expected - served))) if expected.size else 0.0
+    for name, values in (("Keras model", expected), ("SavedModel", served)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            where = [int(i) for i in np.argwhere(bad)[0]]
+            raise ExportError(f"the {name} outputs {int(bad.sum())} non-finite value(s) (first "
+                              f"{values[tuple(where)]} at index {where}) on {len(x)} held-out inputs; "
+                              "a model that outputs NaN or Inf is not exported")
+    return float(np.max(np.abs(expected - served)))
 
 
 def golden_outputs(signature: Any, spec: ExportSpec, x: np.ndarray) -> np.ndarray:
@@ -134,7 +147,7 @@ def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
         signature = tf.saved_model.load(str(staging)).signatures[SIGNATURE_NAME]
         golden_x = heldout_x[: spec.golden_size]
         max_diff = parity(model, signature, spec, heldout_x)
-        if max_diff > spec.parity_atol:
+        if not max_diff <= spec.parity_atol:  # NaN-safe: only a positive pass passes
             raise ExportError(f"parity check failed: SavedModel differs from the Keras model by "
                               f"{max_diff:.3g} (> {spec.parity_atol:g}) on {len(heldout_x)} held-out inputs")
         warmup = write_warmup(staging / WARMUP_FILE, spec.model_name, spec.input_name,

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from pipeline.config import TransferConfig
+from pipeline.errors import TransferError
 from pipeline.model.data import Dataset, stratified_split
 from pipeline.model.freeze import LayerInfo, layers_to_unfreeze
 from pipeline.progress import Advance, Reporter
@@ -101,6 +102,14 @@ def assemble(base: Any, head: Any) -> Any:
     return keras.Model(inputs, outputs, name="transferred")
 
 
+def check_finite_losses(losses: list[float], label: str) -> None:
+    """A NaN or infinite training loss means the weights are garbage: stop with a clear error."""
+    for epoch, loss in enumerate(losses, start=1):
+        if not np.isfinite(loss):
+            raise TransferError(f"{label}: the training loss became {loss} at epoch {epoch}; the "
+                                "learning rate is probably too high (or the data holds NaN/Inf)")
+
+
 def _early_stopping(split: Split, patience: int) -> keras.callbacks.EarlyStopping:
     monitor = "val_loss" if split.x_val is not None else "loss"
     return keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
@@ -112,8 +121,11 @@ def _fit(model: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.nda
     with reporter.progress(label, epochs, unit="epochs") as advance:
         history = model.fit(x, y, validation_data=val, epochs=epochs, batch_size=cfg.batch_size,
                             verbose=0, shuffle=True,
-                            callbacks=[_early_stopping(split, cfg.patience), ProgressCallback(advance)])
-        epochs_run = len(history.history.get("loss", []))
+                            callbacks=[keras.callbacks.TerminateOnNaN(), _early_stopping(split, cfg.patience),
+                                       ProgressCallback(advance)])
+        losses = history.history.get("loss", [])
+        epochs_run = len(losses)
+        check_finite_losses(losses, label)
         if epochs_run < epochs:
             advance(0, status=f"early stop after {epochs_run} epochs (best weights restored)")
     return PhaseResult(epochs_run, time.perf_counter() - t0)
