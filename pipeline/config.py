@@ -13,7 +13,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ConfigError
 
@@ -36,8 +44,14 @@ class ModelConfig(_Section):
     path: Path = Path("demo/source_model.keras")
     cut_layer: str | None = Field(
         default="features",
-        description="Layer whose output feeds the new head; None = the layer before the last.",
+        description="Layer whose output feeds the new head; unset (\"\" from --set/env/TOML) = the "
+                    "layer before the last, as a SavedModel base needs.",
     )
+
+    @field_validator("cut_layer")
+    @classmethod
+    def _empty_means_unset(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip() == "" else value
 
 
 class DataConfig(_Section):
@@ -62,21 +76,21 @@ class TransferConfig(_Section):
 
     strategy: Literal["feature-extraction", "fine-tune", "full"] = "fine-tune"
     head_units: int = Field(default=0, ge=0, description="Hidden units in the new head; 0 = none.")
-    head_epochs: int = Field(default=150, ge=1)
-    fine_tune_epochs: int = Field(default=40, ge=0)
+    head_epochs: int = Field(default=150, ge=1, le=100_000)
+    fine_tune_epochs: int = Field(default=40, ge=0, le=100_000)
     learning_rate: float = Field(default=1e-2, gt=0.0)
     fine_tune_learning_rate: float = Field(default=1e-4, gt=0.0)
     unfreeze_top: int = Field(default=2, ge=0, description="Fine-tune: base layers (with weights) to unfreeze.")
     unfreeze_after: str | None = Field(
         default=None, description="Fine-tune: unfreeze every layer after this one (overrides unfreeze_top)."
     )
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=32, ge=1, le=65_536)
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
-    patience: int = Field(default=20, ge=1)
+    patience: int = Field(default=20, ge=1, le=100_000)
     cache_features: bool = True
     seed: int = 0
     baseline: bool = True
-    baseline_epochs: int = Field(default=150, ge=1)
+    baseline_epochs: int = Field(default=150, ge=1, le=100_000)
 
 
 class ExportConfig(_Section):
@@ -88,7 +102,7 @@ class ExportConfig(_Section):
     input_name: str = Field(default="inputs", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     output_name: str = Field(default="probabilities", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     warmup_records: int = Field(default=8, ge=0, le=1000)
-    golden_size: int = Field(default=64, ge=1)
+    golden_size: int = Field(default=64, ge=1, le=100_000)
     parity_atol: float = Field(default=1e-5, gt=0.0)
 
 
@@ -136,7 +150,7 @@ class VerifyConfig(_Section):
     deadline_s: float = Field(default=30.0, gt=0.0)
     min_agreement: float = Field(default=1.0, ge=0.0, le=1.0,
                                  description="Required top-1 agreement for classifier outputs.")
-    batch_size: int = Field(default=1, ge=1, description="Golden examples per Predict request. The golden "
+    batch_size: int = Field(default=1, ge=1, le=4096, description="Golden examples per Predict request. The golden "
                             "outputs are computed at batch 1; larger batches differ by ~1e-6.")
     signature: str = "serving_default"
     ca_cert: Path | None = Field(default=None, description="Server CA (PEM): enables TLS.")
@@ -176,6 +190,13 @@ class RolloutConfig(_Section):
     volume: str = Field(default="tfrollout-models", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
     network_mode: Literal["host", "published"] = "host"
     models_mount: str = "/models"
+
+    @model_validator(mode="after")
+    def _labels_differ(self) -> RolloutConfig:
+        if self.canary_label == self.stable_label:
+            raise ValueError(f"canary_label and stable_label are both {self.stable_label!r}: an unverified "
+                             "version would answer as stable")
+        return self
 
 
 class RunConfig(_Section):
@@ -278,8 +299,34 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path}: permission denied") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+
+
+def redact_url(value: str) -> str:
+    """`scheme://user:secret@host/…` -> `scheme://user:***@host/…`: printable config, no passwords."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return value
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
+
+
+def redacted(data: Any) -> Any:
+    """A config dump with every URL's password masked (for `config check` and reports)."""
+    if isinstance(data, dict):
+        return {key: redacted(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [redacted(value) for value in data]
+    return redact_url(data) if isinstance(data, str) else data
 
 
 def apply_renames(merged: dict[str, Any]) -> list[str]:

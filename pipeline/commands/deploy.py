@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from pipeline.commands.common import ConfigOpt, DebugOpt, JsonOpt, SetOpt, emit, load_cfg
-from pipeline.config import DeployConfig
+from pipeline.config import DeployConfig, redacted
 from pipeline.progress import Reporter
 from pipeline.quiet import import_tensorflow_quietly
 from pipeline.run import RunSummary, run_pipeline
@@ -92,15 +92,16 @@ def export(config: ConfigOpt = None, set_: SetOpt = None, version: VersionOpt = 
     _one_stage("export", config, set_, version, False, as_json, debug)
 
 
+# A group callback keeps `config` and `demo` groups even with one sub-command each.
 config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True,
-                         add_completion=False)
+                         add_completion=False, callback=lambda: None)
 
 
 @config_app.command("check")
 def config_check(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
                  debug: DebugOpt = False) -> None:
     """Validate the config and print it fully resolved (defaults, file, env, flags)."""
-    data = load_cfg(config, set_).model_dump(mode="json")
+    data = redacted(load_cfg(config, set_).model_dump(mode="json"))
     if as_json:
         emit({"ok": True, "config": data})
         return
@@ -112,7 +113,7 @@ def config_check(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt
 
 
 demo_app = typer.Typer(help="Offline demo assets (scikit-learn digits).", no_args_is_help=True,
-                       add_completion=False)
+                       add_completion=False, callback=lambda: None)
 
 
 @demo_app.command("source-model")

@@ -13,7 +13,7 @@ from pipeline.cli import COMMANDS, app, mount
 from pipeline.commands.common import handle_errors
 from pipeline.commands.query import resolve_request
 from pipeline.commands.store import infer_identity, listing_lines
-from pipeline.config import build_config
+from pipeline.config import build_config, load_config
 from pipeline.errors import ConfigError, StorageError, VerifyError
 from pipeline.stages.verify import served_versions_problem, what_to_verify
 from pipeline.verify.runner import ServedModel
@@ -106,6 +106,9 @@ def test_every_registered_command_mounts_and_has_help():
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0, (name, result.output)
         assert "Usage:" in result.stdout
+    for group, sub in (("config", "check"), ("demo", "source-model"), ("storage", "gc"), ("serve", "stop")):
+        result = runner.invoke(app, [group, sub, "--help"])
+        assert result.exit_code == 0 and f"tfrollout {group} {sub}" in result.stdout, result.output
 
 
 def test_a_bad_config_is_one_line_through_the_cli(tmp_path):
@@ -141,3 +144,25 @@ def test_push_dir_identity_from_flags_manifest_or_path(tmp_path):
     odd.mkdir()
     with pytest.raises(StorageError, match="pass --version"):
         infer_identity(odd, None, None)
+
+
+def test_config_check_masks_passwords_in_urls(tmp_path):
+    result = CliRunner().invoke(app, ["config", "check", "--set",
+                                      'storage.endpoint_url="http://minio:s3cr3t@127.0.0.1:9000/x"',
+                                      "--set", 'rollout.docker_host="ssh://deploy:hunter2@host"'])
+    assert result.exit_code == 0, result.output
+    assert "s3cr3t" not in result.stdout and "hunter2" not in result.stdout
+    assert '"http://minio:***@127.0.0.1:9000/x"' in result.stdout and "ssh://deploy:***@host" in result.stdout
+
+
+def test_config_edge_cases_are_one_line_errors(tmp_path):
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00garbage")
+    for path in (tmp_path, tmp_path / "binary.toml"):
+        with pytest.raises(ConfigError, match=f"config file {path}"):
+            load_config(path)
+    with pytest.raises(ConfigError, match="canary_label and stable_label are both 'stable'"):
+        build_config({}, {}, ['rollout.canary_label="stable"'])
+    with pytest.raises(ConfigError, match="transfer.batch_size: Input should be less than or equal"):
+        build_config({}, {}, ["transfer.batch_size=10000000000000000000000"])
+    assert build_config({}, {}, ['model.cut_layer=""']).model.cut_layer is None
+    assert build_config({}, {"TFROLLOUT_MODEL__CUT_LAYER": ""}).model.cut_layer is None
