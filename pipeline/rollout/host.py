@@ -4,6 +4,10 @@ Config changes are applied with HandleReloadConfigRequest first and persisted to
 target's config file only when the reload succeeded, so the file always holds a set
 the runtime accepted (a restarted runtime serves the same set). Other models in the
 file are left as they are.
+
+The runtime is spoken to through `serving.client` (this project's light client), not
+the official tensorflow_serving stubs, so `status`, `rollback` and `serve stop` never
+import TensorFlow; `tfs_config`'s ModelServerConfig is TF-free and is sent serialized.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from pathlib import Path
 
 from pipeline.errors import RolloutError
 from pipeline.rollout.clock import Clock, Deadline, SystemClock
-from pipeline.rollout.grpc_api import ModelServiceAPI
 from pipeline.rollout.plan import Served
 from pipeline.targets.base import ServingTarget
 from serving import tfs_config
+from serving.client import ClientError, ModelNotFoundError, PredictionClient
 
 # (model, version, dest) -> dest: a committed, sha256-verified copy of the version.
 Fetcher = Callable[[str, int, Path], Path]
@@ -56,29 +60,42 @@ def merged_config(text: str | None, served: Served | None, model: str, base_path
     return tfs_config.build_model_server_config(entries)
 
 
+def _why(err: ClientError) -> str:
+    """The server's words with the gRPC code ("FAILED_PRECONDITION: ..."), else the client's line."""
+    if err.details:
+        return f"{err.code}: {err.details}" if err.code else err.details
+    return str(err)
+
+
 class ServingHost:
     """Implements the machine's `Host` protocol on a `ServingTarget`."""
 
     def __init__(self, target: ServingTarget, fetch: Fetcher | None, *, passthrough: bool = False,
                  lock_stale_s: float = 1800.0, clock: Clock | None = None) -> None:
-        """Delivery is explicit: `fetch` pulls versions from the store; `passthrough` means the
-        runtime reads the store itself; neither means only versions already on the host can be
-        served (restore and rollback still work when the store is unreachable)."""
+        """Delivery is explicit, so no caller has to patch it:
+        - `fetch` given: missing versions are pulled from the store through it;
+        - `passthrough=True`: the runtime reads the store itself (`rollout.model_base_path`),
+          so every version counts as present and delivery does nothing;
+        - neither (`fetch=None`): host-only, e.g. the store is unreachable: only versions
+          already on the host can be served (restore and rollback still work) and delivering
+          another one is a RolloutError naming it.
+        """
         self.target, self.fetch, self.passthrough = target, fetch, passthrough
         self.lock_stale_s = lock_stale_s
         self.clock = clock or SystemClock()
-        self._api: ModelServiceAPI | None = None
+        self._client: PredictionClient | None = None
 
     @property
-    def api(self) -> ModelServiceAPI:
-        if self._api is None:
-            self._api = ModelServiceAPI(self.target.endpoint)
-        return self._api
+    def client(self) -> PredictionClient:
+        """One channel to the runtime's gRPC port, opened on first use."""
+        if self._client is None:
+            self._client = PredictionClient(self.target.endpoint, check_signature=False)
+        return self._client
 
     def close(self) -> None:
-        if self._api is not None:
-            self._api.close()
-            self._api = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     # ------------------------------------------------------------- config
     def read(self, model: str) -> Served | None:
@@ -96,8 +113,12 @@ class ServingHost:
         self.target.write_config(None if empty else tfs_config.to_text(config))
 
     def apply(self, served: Served, timeout_s: float) -> None:
+        """HandleReloadConfigRequest (blocks until loaded or failed), then persist the accepted set."""
         config = self._config(served, served.model)
-        self.api.reload(config, timeout_s)
+        try:
+            self.client.reload_config(config.SerializeToString(), deadline=timeout_s)
+        except ClientError as err:
+            raise RolloutError(f"config reload on {self.target.endpoint} failed: {_why(err)}") from None
         self.target.write_config(tfs_config.to_text(config))
 
     # ------------------------------------------------------------- runtime
@@ -111,7 +132,7 @@ class ServingHost:
         self.target.start()
         deadline = Deadline(self.clock, timeout_s, f"start the serving runtime at {self.target.endpoint}")
         self.close()  # a fresh channel: the old one may be in backoff after the runtime died
-        while not self.api.ready(min(1.0, max(deadline.remaining(), 0.05))):
+        while not self.client.ready(min(1.0, max(deadline.remaining(), 0.05))):
             if not self.target.running():
                 raise RolloutError(f"the serving runtime exited during start-up; last log lines:\n"
                                    f"{self.target.logs(20)}")
@@ -122,7 +143,14 @@ class ServingHost:
         self.target.stop()
 
     def states(self, model: str, timeout_s: float) -> dict[int, tuple[str, str]]:
-        return self.api.states(model, timeout_s)
+        """{version: (state name, error message)}; {} when the runtime does not know the model."""
+        try:
+            rows = self.client.status(model, deadline=timeout_s)
+        except ModelNotFoundError:
+            return {}
+        except ClientError as err:
+            raise RolloutError(f"status of {model} on {self.target.endpoint} failed: {_why(err)}") from None
+        return {v: (row["state"], row["error_message"]) for v, row in rows.items()}
 
     def logs(self, tail: int) -> str:
         return self.target.logs(tail)

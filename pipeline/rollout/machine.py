@@ -29,6 +29,7 @@ from pipeline.rollout.plan import (
     previous_version,
     safe_config,
 )
+from serving.client.availability import assess
 
 
 class Phase(StrEnum):
@@ -150,22 +151,24 @@ class Machine:
         report.timings_s[name] = round(self.clock.monotonic() - self._t0, 3)
 
     def wait_available(self, model: str, version: int, timeout_s: float) -> None:
-        """Poll GetModelStatus until `version` is AVAILABLE; fail fast on a load error or a dead runtime."""
+        """Poll the host's version states until `version` is AVAILABLE; fail fast on a load error
+        or a dead runtime. Whether a look means served / failed / not yet is decided by
+        `serving.client.availability.assess`, the rule `PredictionClient.wait_until_available`
+        uses too; this loop only adds the injected clock and the runtime check."""
         deadline = Deadline(self.clock, timeout_s, f"wait for {model} version {version} AVAILABLE")
         last = "no status yet"
         while True:
             try:
                 states = self.host.states(model, min(max(deadline.remaining(), 0.2), 5.0))
-                state, error = states.get(version, ("UNKNOWN", ""))
-                if state == "AVAILABLE":
-                    return
-                if state == "END" and error:
-                    raise RolloutError(f"{model} version {version} failed to load: {error}")
-                last = f"state {state}"
-            except RolloutError:
-                raise
             except Exception as exc:  # noqa: BLE001 - status errors while loading are expected
                 last = str(exc)
+            else:
+                seen = assess(states, version)
+                if seen.served is not None:
+                    return
+                if seen.error:
+                    raise RolloutError(f"{model} version {version} failed to load: {seen.error}")
+                last = seen.detail
             if not self.host.running():
                 raise RolloutError(f"the serving runtime stopped while waiting for {model} "
                                    f"version {version} ({last})")

@@ -1,4 +1,5 @@
-"""PredictionClient: Predict / GetModelMetadata / GetModelStatus over one reused channel.
+"""PredictionClient: Predict / GetModelMetadata / GetModelStatus / HandleReloadConfigRequest
+over one reused channel.
 
 The RPCs are called by their real TF Serving method paths with this project's
 own message classes, so no stub from tensorflow-serving-api (and therefore no
@@ -18,9 +19,11 @@ import numpy as np
 
 from serving.client import codec
 from serving.client._generated import tfrollout_wire_pb2 as wire
+from serving.client.availability import assess
 from serving.client.errors import (
     ClientError,
     DeadlineError,
+    LoadFailedError,
     ModelNotFoundError,
     RequestFailedError,
     TargetUnavailableError,
@@ -34,8 +37,11 @@ from serving.client.tls import TLSConfig
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
 STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
+RELOAD = "/tensorflow.serving.ModelService/HandleReloadConfigRequest"
 MAX_MESSAGE_BYTES = 1 << 30  # one (64,224,224,3) float32 batch is 38 MB; gRPC's default is 4 MB
 _TLS_HINTS = ("ssl", "tls", "handshake", "certificate", "wrong_version_number")
+# tensorflow.error.Code numbers are the gRPC status numbers (0 OK ... 16 UNAUTHENTICATED)
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 @dataclass(frozen=True)
@@ -97,10 +103,11 @@ class PredictionClient:
         self._predict = self._method(PREDICT, FastPredictResponse)  # zero-copy outputs
         self._metadata = self._method(METADATA, wire.MetadataResponse)
         self._status = self._method(STATUS, wire.StatusResponse)
+        self._reload = self._method(RELOAD, wire.ReloadConfigResponse)
         self._signatures: dict[tuple[Any, ...], SignatureInfo] = {}
         self._lock = threading.Lock()
 
-    def _method(self, path: str, response: type) -> grpc.UnaryUnaryMultiCallable:
+    def _method(self, path: str, response: Any) -> grpc.UnaryUnaryMultiCallable:
         return self._channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
                                          response_deserializer=response.FromString)
 
@@ -115,8 +122,22 @@ class PredictionClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def ready(self, timeout_s: float) -> bool:
+        """True once the target accepts a connection (its port answers); makes no RPC.
+
+        For "is the runtime up yet" loops: cheaper than an RPC and independent of
+        which models are loaded.
+        """
+        future = grpc.channel_ready_future(self._channel)
+        try:
+            future.result(timeout=max(timeout_s, 0.0))
+            return True
+        except grpc.FutureTimeoutError:
+            future.cancel()  # stop watching the channel; the next call starts afresh
+            return False
+
     def _call(self, method: grpc.UnaryUnaryMultiCallable, request: Any, *, idempotent: bool,
-              what: str, deadline: float | None = None) -> Any:
+              what: str, deadline: float | None = None, addresses_model: bool = True) -> Any:
         budget = self.deadline if deadline is None else deadline
         end = time.monotonic() + budget
         delays = self.retry.delays()
@@ -124,30 +145,34 @@ class PredictionClient:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 raise DeadlineError(f"{what} on {self.target}: no answer within {budget:g} s",
-                                    "DEADLINE_EXCEEDED")
+                                    "DEADLINE_EXCEEDED", f"no answer within {budget:g} s")
             try:
                 return method(request, timeout=remaining)
             except grpc.RpcError as err:
                 code = err.code().name if err.code() else "UNKNOWN"
                 delay = next(delays, None) if self.retry.should_retry(code, idempotent=idempotent) else None
                 if delay is None or time.monotonic() + delay >= end:
-                    raise self._translate(err, what, budget) from None
+                    raise self._translate(err, what, budget, addresses_model) from None
                 self._sleep(delay)
 
-    def _translate(self, err: grpc.RpcError, what: str, budget: float) -> ClientError:
+    def _translate(self, err: grpc.RpcError, what: str, budget: float,
+                   addresses_model: bool = True) -> ClientError:
+        """One ClientError for a failed RPC; NOT_FOUND means "no such model" only for
+        RPCs that address a servable (a refused reload is a RequestFailedError)."""
         code = err.code().name if err.code() else "UNKNOWN"
         details = " ".join((err.details() or "").split())
         lowered = details.lower()
         if code == "UNAVAILABLE" and any(h in lowered for h in _TLS_HINTS):
-            return TLSHandshakeError(f"TLS handshake with {self.target} failed: {details}", code)
+            return TLSHandshakeError(f"TLS handshake with {self.target} failed: {details}", code, details)
         if code == "UNAVAILABLE":
             hint = " (is the server using TLS?)" if self.tls is None and "socket closed" in lowered else ""
-            return TargetUnavailableError(f"cannot reach {self.target}{hint}: {details}", code)
+            return TargetUnavailableError(f"cannot reach {self.target}{hint}: {details}", code, details)
         if code == "DEADLINE_EXCEEDED":
-            return DeadlineError(f"{what} on {self.target}: no answer within {budget:g} s", code)
-        if code == "NOT_FOUND":
-            return ModelNotFoundError(f"{what}: not served by {self.target}: {details}", code)
-        return RequestFailedError(f"{what} failed ({code}): {details}", code)
+            return DeadlineError(f"{what} on {self.target}: no answer within {budget:g} s", code,
+                                 details or f"no answer within {budget:g} s")
+        if code == "NOT_FOUND" and addresses_model:
+            return ModelNotFoundError(f"{what}: not served by {self.target}: {details}", code, details)
+        return RequestFailedError(f"{what} failed ({code}): {details}", code, details)
 
     # ------------------------------------------------------------------ RPCs
 
@@ -183,6 +208,30 @@ class PredictionClient:
                             "error_code": s.status.error_code,
                             "error_message": s.status.error_message}
                 for s in response.model_version_status}
+
+    def reload_config(self, config: bytes, *, deadline: float | None = None) -> None:
+        """HandleReloadConfigRequest: make the server serve exactly this ModelServerConfig.
+
+        `config` is a serialized `tensorflow.serving.ModelServerConfig`
+        (`SerializeToString()`): bytes, so this package needs no TF Serving protos. The
+        call blocks until the server has loaded the new versions (or failed), so give a
+        `deadline` long enough for a model load. A refusal, reported either as a gRPC
+        error or as a non-zero `status` in the response (TF Serving sets both), raises
+        RequestFailedError carrying the server's message in `details`.
+
+        Retries: as for Predict, only UNAVAILABLE is retried (the client's rule for
+        "the request did not get through"); a DEADLINE_EXCEEDED reload is not, since the
+        server may still be applying it. Re-sending after a dropped connection is safe
+        because the request carries the whole desired model set, not a change to it.
+        """
+        request = wire.ReloadConfigRequest(config=config)
+        response = self._call(self._reload, request, idempotent=False, deadline=deadline,
+                              what="config reload", addresses_model=False)
+        status = response.status
+        if status.error_code:
+            code = _CODE_NAMES.get(status.error_code, f"code {status.error_code}")
+            raise RequestFailedError(f"config reload failed ({code}): {status.error_message}", code,
+                                     status.error_message)
 
     def predict_detailed(self, model: str, inputs: Mapping[str, Any], *, version: int | None = None,
                          label: str | None = None, signature: str = "serving_default",
@@ -229,34 +278,35 @@ class PredictionClient:
         """Block until the version (or label, or any version) serves; return the version.
 
         Labels are resolved through GetModelMetadata, which TF Serving answers only
-        once the labelled version is loaded; versions through GetModelStatus.
+        once the labelled version is loaded (None is returned); versions through
+        GetModelStatus, judged by `availability.assess` (the rule the rollout machine
+        uses too): a version that failed to load raises LoadFailedError at once.
         """
+        what = _describe(model, version, label)
         end = time.monotonic() + deadline
         last = "no answer yet"
         while True:
-            remaining = end - time.monotonic()
+            budget = max(min(end - time.monotonic(), 5.0), 0.05)
             try:
-                found = self._available_now(model, version, label, min(remaining, 5.0))
-                if found is not False:
-                    return found
-                last = "not AVAILABLE yet"
+                if label is not None:
+                    self.metadata(model, label=label, deadline=budget)
+                    return None
+                rows = self.status(model, version=version, deadline=budget)
             except (TargetUnavailableError, ModelNotFoundError, DeadlineError) as err:
                 last = str(err)
             except RequestFailedError as err:
                 if err.code != "FAILED_PRECONDITION":
                     raise
                 last = str(err)
+            else:
+                seen = assess({v: (s["state"], s["error_message"]) for v, s in rows.items()}, version)
+                if seen.served is not None:
+                    return seen.served
+                if seen.error:
+                    raise LoadFailedError(f"{what} failed to load on {self.target}: {seen.error}",
+                                          None, seen.error)
+                last = seen.detail
             if time.monotonic() + poll_s >= end:
-                raise DeadlineError(f"{_describe(model, version, label)} not available on "
-                                    f"{self.target} within {deadline:g} s: {last}", "DEADLINE_EXCEEDED")
+                raise DeadlineError(f"{what} not available on {self.target} within {deadline:g} s: {last}",
+                                    "DEADLINE_EXCEEDED", last)
             self._sleep(poll_s)
-
-    def _available_now(self, model: str, version: int | None, label: str | None,
-                       budget: float) -> int | None | bool:
-        if label is not None:
-            self.metadata(model, label=label, deadline=max(budget, 0.05))
-            return None
-        states = self.status(model, version=version, deadline=max(budget, 0.05))
-        ready = [v for v, s in states.items() if s["state"] == "AVAILABLE"
-                 and (version is None or v == version)]
-        return max(ready) if ready else False

@@ -11,7 +11,7 @@ compression TensorFlow applies to constant tensors.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -131,7 +131,7 @@ def encode(value: Any, out: wire.Tensor | None = None) -> wire.Tensor:
     array = np.asarray(value)
     code = wire_dtype(array.dtype)
     tensor = wire.Tensor() if out is None else out
-    tensor.dtype = code
+    tensor.dtype = cast(wire.DataType, code)  # the enum's values are plain ints
     _set_shape(tensor, array.shape)
     if code == DT.DT_STRING:
         tensor.string_val.extend(_as_bytes(item) for item in array.reshape(-1).tolist())
@@ -198,8 +198,3 @@ def encode_map(inputs: dict[str, Any], into: Any) -> None:
     """Encode each array of `inputs` into the protobuf map field `into` (no extra copy)."""
     for name, value in inputs.items():
         encode(value, into[name])
-
-
-def decode_map(tensors: Any) -> dict[str, np.ndarray]:
-    """Decode a protobuf map of tensors into `{name: array}`."""
-    return {name: decode(tensor) for name, tensor in tensors.items()}

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 
 class ClientError(Exception):
-    """Base class; `code` is the gRPC status name (e.g. "UNAVAILABLE") when one applies."""
+    """Base class; `code` is the gRPC status name (e.g. "UNAVAILABLE") when one applies.
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    `details` is the server's own message (or what the client saw) without this
+    client's wording, so callers can phrase the error in their own terms.
+    """
+
+    def __init__(self, message: str, code: str | None = None, details: str = "") -> None:
         super().__init__(" ".join(message.split()))  # always a single line
         self.code = code
+        self.details = " ".join(details.split())
 
 
 class TargetUnavailableError(ClientError):
@@ -29,6 +34,10 @@ class ModelNotFoundError(ClientError):
 
 class InputMismatchError(ClientError):
     """The request's inputs do not match the served signature (checked before sending)."""
+
+
+class LoadFailedError(ClientError):
+    """The version failed to load on the server (state END with an error): waiting cannot help."""
 
 
 class DeadlineError(ClientError):

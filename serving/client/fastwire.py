@@ -10,7 +10,7 @@ generated message classes, so the scanner stays small.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -33,6 +33,7 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
 
 def _fields(buf: memoryview, pos: int, end: int):
     """Yield (field number, wire type, value) where a LEN value is a (start, end) pair."""
+    value: Any  # an int, a (start, end) pair or None, by wire type
     while pos < end:
         key, pos = _varint(buf, pos)
         number, kind = key >> 3, key & 7
@@ -66,7 +67,7 @@ def decode_tensor_bytes(buf: memoryview, start: int, end: int) -> np.ndarray:
             return codec.decode(wire.Tensor.FromString(buf[start:end].tobytes()))
     if dtype_code == wire.DT_STRING or content is None:
         return codec.decode(wire.Tensor.FromString(buf[start:end].tobytes()))
-    tensor = wire.Tensor(dtype=dtype_code)
+    tensor = wire.Tensor(dtype=cast(wire.DataType, dtype_code))
     if shape is not None:
         tensor.tensor_shape.CopyFrom(shape)
     dims = codec._shape_of(tensor)

@@ -31,6 +31,3 @@ class RetryPolicy:
         for _ in range(max(0, self.attempts - 1)):
             yield rng.uniform(0.5 * ceiling, ceiling)
             ceiling = min(self.max_backoff_s, ceiling * self.multiplier)
-
-
-NO_RETRY = RetryPolicy(attempts=1)

@@ -23,6 +23,9 @@ class FakeHost:
     die_on_apply: int | None = None                       # the runtime dies on the n-th apply
     fail_apply: int | None = None                         # the n-th apply is refused
     fail_deliver: bool = False
+    status_errors: int = 0                                # the next n status reads fail (runtime busy)
+    die_on_status: int | None = None                      # the runtime dies on the n-th status read
+    status_reads: int = 0
     locked_by: str | None = None
     applies: list[Served] = field(default_factory=list)
     history: list[str] = field(default_factory=list)
@@ -79,8 +82,14 @@ class FakeHost:
         return sorted(self.delivered)
 
     def states(self, model: str, timeout_s: float) -> dict[int, tuple[str, str]]:
+        self.status_reads += 1
+        if self.die_on_status == self.status_reads:
+            self.is_running, self.live = False, None
         if not self.is_running:
             raise RolloutError("unavailable")
+        if self.status_errors > 0:
+            self.status_errors -= 1
+            raise RolloutError("status of digits failed: DEADLINE_EXCEEDED: no answer within 0.2 s")
         out = {}
         for v in (self.live.versions if self.live else ()):
             if v in self.bad_load:

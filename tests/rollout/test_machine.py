@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from pipeline.errors import RolloutError
@@ -205,8 +209,94 @@ def test_rollback_to_previous_committed_version_on_host():
     assert None not in host.stable_seen
 
 
+def test_status_errors_while_loading_are_waited_out():
+    host = stable_host(1)
+    host.status_errors = 3
+    assert machine(host).rollout(M, 2).ok and host.status_reads > 3
+
+
+def test_runtime_stopping_while_waiting_fails_without_waiting_for_the_deadline():
+    host = stable_host(1)
+    host.die_on_status = 1
+    start = host.clock.monotonic()
+    with pytest.raises(RolloutError, match=r"runtime stopped while waiting for digits version 2 \(unavailable\)"):
+        machine(host).wait_available(M, 2, 5)
+    assert host.clock.monotonic() - start < 1
+
+
+def test_wait_deadline_names_the_last_state():
+    host = stable_host(1)
+    host.delivered.add(2)
+    host.never_loads.add(2)
+    host.apply(Served(M, (1, 2), {"stable": 1}), 1)
+    with pytest.raises(StepTimeout, match="wait for digits version 2 AVAILABLE: not done within 5 s: state LOADING"):
+        machine(host).wait_available(M, 2, 5)
+
+
 def test_rollback_without_an_older_version_is_a_clear_error():
     host = stable_host(1)
     with pytest.raises(RolloutError, match="no earlier committed version"):
         machine(host).rollback(M, [1])
     assert host.config == Served(M, (1,), {"stable": 1}) and host.locked_by is None
+
+
+# ------------------------------------------------------------------ ServingHost delivery modes (no runtime)
+
+
+class StubTarget:
+    """The files side of a ServingTarget: which versions are on the host, what was delivered."""
+
+    endpoint = "127.0.0.1:1"
+
+    def __init__(self, on_host: list[int]) -> None:
+        self.on_host, self.delivered = on_host, []
+
+    def versions(self, model: str) -> list[int]:
+        return list(self.on_host)
+
+    def deliver(self, model: str, version: int, source: Path) -> None:
+        self.delivered.append((version, source.read_text()))
+
+
+def _host(on_host: list[int], **kw):
+    from pipeline.rollout.host import ServingHost
+
+    return ServingHost(StubTarget(on_host), **kw)
+
+
+def test_host_with_a_fetcher_delivers_through_it():
+    def fetch(model: str, version: int, dest: Path) -> Path:
+        dest.mkdir(parents=True)
+        (dest / "saved_model.pb").write_text(f"{model} v{version}")
+        return dest / "saved_model.pb"
+
+    host = _host([1], fetch=fetch)
+    assert host.has_version(M, 1) and not host.has_version(M, 2)
+    host.deliver(M, 2)
+    assert host.target.delivered == [(2, "digits v2")]
+
+
+def test_passthrough_host_has_every_version_and_delivers_nothing():
+    host = _host([], fetch=None, passthrough=True)
+    assert host.has_version(M, 7)
+    host.deliver(M, 7)
+    assert host.target.delivered == []
+
+
+def test_host_only_serves_what_is_on_the_host_and_names_what_it_cannot_deliver():
+    host = _host([1, 2], fetch=None)
+    assert host.has_version(M, 2) and not host.has_version(M, 3)
+    with pytest.raises(RolloutError, match="digits version 3 is not on the serving host and no store is reachable"):
+        host.deliver(M, 3)
+
+
+def test_rollout_modules_import_without_tensorflow():
+    """`status`, `rollback`, `serve stop` go through pipeline.rollout.host: it must not pull in TF
+    (and the pure machine not even grpc)."""
+    code = ("import sys; import pipeline.rollout.machine; grpc_free = 'grpc' not in sys.modules; "
+            "import pipeline.rollout.host; print(grpc_free, 'tensorflow' in sys.modules, "
+            "'tensorflow_serving.apis' in sys.modules)")
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.split() == ["True", "False", "False"]
