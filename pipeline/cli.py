@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import sys
 from typing import Any
 
 import typer
@@ -55,7 +54,7 @@ def _with_error_handling(command: Any) -> Any:
             _with_error_handling(sub)
     elif command.callback is not None and not getattr(command.callback, "_tfrollout_handled", False):
         command.callback = handle_errors(command.callback)
-        command.callback._tfrollout_handled = True  # type: ignore[attr-defined]
+        command.callback._tfrollout_handled = True
     return command
 
 
@@ -102,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -229,5 +229,7 @@ def gc(
         return
     verb = "would delete" if dry_run else "deleted"
     busy = f"; push in progress, untouched: {report['pushing']}" if report["pushing"] else ""
+    freed = report["bytes_freed"]
+    assert isinstance(freed, int)
     typer.echo(f"{verb}: committed {report['deleted_committed'] or '-'}, stale {report['deleted_stale'] or '-'}"
-               f" ({human_bytes(report['bytes_freed'])}); kept {report['kept'] or '-'}{busy}")
+               f" ({human_bytes(freed)}); kept {report['kept'] or '-'}{busy}")

@@ -229,7 +229,8 @@ class Machine:
                 self._recover(report, current, exc)
                 raise RolloutFailed(report.error or str(exc), report) from None
             report.ok = True
-            report.served = self.host.read(model).to_json() if self.host.read(model) else None
+            served = self.host.read(model)
+            report.served = served.to_json() if served is not None else None
             self._step(report, Phase.DONE, lambda: None)
             return report
         finally:

@@ -8,6 +8,7 @@ export parity check and the golden set.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def run(ctx: StageContext) -> TransferOutput:
     outcome = transfer(source.model, source.cut_layer, data, cfg, ctx.reporter)
     baseline = (train_from_scratch(source.model, source.cut_layer, data, cfg, ctx.reporter)
                 if cfg.baseline else None)
-    report = {
+    report: dict[str, Any] = {
         "strategy": cfg.strategy,
         "seed": cfg.seed,
         "cache_features": cfg.cache_features,
