@@ -46,8 +46,9 @@ bench: $(STAMP)  ## benchmarks; machine-readable results in bench/results/*.json
 	  echo "== $$script"; $(BIN)/python $$script --out bench/results/$$name.json; \
 	done
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (pipeline, serving, tests, bench) + mypy (pipeline, serving)
 	$(BIN)/ruff check pipeline serving tests bench
+	$(BIN)/mypy pipeline serving
 
 protos: $(STAMP)  ## regenerate serving/client's protobuf modules from its .proto
 	$(BIN)/python -m serving.client.protos.generate

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 from google.protobuf import (
     descriptor_pb2,
@@ -27,8 +28,9 @@ from google.protobuf import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-ModelServerConfig = model_server_config_pb2.ModelServerConfig
-ModelConfig = model_server_config_pb2.ModelConfig
+# tensorflow_serving ships no type information: these aliases are Any to mypy
+ModelServerConfig: TypeAlias = model_server_config_pb2.ModelServerConfig
+ModelConfig: TypeAlias = model_server_config_pb2.ModelConfig
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
@@ -77,11 +79,11 @@ def _private_messages() -> tuple[type, type]:
 try:  # pragma: no cover - depends on which protos the installed packages ship
     from tensorflow_serving.servables.tensorflow.session_bundle_config_pb2 import BatchingParameters
 except ImportError:
-    BatchingParameters = None  # type: ignore[assignment]
+    BatchingParameters = None
 try:  # pragma: no cover
     from tensorflow_serving.config.monitoring_config_pb2 import MonitoringConfig
 except ImportError:
-    MonitoringConfig = None  # type: ignore[assignment]
+    MonitoringConfig = None
 if BatchingParameters is None or MonitoringConfig is None:
     _bp, _mc = _private_messages()
     BatchingParameters = BatchingParameters or _bp

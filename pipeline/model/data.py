@@ -39,25 +39,26 @@ class Dataset:
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, test) keeping each class's share; every class keeps ≥1 train example."""
     rng = np.random.default_rng(seed)
-    train_idx, test_idx = [], []
+    train_idx: list[int] = []
+    test_idx: list[int] = []
     for label in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == label))
         n_test = min(int(round(len(members) * test_fraction)), len(members) - 1)
         test_idx.extend(members[:n_test])
         train_idx.extend(members[n_test:])
-    return np.sort(np.array(train_idx, dtype=int)), np.sort(np.array(test_idx, dtype=int))
+    return np.sort(np.array(train_idx, dtype=np.int64)), np.sort(np.array(test_idx, dtype=np.int64))
 
 
 def few_shot_indices(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     """Pick `per_class` examples of every class (the few labelled target examples)."""
     rng = np.random.default_rng(seed)
-    picked = []
+    picked: list[int] = []
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
         if len(members) < per_class:
             raise DataError(f"class {label} has only {len(members)} examples, {per_class} requested")
         picked.extend(rng.choice(members, size=per_class, replace=False))
-    return np.sort(np.array(picked, dtype=int))
+    return np.sort(np.array(picked, dtype=np.int64))
 
 
 def encode_labels(raw: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -155,7 +156,7 @@ def load_image_dir(path: Path, input_shape: tuple[int | None, ...], test_fractio
         raise DataError(f"{path}: image folders need a model with (height, width, 1|3) input, "
                         f"got {tuple(input_shape)}")
     height, width, channels = input_shape
-    if height is None or width is None:
+    if height is None or width is None or channels is None:
         raise DataError(f"{path}: the model input has no fixed image size {tuple(input_shape)}")
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_dirs) < 2:
@@ -168,8 +169,8 @@ def load_image_dir(path: Path, input_shape: tuple[int | None, ...], test_fractio
             raise DataError(f"{class_dir}: no images (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
         for file in files:
             try:
-                with Image.open(file) as img:
-                    img = img.convert("L" if channels == 1 else "RGB").resize((width, height))
+                with Image.open(file) as opened:
+                    img = opened.convert("L" if channels == 1 else "RGB").resize((width, height))
                     arr = np.asarray(img, dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError) as exc:
                 raise DataError(f"{file}: not a readable image ({exc.__class__.__name__})") from None

@@ -67,6 +67,13 @@ class Split:
     y_val: np.ndarray | None
     extra: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(x_val, y_val) for Keras' validation_data; None without a validation split."""
+        if self.x_val is None or self.y_val is None:
+            return None
+        return self.x_val, self.y_val
+
 
 def validation_split(data: Dataset, fraction: float, seed: int) -> Split:
     if fraction <= 0 or len(data.y_train) < 2 * data.num_classes:
@@ -111,7 +118,7 @@ def check_finite_losses(losses: list[float], label: str) -> None:
 
 
 def _early_stopping(split: Split, patience: int) -> keras.callbacks.EarlyStopping:
-    monitor = "val_loss" if split.x_val is not None else "loss"
+    monitor = "val_loss" if split.validation is not None else "loss"
     return keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
 
 
@@ -149,17 +156,19 @@ def train_head(base: Any, head: Any, split: Split, cfg: TransferConfig, reporter
     if cache_features:
         t0 = time.perf_counter()
         f_fit = base.predict(split.x_fit, batch_size=256, verbose=0)
-        f_val = base.predict(split.x_val, batch_size=256, verbose=0) if split.x_val is not None else None
+        validation = split.validation
+        val = None
+        if validation is not None:
+            val = (base.predict(validation[0], batch_size=256, verbose=0), validation[1])
         extract_s = time.perf_counter() - t0
         steps_per_epoch = max(1, -(-len(f_fit) // cfg.batch_size))
         _compile(head, cfg.learning_rate, min(CACHED_HEAD_STEPS_PER_EXECUTION, steps_per_epoch))
-        val = (f_val, split.y_val) if f_val is not None else None
         result = _fit(head, f_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
                       "train head (cached features)")
         return PhaseResult(result.epochs_run, result.wall_s + extract_s)
     model = assemble(base, head)
     _compile(model, cfg.learning_rate)
-    val = (split.x_val, split.y_val) if split.x_val is not None else None
+    val = split.validation
     return _fit(model, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
                 "train head (frozen base)")
 
@@ -184,7 +193,7 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
     head = make_head(tuple(base.output_shape[1:]), data.num_classes, cfg.head_units)
     phases: dict[str, PhaseResult] = {}
     unfrozen: list[str] = []
-    val = (split.x_val, split.y_val) if split.x_val is not None else None
+    val = split.validation
     if cfg.strategy == "full":
         base.trainable = True
         model = assemble(base, head)
@@ -224,7 +233,7 @@ def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, 
     model = keras.Model(inputs, head(base(inputs)), name="from_scratch")
     _compile(model, cfg.learning_rate)
     split = validation_split(data, cfg.validation_fraction, cfg.seed)
-    val = (split.x_val, split.y_val) if split.x_val is not None else None
+    val = split.validation
     phase = _fit(model, split.x_fit, split.y_fit, val, split, cfg.baseline_epochs, cfg, reporter,
                  "baseline: same net from scratch")
     return BaselineOutcome(accuracy(model, data.x_test, data.y_test), phase.epochs_run,

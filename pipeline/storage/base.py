@@ -83,16 +83,16 @@ class Store(ABC):
         """Check the store is reachable and exists; create it when `create` (bucket/dir)."""
 
     @abstractmethod
-    def list(self, prefix: str = "") -> dict[str, ObjectInfo]:
+    def list_objects(self, prefix: str = "") -> dict[str, ObjectInfo]:
         """All objects whose key starts with `prefix`, recursively, keyed by key."""
 
     def list_for_write(self, prefix: str, *, create: bool) -> dict[str, ObjectInfo]:
-        """`list(prefix)` for a writer: the store must exist (created when `create`).
+        """`list_objects(prefix)` for a writer: the store must exist (created when `create`).
 
         Backends override this to learn both in one round trip.
         """
         self.ensure_ready(create=create)
-        return self.list(prefix)
+        return self.list_objects(prefix)
 
     @abstractmethod
     def sha256_of(self, key: str) -> str | None:

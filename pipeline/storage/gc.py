@@ -56,7 +56,7 @@ def run_gc(store: Store, plan: GcPlan) -> None:
     for info in plan.old + plan.stale:
         prefix = f"{info.model}/{info.version}/"
         store.delete([prefix + MANIFEST_NAME])
-        store.delete(sorted(store.list(prefix)))
+        store.delete(sorted(store.list_objects(prefix)))
 
 
 def collect_garbage(store: Store, *, keep: int, grace_s: float, now: float, dry_run: bool = False,

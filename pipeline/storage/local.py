@@ -53,7 +53,7 @@ class LocalStore(Store):
             except OSError as exc:
                 raise StorageError(f"cannot create store directory {self.root}: {exc.strerror}") from None
 
-    def list(self, prefix: str = "") -> dict[str, ObjectInfo]:
+    def list_objects(self, prefix: str = "") -> dict[str, ObjectInfo]:
         out: dict[str, ObjectInfo] = {}
         if not self.root.is_dir():
             return out

@@ -208,7 +208,7 @@ def live_locks(store: Store, *, stale_after_s: float, now: float,
     """{(model, version): holder} for every push (of `model`) that may still be running; gc and ls
     leave those alone."""
     live: dict[tuple[str, int], LockInfo] = {}
-    for key in store.list(f"{LOCK_PREFIX}/{model}/" if model else f"{LOCK_PREFIX}/"):
+    for key in store.list_objects(f"{LOCK_PREFIX}/{model}/" if model else f"{LOCK_PREFIX}/"):
         parts = key[len(LOCK_PREFIX) + 1:].rsplit("/", 1)
         if len(parts) != 2 or not parts[1].endswith(".json") or not parts[1][:-5].isdigit():
             continue

@@ -152,7 +152,8 @@ def check_listing(manifest: VersionManifest, sizes: Mapping[str, int]) -> list[s
 
 def upload_order(paths: Iterable[str]) -> tuple[list[str], list[str]]:
     """(first, last): `saved_model.pb` goes last so a poller never sees a graph without variables."""
-    first, last = [], []
+    first: list[str] = []
+    last: list[str] = []
     for path in paths:
         (last if path in ("saved_model.pb", "saved_model.pbtxt") else first).append(path)
     first.sort(key=lambda p: (not p.startswith("variables/"), p))

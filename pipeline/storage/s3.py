@@ -9,6 +9,7 @@ file instead of a re-download, and is also sent as an S3 checksum when configure
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -126,7 +127,7 @@ class S3Store(Store):
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
         self._call(f"creating bucket {self.bucket!r}", lambda: self.client.create_bucket(**kwargs))
 
-    def list(self, prefix: str = "") -> dict[str, ObjectInfo]:
+    def list_objects(self, prefix: str = "") -> dict[str, ObjectInfo]:
         def go() -> dict[str, ObjectInfo]:
             out: dict[str, ObjectInfo] = {}
             full_prefix = (f"{self.location.prefix}/" if self.location.prefix else "") + prefix
@@ -142,7 +143,7 @@ class S3Store(Store):
     def list_for_write(self, prefix: str, *, create: bool) -> dict[str, ObjectInfo]:
         """One LIST answers both "does the bucket exist" and "what is already there"."""
         try:
-            return self.list(prefix)
+            return self.list_objects(prefix)
         except MissingBucketError:
             if not create:
                 raise
@@ -238,8 +239,8 @@ class S3Store(Store):
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
-            resp = self._call("deleting objects", lambda b=batch: self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}))
+            resp = self._call("deleting objects", partial(
+                self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}))
             if resp.get("Errors"):
                 first = resp["Errors"][0]
                 raise StorageError(f"deleting {first.get('Key')} at {self.where} failed: {first.get('Code')}")

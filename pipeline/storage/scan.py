@@ -70,7 +70,7 @@ def list_versions(store: Store, model: str | None = None, version: int | None = 
     if version is not None and model is None:
         raise ValueError("a version needs its model")
     prefix = f"{model}/{version}/" if version is not None else f"{model}/" if model else ""
-    groups = sorted(group_versions(store.list(prefix)).items())
+    groups = sorted(group_versions(store.list_objects(prefix)).items())
     with_manifest = [key for key, files in groups if MANIFEST_NAME in files]
     manifests: dict[tuple[str, int], tuple[VersionManifest | None, list[str]]] = {}
     if with_manifest:

@@ -8,13 +8,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
+from functools import partial
 
 import grpc
 import numpy as np
 
-from .errors import ServingError, invalid_argument
+from .errors import ServingError, deadline_exceeded, invalid_argument
 
 Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -59,7 +60,7 @@ class _Task:
     def __init__(self, inputs: Mapping[str, np.ndarray], size: int):
         self.inputs = inputs
         self.size = size
-        self.future: Future = Future()
+        self.future: Future[dict[str, np.ndarray]] = Future()
         self.enqueued = time.monotonic()
 
 
@@ -80,8 +81,13 @@ class BatchScheduler:
         for t in self._threads:
             t.start()
 
-    def submit(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run `inputs` as part of a batch; blocks until its slice of the result is ready."""
+    def submit(self, inputs: Mapping[str, np.ndarray],
+               timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Run `inputs` as part of a batch; blocks until its slice of the result is ready.
+
+        With `timeout` (seconds), a task still queued when it expires is dropped and
+        fails RESOURCE_EXHAUSTED, one already running fails DEADLINE_EXCEEDED (its
+        batch finishes for the others), with TF Serving's codes and messages."""
         size = batch_size_of(inputs)
         if size > self._opt.max_batch_size:
             raise invalid_argument(
@@ -95,6 +101,14 @@ class BatchScheduler:
                                    "The batch scheduling queue to which this task was submitted is full")
             self._queue.append(task)
             self._cond.notify()
+        if timeout is None:
+            return task.future.result()
+        done, _ = wait([task.future], timeout)
+        if not done:
+            if task.future.cancel():  # never taken into a batch: it will not run
+                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   "Run() timeout exceeded while waiting in batching queue")
+            raise deadline_exceeded()
         return task.future.result()
 
     def close(self) -> None:
@@ -115,8 +129,14 @@ class BatchScheduler:
                         return None
                     self._cond.wait()
                 # another worker may take tasks while this one waits: re-check each round
+                while self._queue and self._queue[0].future.cancelled():
+                    self._queue.popleft()  # its caller's timeout expired while it was queued
+                if not self._queue:
+                    continue
                 rows = 0
                 for t in self._queue:
+                    if t.future.cancelled():
+                        continue
                     rows += t.size
                     if rows >= self._opt.max_batch_size:
                         break
@@ -127,6 +147,8 @@ class BatchScheduler:
             batch, rows = [], 0
             while self._queue and rows + self._queue[0].size <= self._opt.max_batch_size:
                 task = self._queue.popleft()
+                if not task.future.set_running_or_notify_cancel():
+                    continue  # cancelled by its caller's timeout: drop it
                 batch.append(task)
                 rows += task.size
             return batch
@@ -136,6 +158,8 @@ class BatchScheduler:
             batch = self._take_batch()
             if batch is None:
                 return
+            if not batch:  # every task taken had been cancelled
+                continue
             try:
                 self._process(batch)
             except BaseException as exc:  # a worker must never die with tasks pending
@@ -147,13 +171,13 @@ class BatchScheduler:
         if self._on_batch:
             self._on_batch(sum(t.size for t in batch))
         if len(batch) == 1:
-            self._settle(batch[0], lambda: self._run(batch[0].inputs))
+            self._settle(batch[0], partial(self._run, batch[0].inputs))
             return
         try:
             merged = {k: np.concatenate([t.inputs[k] for t in batch], axis=0) for k in batch[0].inputs}
         except ValueError:  # inner dimensions differ: run them one by one
             for task in batch:
-                self._settle(task, lambda task=task: self._run(task.inputs))
+                self._settle(task, partial(self._run, task.inputs))
             return
         try:
             out = self._run(merged)
@@ -164,7 +188,7 @@ class BatchScheduler:
         total = sum(t.size for t in batch)
         if any(v.ndim == 0 or v.shape[0] != total for v in out.values()):
             for task in batch:  # outputs not per-row: cannot split, run individually
-                self._settle(task, lambda task=task: self._run(task.inputs))
+                self._settle(task, partial(self._run, task.inputs))
             return
         start = 0
         for task in batch:

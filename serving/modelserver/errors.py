@@ -63,6 +63,12 @@ def failed_precondition(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
+def deadline_exceeded() -> ServingError:
+    """A run outlived its timeout: TF's DirectSession reports an expired
+    RunOptions.timeout_in_ms with exactly this code and text (REST: 504)."""
+    return ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Timed out waiting for notification")
+
+
 def from_tf_error(exc: Exception) -> ServingError:
     """Map a tf.errors.OpError (raised while running a signature) to its code."""
     number = getattr(exc, "error_code", None)

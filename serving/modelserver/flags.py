@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tfrollout-model-server",
         description="TF Serving-compatible model server (gRPC PredictionService/ModelService + REST).",
     )
-    b = {"type": _bool, "nargs": "?", "const": True}
+
+    def add_bool(name: str, default: bool) -> None:
+        p.add_argument(name, type=_bool, nargs="?", const=True, default=default)
+
     p.add_argument("--port", type=int, default=8500, help="gRPC port")
     p.add_argument("--rest_api_port", type=int, default=0, help="REST port; 0 disables REST")
     p.add_argument("--host", default="0.0.0.0",
@@ -62,13 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-read --model_config_file every N seconds (0: never)")
     p.add_argument("--file_system_poll_wait_seconds", type=int, default=1,
                    help="poll base paths for new versions every N s (0: once, <0: never)")
-    p.add_argument("--allow_version_labels_for_unavailable_models", default=False, **b)
-    p.add_argument("--enable_batching", default=False, **b)
+    add_bool("--allow_version_labels_for_unavailable_models", False)
+    add_bool("--enable_batching", False)
     p.add_argument("--batching_parameters_file", default="")
     p.add_argument("--monitoring_config_file", default="")
-    p.add_argument("--enable_model_warmup", default=True, **b)
+    add_bool("--enable_model_warmup", True)
     p.add_argument("--num_request_iterations_for_warmup", type=int, default=1)
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
+    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                   help="Timeout for HTTP/REST API calls: a predict running longer answers "
+                        "504 DEADLINE_EXCEEDED (<=0: no timeout)")
     p.add_argument("--grpc_channel_arguments", default="",
                    help="comma-separated key=value gRPC server arguments, "
                         "e.g. grpc.max_receive_message_length=4194304")

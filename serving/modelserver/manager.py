@@ -103,9 +103,9 @@ class ModelManager:
         with self._reconcile_lock:
             with self._lock:
                 wanted = {c.name for c in entries}
-                for name, rec in self._models.items():
+                for name, existing in self._models.items():
                     if name not in wanted:
-                        rec.retired = True
+                        existing.retired = True
                 pending_labels = {}
                 moved: list[tuple[ModelRecord, ModelRecord]] = []
                 for c in entries:

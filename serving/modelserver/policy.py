@@ -61,14 +61,6 @@ def parse_version_dirs(names: Iterable[str]) -> set[int]:
     return out
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a reconcile step does: load first, then unload (availability-preserving)."""
-
-    load: tuple[int, ...]
-    unload: tuple[int, ...]
-
-
 def plan_loads(desired: set[int], states: Mapping[int, State], blocked: set[int]) -> tuple[int, ...]:
     """Desired versions not yet loading/available; `blocked` are failed loads not to retry now."""
     active = {State.LOADING, State.AVAILABLE}

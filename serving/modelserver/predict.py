@@ -3,16 +3,41 @@ validate inputs against the signature, run (directly or through the batcher)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, wait
+from typing import TypeVar
 
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
 from .batching import BatchOptions, BatchScheduler
-from .errors import invalid_argument
+from .errors import deadline_exceeded, invalid_argument
 from .manager import ModelManager
 from .servable import DEFAULT_SIGNATURE, Servable
 from .tensors import SignatureSpec, decode_inputs, fill_proto, select_outputs
+
+T = TypeVar("T")
+
+
+def call_with_timeout(fn: Callable[[], T], timeout: float) -> T:
+    """`fn()` on its own thread, waited for at most `timeout` seconds, else DEADLINE_EXCEEDED.
+
+    A running TF signature cannot be interrupted: on expiry the caller is answered
+    at once and the run finishes in the background, its result dropped."""
+    future: Future[T] = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=target, name="timed-run", daemon=True).start()
+    done, _ = wait([future], timeout)
+    if not done:
+        raise deadline_exceeded()
+    return future.result()
 
 
 def spec_target(model_spec) -> tuple[int | None, str | None]:
@@ -28,33 +53,40 @@ def spec_target(model_spec) -> tuple[int | None, str | None]:
 class Predictor:
     """Runs predictions for the servers; owns the batching decision."""
 
-    def __init__(self, manager: ModelManager | None, batch_options: BatchOptions | None = None,
+    def __init__(self, manager: ModelManager, batch_options: BatchOptions | None = None,
                  on_batch: Callable[[int], None] | None = None):
         self.manager = manager
         self.batch_options = batch_options
         self.on_batch = on_batch
 
     def run(self, servable: Servable, spec: SignatureSpec, arrays: Mapping[str, np.ndarray],
-            aliases: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run one validated request on a servable (batched when enabled)."""
-        if self.batch_options is None:
-            return servable.run(spec.key, arrays, aliases)
+            aliases: Sequence[str], timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Run one validated request on a servable (batched when enabled).
+
+        `timeout` (seconds, None: none) bounds the run, queueing for a batch included,
+        like RunOptions.timeout_in_ms in TF Serving."""
+        options = self.batch_options
+        if options is None:
+            if timeout is None:
+                return servable.run(spec.key, arrays, aliases)
+            return call_with_timeout(lambda: servable.run(spec.key, arrays, aliases), timeout)
         scheduler = servable.extra(
             f"batch:{spec.key}",
-            lambda: BatchScheduler(lambda a: servable.run(spec.key, a), self.batch_options, self.on_batch))
-        out = scheduler.submit(arrays)
+            lambda: BatchScheduler(lambda a: servable.run(spec.key, a), options, self.on_batch))
+        out = scheduler.submit(arrays, timeout)
         return {k: out[k] for k in aliases}
 
     def predict(self, name: str, version: int | None, label: str | None, signature_name: str,
                 decode: Callable[[SignatureSpec], dict[str, np.ndarray]],
-                output_filter: Sequence[str] = ()) -> tuple[Servable, SignatureSpec, dict[str, np.ndarray]]:
-        """Resolve, validate (`decode` turns the request's inputs into checked arrays), run."""
-        assert self.manager is not None
+                output_filter: Sequence[str] = (), timeout: float | None = None,
+                ) -> tuple[Servable, SignatureSpec, dict[str, np.ndarray]]:
+        """Resolve, validate (`decode` turns the request's inputs into checked arrays), run
+        (within `timeout` seconds when given)."""
         servable = self.manager.resolve(name, version, label)
         spec = servable.spec(signature_name)
         arrays = decode(spec)
         aliases = select_outputs(spec, output_filter)
-        return servable, spec, self.run(servable, spec, arrays, aliases)
+        return servable, spec, self.run(servable, spec, arrays, aliases, timeout)
 
     def predict_request(self, request: predict_pb2.PredictRequest,
                         servable: Servable | None = None) -> predict_pb2.PredictResponse:

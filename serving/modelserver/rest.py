@@ -33,11 +33,15 @@ class RestApp:
     """Request routing and handling, independent of the HTTP server plumbing."""
 
     def __init__(self, predictor: Predictor, metrics: Metrics | None, metrics_path: str | None,
-                 max_body_bytes: int | None = None):
+                 max_body_bytes: int | None = None, timeout_ms: int = 0):
         self.predictor = predictor
         self.metrics = metrics
         self.metrics_path = metrics_path
         self.max_body_bytes = max_body_bytes
+        # --rest_api_timeout_in_ms: bounds each predict run as TF Serving's RunOptions
+        # timeout does (expired: 504 {"error": "Timed out waiting for notification"});
+        # status and metadata calls are not bounded; <=0 means no timeout
+        self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
         """(status, content type, body) for one request."""
@@ -98,7 +102,8 @@ class RestApp:
         doc = parse_body(body)
         sig, fmt = request_format(doc)
         _, _, outputs = self.predictor.predict(name, version, label, sig,
-                                               lambda spec: decode_request(spec, doc, fmt))
+                                               lambda spec: decode_request(spec, doc, fmt),
+                                               timeout=self.timeout)
         return encode_response(outputs, fmt)
 
 

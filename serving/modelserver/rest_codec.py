@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -66,7 +67,7 @@ def to_array(spec: TensorSpec, value: Any) -> np.ndarray:
                 arr[...] = decoded
             return arr
         arr = np.array(value)
-    except (ValueError, TypeError, base64.binascii.Error) as exc:
+    except (ValueError, TypeError, binascii.Error) as exc:
         raise invalid_argument(f"Failed to process input '{spec.alias}': {exc}") from None
     if arr.dtype == object or arr.dtype.kind in "USV":
         raise invalid_argument(

@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar, cast
 
 import grpc
 import numpy as np
@@ -19,6 +20,8 @@ from .tensors import SignatureSpec
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000
+
+T = TypeVar("T")
 
 
 def read_meta_graph(path: str | Path, tag: str = "serve") -> meta_graph_pb2.MetaGraphDef:
@@ -84,12 +87,14 @@ class Servable:
         keys = outputs if outputs is not None else list(result)
         return {k: result[k].numpy() for k in keys}
 
-    def extra(self, key: str, factory: Callable[[], object]) -> object:
-        """Get or create a per-servable helper (created once, closed on unload)."""
+    def extra(self, key: str, factory: Callable[[], T]) -> T:
+        """Get or create a per-servable helper (created once, closed on unload).
+
+        A key always names the same kind of helper, so the stored one has `factory`'s type."""
         with self._extras_lock:
             if key not in self.extras:
                 self.extras[key] = factory()
-            return self.extras[key]
+            return cast(T, self.extras[key])
 
     def close(self) -> None:
         with self._extras_lock:

@@ -63,10 +63,10 @@ class ModelServer:
         self.flags = flags
         self._stopped = threading.Event()
         self.metrics = Metrics()
-        self.predictor = Predictor(None, batch_options(flags), self.metrics.observe_batch)
+        # the loader (self._load) uses self.predictor only when a load runs, after __init__
         self.manager = ModelManager(self._load, allow_unavailable_labels=flags.allow_version_labels_for_unavailable_models,
                                     max_load_retries=flags.max_num_load_retries)
-        self.predictor.manager = self.manager
+        self.predictor = Predictor(self.manager, batch_options(flags), self.metrics.observe_batch)
         self.metrics._states = self.manager.snapshot
         self._metrics_path = metrics_path(flags)
         self._grpc: grpc.Server | None = None
@@ -106,7 +106,8 @@ class ModelServer:
             max_body = dict(parse_channel_arguments(self.flags.grpc_channel_arguments)).get(
                 "grpc.max_receive_message_length")
             app = RestApp(self.predictor, self.metrics, self._metrics_path,
-                          int(max_body) if isinstance(max_body, int) and max_body > 0 else None)
+                          int(max_body) if isinstance(max_body, int) and max_body > 0 else None,
+                          timeout_ms=self.flags.rest_api_timeout_in_ms)
             self._rest = RestServer(app, self.flags.host, self.flags.rest_api_port)
             self._rest.start()
             log.info("Exporting HTTP/REST API at:%s:%d ...", self.flags.host, self.flags.rest_api_port)
@@ -115,8 +116,9 @@ class ModelServer:
             self._config_thread.start()
 
     def _start_grpc(self) -> None:
-        options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 2**31 - 1),
-                   ("grpc.max_send_message_length", 2**31 - 1)]
+        options: list[tuple[str, int | str]] = [
+            ("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 2**31 - 1),
+            ("grpc.max_send_message_length", 2**31 - 1)]
         extra = parse_channel_arguments(self.flags.grpc_channel_arguments)
         keys = {k for k, _ in extra}
         options = [o for o in options if o[0] not in keys] + extra

@@ -15,6 +15,8 @@ INPUT = "inputs"
 OUTPUT = "probabilities"
 SHAPE = (8, 8, 1)
 CLASSES = 5
+SLOW_INPUT = "seconds"
+SLOW_OUTPUT = "echo"
 
 
 class _Export(tf.Module):
@@ -28,6 +30,18 @@ class _Export(tf.Module):
     def serve(self, inputs):
         flat = tf.reshape(inputs, [-1, 64])
         return {OUTPUT: tf.nn.softmax(tf.matmul(flat, self.w) + self.b)}
+
+
+class _Slow(tf.Module):
+    """Busy-waits max(seconds) of wall time (tf.timestamp), then echoes `seconds`."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name=SLOW_INPUT)])
+    def serve(self, seconds):
+        wait = tf.cast(tf.reduce_max(tf.concat([seconds, [0.0]], 0)), tf.float64)
+        start = tf.timestamp()
+        spins = tf.while_loop(lambda i: tf.timestamp() - start < wait, lambda i: i + 1,
+                              [tf.constant(0, tf.int64)])[0]
+        return {SLOW_OUTPUT: seconds + tf.cast(spins * 0, tf.float32)}
 
 
 def predict_request(name: str, x: np.ndarray | None = None, *, version: int | None = None,
@@ -62,6 +76,15 @@ def write_model(base: str | Path, name: str, version: int, seed: int | None = No
     module = _Export(seed if seed is not None else version)
     tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
     return _finish(tmp, final, name, warmup, warmup_request_override)
+
+
+def write_slow_model(base: str | Path, name: str, version: int) -> Path:
+    """A model whose predict takes as long as its input says (seconds, per batch: the max)."""
+    final = Path(base) / name / str(version)
+    tmp = Path(base) / name / f".tmp-{version}"
+    module = _Slow()
+    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    return _finish(tmp, final, name, False, None)
 
 
 def _finish(tmp: Path, final: Path, name: str, warmup: bool, override) -> Path:

@@ -41,6 +41,7 @@ from serving.modelserver.tensors import (
     proto_to_ndarray,
     select_outputs,
 )
+from tests.support.procs import wait_for
 
 A, L, U, E = State.AVAILABLE, State.LOADING, State.UNLOADING, State.END
 
@@ -232,6 +233,38 @@ def test_batch_scheduler_merges_and_splits():
     sched2 = BatchScheduler(runner, BatchOptions(max_batch_size=2, num_batch_threads=1))
     assert "larger than maximum" in _err(sched2.submit, {"x": np.zeros((3, 1))}).message
     sched2.close()
+
+
+def test_batch_scheduler_timeouts_queued_dropped_running_deadline():
+    release = threading.Event()
+    ran = []
+
+    def runner(inputs):
+        ran.append(float(inputs["x"][0, 0]))
+        if inputs["x"][0, 0] == 1:
+            release.wait(10)  # the first batch holds the only worker
+        return {"y": inputs["x"]}
+
+    sched = BatchScheduler(runner, BatchOptions(max_batch_size=1, num_batch_threads=1))
+    errors = {}
+
+    def running():
+        errors["running"] = _err(sched.submit, {"x": np.full((1, 1), 1, np.float32)}, 0.3)
+
+    first = threading.Thread(target=running)
+    first.start()
+    assert wait_for(lambda: ran == [1.0], 10)
+    queued = _err(sched.submit, {"x": np.full((1, 1), 2, np.float32)}, 0.1)
+    assert (queued.code, queued.message) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "Run() timeout exceeded while waiting in batching queue")
+    first.join()
+    assert (errors["running"].code, errors["running"].message) == (
+        grpc.StatusCode.DEADLINE_EXCEEDED, "Timed out waiting for notification")
+    release.set()
+    out = sched.submit({"x": np.full((1, 1), 3, np.float32)}, 5.0)["y"]
+    assert out.tolist() == [[3.0]]
+    assert ran == [1.0, 3.0]  # the request dropped in the queue never ran
+    sched.close()
 
 
 def test_batch_scheduler_with_two_workers_loses_nothing():

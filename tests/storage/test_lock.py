@@ -56,7 +56,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
 
 def _locks(store: Store) -> list[str]:
-    return sorted(k for k in store.list(LOCK_PREFIX + "/"))
+    return sorted(k for k in store.list_objects(LOCK_PREFIX + "/"))
 
 
 def test_conditional_writes(store: Store) -> None:

@@ -100,7 +100,7 @@ def test_client_crash_mid_push_resumes_skipping_completed_files(
     [info] = store.list_versions("digits")
     assert not info.committed and store.committed_versions("digits") == []
     assert moto.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # aborted
-    survivors = {k.split("/", 2)[2]: o.size for k, o in store.list("digits/1/").items()}
+    survivors = {k.split("/", 2)[2]: o.size for k, o in store.list_objects("digits/1/").items()}
     assert "saved_model.pb" not in survivors and sum(survivors.values()) < total
     assert all(entries[p].size == size for p, size in survivors.items())  # objects are all-or-nothing
 
