@@ -69,7 +69,37 @@ class VerifyError(TfRolloutError):
     exit_code = 8
 
 
+class FileSystemError(TfRolloutError):
+    """A disk, permission or copy failure outside the pipeline's own checks (EX_IOERR)."""
+
+    exit_code = 74
+
+
 class StageOrderError(TfRolloutError):
     """A stage was asked to run before the stages it depends on."""
 
     exit_code = 2
+
+
+def describe_os_error(exc: OSError, doing: str = "") -> str:
+    """One line for a file-system failure (disk full, read-only, permission, a failed tree copy).
+
+    `shutil.Error` carries a list of (src, dst, reason) triples instead of an errno;
+    the first one is what a user needs to see.
+    """
+    import errno
+    import shutil
+
+    prefix = f"{doing}: " if doing else ""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        src, dst, reason = (list(exc.args[0][0]) + ["", "", ""])[:3]
+        more = len(exc.args[0]) - 1
+        return f"{prefix}copying {src} to {dst} failed: {reason}" + (f" (and {more} more)" if more else "")
+    where = f" ({exc.filename})" if exc.filename else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = {errno.ENOSPC: "; free disk space and re-run (nothing partial was published)",
+            errno.EDQUOT: "; disk quota exceeded — free space and re-run",
+            errno.EROFS: "; the file system is read-only",
+            errno.EACCES: "; check the permissions",
+            errno.EPERM: "; check the permissions"}.get(exc.errno or 0, "")
+    return f"{prefix}{reason}{where}{hint}"

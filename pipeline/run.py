@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from pipeline.config import DeployConfig
-from pipeline.errors import StageOrderError, TfRolloutError
+from pipeline.errors import FileSystemError, StageOrderError, TfRolloutError, describe_os_error
 from pipeline.progress import Reporter
 from pipeline.stages.results import OUTPUT_TYPES, ExportOutput, StageOutput
 
@@ -226,7 +226,10 @@ def run_stage(ctx: StageContext, name: str) -> StageResult:
     ctx.reporter.stage(name)
     started, t0 = _now(), time.perf_counter()
     try:
-        output = module.run(ctx)
+        try:
+            output = module.run(ctx)
+        except OSError as exc:  # disk full / permissions in any stage: one line naming the file
+            raise FileSystemError(describe_os_error(exc, f"{name} stage")) from None
     except TfRolloutError as exc:
         ctx.record.stages[name] = StageResult("failed", started, time.perf_counter() - t0, error=str(exc))
         save_record(ctx.config, ctx.record)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from pipeline.config import DeployConfig, load_config
-from pipeline.errors import TfRolloutError
+from pipeline.errors import FileSystemError, TfRolloutError, describe_os_error
 
 ConfigOpt = Annotated[
     Path | None,
@@ -33,6 +33,7 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name (defau
                                                               "else export.model_name).")]
 
 F = TypeVar("F", bound=Callable[..., Any])
+OS_ERROR_EXIT = FileSystemError.exit_code  # EX_IOERR: an I/O error outside the pipeline's own checks
 
 
 def load_cfg(config: Path | None, assignments: list[str] | None, extra: list[str] | None = None) -> DeployConfig:
@@ -75,6 +76,10 @@ def handle_errors(command: F) -> F:
             raise fail(str(exc), exc.exit_code, as_json=as_json, details=exc.details) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130, as_json=as_json) from None
+        except OSError as exc:  # disk full, read-only, permissions: the file at fault, not a traceback
+            if debug:
+                traceback.print_exc()
+            raise fail(describe_os_error(exc), OS_ERROR_EXIT, as_json=as_json) from None
         except Exception as exc:  # noqa: BLE001 - last resort: still one line unless --debug
             if debug:
                 traceback.print_exc()

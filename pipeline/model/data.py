@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+MAX_IMAGE_PIXELS = 40_000_000  # a 40 MP photo decodes to ≈120 MB; anything larger is refused unread
+NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: what a model input can be made of
 DEMO_SOURCE_DIGITS = (0, 1, 2, 3, 4)
 DEMO_TARGET_DIGITS = (5, 6, 7, 8, 9)
 
@@ -87,9 +90,41 @@ def require_classes(y: np.ndarray, origin: str) -> None:
 
 
 def split_dataset(x: np.ndarray, y: np.ndarray, names: tuple[str, ...],
-                  test_fraction: float, seed: int) -> Dataset:
+                  test_fraction: float, seed: int, origin: str = "data") -> Dataset:
+    """Stratified split that leaves every class at least one training and one held-out example.
+
+    Transfer is judged on held-out accuracy; with no held-out example there is nothing
+    to judge, so that is an error here rather than an empty evaluation later.
+    """
+    counts = np.bincount(y, minlength=len(names))
+    if counts.min() < 2:
+        label = names[int(np.argmin(counts))]
+        raise DataError(f"{origin}: class {label!r} has {counts.min()} example(s); at least 2 per class are "
+                        "needed (one to train on, one to hold out)")
     train, test = stratified_split(y, test_fraction, seed)
+    if len(test) == 0:
+        raise DataError(f"{origin}: {len(y)} examples with test_fraction={test_fraction} leave no held-out "
+                        "example; add data or raise data.test_fraction")
     return Dataset(x[train], y[train], x[test], y[test], names)
+
+
+def require_labels(y: np.ndarray, origin: str) -> None:
+    """Class labels are integers or strings; whole-number floats (1.0) count as integers."""
+    if y.dtype.kind in "biuUS":
+        return
+    if y.dtype.kind == "f" and np.isfinite(y).all() and np.array_equal(y, np.round(y)):
+        return
+    raise DataError(f"{origin}: y holds {y.dtype} values that are not class labels "
+                    "(integers or strings; NaN and fractions are refused)")
+
+
+def require_numeric(x: np.ndarray, origin: str) -> None:
+    """Samples must be finite numbers: strings, objects or NaN/Inf cannot be trained on."""
+    if x.dtype.kind not in NUMERIC_KINDS:
+        raise DataError(f"{origin}: x holds {x.dtype} values; numeric samples (float/int/bool) are needed")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise DataError(f"{origin}: x holds {bad} NaN/Inf value(s); clean the data first")
 
 
 # --------------------------------------------------------------------------- sources
@@ -139,10 +174,12 @@ def load_npz(path: Path, input_shape: tuple[int | None, ...], test_fraction: flo
         raise DataError(f"{path}: x has {len(x)} samples but y has {len(y_raw)} labels")
     if y_raw.ndim != 1:
         raise DataError(f"{path}: y must be 1-D class labels, got shape {y_raw.shape}")
+    require_labels(y_raw, str(path))
+    require_numeric(x, str(path))
     y, names = encode_labels(y_raw)
     require_classes(y, str(path))
     x = fit_to_input(x, input_shape, str(path))
-    return split_dataset(x, y, names, test_fraction, seed)
+    return split_dataset(x, y, names, test_fraction, seed, str(path))
 
 
 def load_image_dir(path: Path, input_shape: tuple[int | None, ...], test_fraction: float,
@@ -170,11 +207,47 @@ def load_image_dir(path: Path, input_shape: tuple[int | None, ...], test_fractio
         for file in files:
             try:
                 with Image.open(file) as opened:
-                    img = opened.convert("L" if channels == 1 else "RGB").resize((width, height))
-                    arr = np.asarray(img, dtype=np.float32) / 255.0
+                    if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                        raise DataError(f"{file}: {opened.width}x{opened.height} pixels is over the "
+                                        f"{MAX_IMAGE_PIXELS:,}-pixel limit (a decompression bomb or a "
+                                        "photo to downscale first)")
+                    arr = image_to_array(opened, (width, height), channels)
+            except Image.DecompressionBombError:
+                raise DataError(f"{file}: image too large to decode safely (over Pillow's decompression-bomb "
+                                "limit)") from None
             except (UnidentifiedImageError, OSError) as exc:
                 raise DataError(f"{file}: not a readable image ({exc.__class__.__name__})") from None
-            images.append(arr.reshape(height, width, channels))
+            images.append(arr)
             labels.append(label)
     return split_dataset(np.stack(images), np.array(labels, dtype=np.int64),
-                         tuple(d.name for d in class_dirs), test_fraction, seed)
+                         tuple(d.name for d in class_dirs), test_fraction, seed, str(path))
+
+
+HIGH_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
+
+
+def image_to_array(image: Any, size: tuple[int, int], channels: int) -> np.ndarray:
+    """An image scaled to [0, 1] at `size` (width, height) with `channels` channels.
+
+    16-bit and 32-bit greyscale images are scaled by their own range: converting them
+    to 8-bit first (Pillow's "L") clips everything above 255 to white.
+    """
+    from PIL import Image
+
+    if image.mode in HIGH_DEPTH_MODES or image.mode in ("I", "F"):
+        raw = np.asarray(image, dtype=np.float64)
+        full = HIGH_DEPTH_MODES.get(image.mode) or _full_scale(raw, image.mode)
+        grey = Image.fromarray((raw / full).astype(np.float32), mode="F").resize(size)
+        arr = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(arr[..., np.newaxis], channels, axis=-1)
+    converted = image.convert("L" if channels == 1 else "RGB").resize(size)
+    arr = np.asarray(converted, dtype=np.float32) / 255.0
+    return arr.reshape(size[1], size[0], channels)
+
+
+def _full_scale(raw: np.ndarray, mode: str) -> float:
+    """Full-scale value of a 32-bit greyscale image: 16-bit data stored as "I" stays 16-bit."""
+    if mode == "F":
+        return max(1.0, float(np.nanmax(raw))) if raw.size else 1.0
+    peak = float(raw.max()) if raw.size else 0.0
+    return 65535.0 if peak <= 65535 else 2.0**31 - 1

@@ -23,12 +23,12 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import __version__
-from pipeline.errors import ExportError
+from pipeline.errors import ExportError, describe_os_error
 from pipeline.model.versions import choose_version, existing_versions
+from pipeline.verify.golden import GOLDEN_FILE
 
 SIGNATURE_NAME = "serving_default"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
-GOLDEN_FILE = Path("assets.extra") / "tfrollout_golden.npz"
 MANIFEST_FILE = "tfrollout.json"
 MANIFEST_FORMAT = "tfrollout.export/v1"
 
@@ -140,7 +140,8 @@ def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
     model_dir = spec.root / spec.model_name
     version = choose_version(existing_versions(model_dir), spec.version, model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    staging = model_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+    sweep_stale_staging(model_dir)
+    staging = model_dir / f"{STAGING_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     final = model_dir / str(version)
     try:
         write_saved_model(model, staging, spec.input_name, spec.output_name)
@@ -176,9 +177,48 @@ def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
         except OSError:
             raise ExportError(f"version {version} appeared at {final} during export; "
                               "not overwriting it") from None
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if model_dir.is_dir() and not any(model_dir.iterdir()):
             model_dir.rmdir()
+        if isinstance(exc, OSError):  # disk full / read-only while writing: one line naming the file
+            raise ExportError(describe_os_error(exc, f"writing version {version}")) from None
         raise
     return ExportResult(version, final, max_diff, sig)
+
+
+STAGING_PREFIX = ".staging-"
+ORPHAN_AGE_S = 24 * 3600.0
+
+
+def sweep_stale_staging(model_dir: Path, now: float | None = None) -> list[Path]:
+    """Remove staging dirs of exports that died (kill -9, power loss) so they do not pile up.
+
+    A staging dir is `.staging-<version>-<pid>-<random>`: it is an orphan when that pid
+    no longer runs here, or (unparseable name, or a pid reused since) when it is a day old.
+    """
+    import time
+
+    now = time.time() if now is None else now
+    removed = []
+    for path in model_dir.glob(f"{STAGING_PREFIX}*"):
+        parts = path.name[len(STAGING_PREFIX):].split("-")
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        try:
+            age = now - path.stat().st_mtime
+        except OSError:
+            continue
+        if (pid is not None and pid != os.getpid() and not _pid_running(pid)) or age > ORPHAN_AGE_S:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -55,7 +55,35 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
+def check_container(path: Path, fmt: str) -> None:
+    """A `.keras` file is a zip and an `.h5` file is HDF5: a truncated or foreign file is named as such.
+
+    Keras reports a damaged zip as "File not found", which sends users looking for a
+    file that is right there.
+    """
+    import zipfile
+
+    size = path.stat().st_size
+    if fmt == "keras":
+        if not zipfile.is_zipfile(path):
+            raise ModelLoadError(f"{path}: not a valid .keras archive (not a complete zip file: {size} bytes, "
+                                 "truncated or not a .keras model)")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ModelLoadError(f"{path}: not a valid .keras archive (damaged zip: {exc})") from None
+        if damaged is not None:
+            raise ModelLoadError(f"{path}: not a valid .keras archive ({damaged} is damaged)")
+        return
+    import h5py  # type: ignore[import-untyped]
+
+    if not h5py.is_hdf5(path):
+        raise ModelLoadError(f"{path}: not a valid HDF5 Keras model (no HDF5 signature; {size} bytes)")
+
+
 def _load_keras(path: Path, fmt: str) -> Any:
+    check_container(path, fmt)
     import keras
 
     try:

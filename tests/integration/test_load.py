@@ -71,8 +71,26 @@ def test_truncated_keras_archive(demo_source_model: Path, tmp_path: Path):
     data = demo_source_model.read_bytes()
     path = tmp_path / "truncated.keras"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelLoadError, match="truncated.keras"):
+    with pytest.raises(ModelLoadError, match="truncated.keras") as err:
         load_source_model(path, "features")
+    assert "not a complete zip" in str(err.value) and "not found" not in str(err.value).lower()
+
+
+def test_keras_archive_with_a_damaged_member(demo_source_model: Path, tmp_path: Path):
+    data = bytearray(demo_source_model.read_bytes())
+    middle = len(data) // 2  # flip bytes inside a compressed member: the central directory stays intact
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    path = tmp_path / "damaged.keras"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match=r"damaged\.keras: not a valid \.keras archive"):
+        load_source_model(path, "features")
+
+
+def test_h5_without_hdf5_signature(tmp_path: Path):
+    path = tmp_path / "fake.h5"
+    path.write_bytes(b"\0" * 4096)
+    with pytest.raises(ModelLoadError, match="no HDF5 signature"):
+        load_source_model(path, None)
 
 
 def test_unknown_cut_layer_names_it_and_lists_layers(demo_source_model: Path):

@@ -144,6 +144,47 @@ def test_failed_parity_leaves_nothing_behind(fine_tuned, data, tmp_path, monkeyp
     assert not (tmp_path / "digits").exists()
 
 
+def test_disk_full_during_export_is_one_line_and_leaves_nothing(fine_tuned, data, tmp_path, monkeypatch):
+    import errno
+
+    import pipeline.model.exporter as exporter
+
+    outcome, _ = fine_tuned
+
+    def full_disk(path, **arrays):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(exporter.np, "savez", full_disk)
+    with pytest.raises(ExportError) as err:
+        export_model(outcome.model, _spec(tmp_path), data.x_test[:8], {})
+    line = str(err.value)
+    assert "\n" not in line and "writing version 1: No space left on device" in line
+    assert "tfrollout_golden.npz" in line and "free disk space" in line
+    assert not (tmp_path / "digits").exists()
+
+
+def test_killed_exports_staging_dirs_are_swept(fine_tuned, data, tmp_path):
+    import os
+    import time
+
+    from pipeline.model.exporter import sweep_stale_staging
+
+    outcome, _ = fine_tuned
+    model_dir = tmp_path / "digits"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = model_dir / f".staging-1-{dead.pid}-deadbeef"  # its exporter was killed
+    live = model_dir / f".staging-1-{os.getppid()}-cafecafe"  # a running export elsewhere: kept
+    ancient = model_dir / ".staging-3-0a1b2c3d"  # old naming, a day old
+    for path in (orphan, live, ancient):
+        (path / "variables").mkdir(parents=True)
+    old = time.time() - 2 * 24 * 3600
+    os.utime(ancient, (old, old))
+    assert export_model(outcome.model, _spec(tmp_path), data.x_test[:8], {}).version == 1
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(["1", live.name])
+    assert sweep_stale_staging(model_dir) == []
+
+
 def test_parity_reports_shape_mismatch():
     class Sig:
         def __call__(self, **kwargs):

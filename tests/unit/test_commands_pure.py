@@ -98,6 +98,29 @@ def test_the_error_handler_turns_errors_into_one_line_and_the_exit_code(capsys):
     assert info.value.exit_code == 1 and "internal error: KeyError" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("raised, expected", [
+    (OSError(28, "No space left on device", "/exports/digits/.staging-1/x.npz"),
+     "error: No space left on device (/exports/digits/.staging-1/x.npz); free disk space and re-run"),
+    (__import__("shutil").Error([("/a/saved_model.pb", "/b/saved_model.pb", "[Errno 28] No space left")]),
+     "error: copying /a/saved_model.pb to /b/saved_model.pb failed: [Errno 28] No space left"),
+    (PermissionError(13, "Permission denied", "/srv/models"),
+     "error: Permission denied (/srv/models); check the permissions"),
+])
+def test_file_system_errors_are_one_line_naming_the_file(capsys, raised: OSError, expected: str):
+    from pipeline.commands.common import OS_ERROR_EXIT
+
+    @handle_errors
+    def writes(as_json: bool = False, debug: bool = False) -> None:
+        raise raised
+
+    with pytest.raises(typer.Exit) as info:
+        writes(as_json=True)
+    out, err = capsys.readouterr()
+    assert info.value.exit_code == OS_ERROR_EXIT
+    assert err.strip().startswith(expected) and "internal error" not in err and len(err.strip().splitlines()) == 1
+    assert json.loads(out)["ok"] is False
+
+
 def test_every_registered_command_mounts_and_has_help():
     runner = CliRunner()
     for name in COMMANDS:

@@ -109,3 +109,60 @@ def test_image_dir_with_broken_image_names_the_file(tmp_path: Path):
     (tmp_path / "b" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="broken.png: not a readable image"):
         load_image_dir(tmp_path, (8, 8, 1), 0.3, 0)
+
+
+def test_one_image_per_class_is_refused_before_training(tmp_path: Path):
+    _image(tmp_path / "a" / "x.png", 1)
+    _image(tmp_path / "b" / "x.png", 2)
+    with pytest.raises(DataError, match="class 'a' has 1 example.*at least 2 per class"):
+        load_image_dir(tmp_path, (8, 8, 1), 0.3, 0)
+
+
+def test_two_row_npz_is_refused_with_a_reason(tmp_path: Path):
+    path = tmp_path / "two.npz"
+    np.savez(path, x=np.zeros((2, 8, 8)), y=np.array([0, 1]))
+    with pytest.raises(DataError, match="two.npz: class '0' has 1 example"):
+        load_npz(path, (8, 8, 1), 0.2, 0)
+
+
+def test_split_that_leaves_no_held_out_example_is_refused(tmp_path: Path):
+    path = tmp_path / "small.npz"
+    np.savez(path, x=np.zeros((4, 8, 8)), y=np.array([0, 0, 1, 1]))
+    with pytest.raises(DataError, match="leave no held-out example"):
+        load_npz(path, (8, 8, 1), 0.01, 0)
+    data = load_npz(path, (8, 8, 1), 0.5, 0)
+    assert len(data.x_test) == 2 and len(data.x_train) == 2
+
+
+@pytest.mark.parametrize("x, reason", [
+    (np.array(["a"] * 640).reshape(10, 8, 8), "numeric samples"),
+    (np.full((10, 8, 8), np.nan), "NaN/Inf"),
+])
+def test_npz_with_unusable_samples(tmp_path: Path, x: np.ndarray, reason: str):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=x, y=np.arange(10) % 2)
+    with pytest.raises(DataError, match=reason):
+        load_npz(path, (8, 8, 1), 0.2, 0)
+
+
+def test_sixteen_bit_png_keeps_its_range(tmp_path: Path):
+    ramp = (np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)  # 0 .. 63000 of 65535
+    for name in ("a", "b"):
+        for i in range(3):
+            (tmp_path / name).mkdir(exist_ok=True)
+            Image.fromarray(ramp).save(tmp_path / name / f"{i}.png")
+    data = load_image_dir(tmp_path, (8, 8, 1), 0.3, 0)
+    x = np.concatenate([data.x_train, data.x_test])
+    assert np.allclose(x[0, ..., 0], ramp / 65535.0, atol=1e-3)  # not clipped to white
+    assert (x >= 0.999).mean() == 0
+
+
+def test_decompression_bomb_is_refused_unread(tmp_path: Path):
+    from pipeline.model import data as data_module
+
+    (tmp_path / "a").mkdir()
+    Image.new("L", (9000, 9000)).save(tmp_path / "a" / "big.png")  # 81 MP, under Pillow's own limit
+    _image(tmp_path / "b" / "x.png", 1)
+    assert 9000 * 9000 > data_module.MAX_IMAGE_PIXELS
+    with pytest.raises(DataError, match="big.png: 9000x9000 pixels is over"):
+        load_image_dir(tmp_path, (8, 8, 1), 0.3, 0)
