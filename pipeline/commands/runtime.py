@@ -15,7 +15,7 @@ import typer
 
 from pipeline.commands.common import ConfigOpt, DebugOpt, JsonOpt, ModelOpt, SetOpt, emit, load_cfg
 from pipeline.config import DeployConfig
-from pipeline.errors import StorageError
+from pipeline.errors import RolloutError, StorageError
 from pipeline.rollout.host import ServingHost
 from pipeline.rollout.machine import RolloutReport
 from pipeline.rollout.session import committed_versions, golden_for, open_session
@@ -133,9 +133,13 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None
     loaded = info["config"] or {}
     typer.echo(f"model {info['model']!r}: loaded {loaded.get('versions')} labels {loaded.get('labels')}")
     typer.echo(f"states {info['states']}; versions on host {info['on_host']}")
+    supervision = info.get("supervisor") or {}
+    if supervision.get("restarts"):
+        typer.echo(f"restarted {supervision['restarts']} time(s); last exit: "
+                   f"{supervision.get('last_exit') or supervision.get('last_exit_code')}")
 
 
-serve_app = typer.Typer(help="The serving runtime itself (stop, unlock).", no_args_is_help=True,
+serve_app = typer.Typer(help="The serving runtime itself (stop, unlock, purge).", no_args_is_help=True,
                         add_completion=False)
 
 
@@ -154,12 +158,32 @@ def serve_stop(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt =
 
 
 @serve_app.command("unlock")
-def serve_unlock(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
-                 debug: DebugOpt = False) -> None:
-    """Remove a rollout lock left by a crashed rollout (only when none is running!)."""
+def serve_unlock(config: ConfigOpt = None, set_: SetOpt = None,
+                 force: Annotated[bool, typer.Option("--force", help="Remove it even if its holder still runs "
+                                                                     "on this machine.")] = False,
+                 as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Remove the rollout lock of a crashed rollout (a live holder on this machine is refused)."""
     cfg = load_cfg(config, set_)
-    removed = open_target(cfg.rollout, cfg.run.workdir).force_unlock()
+    removed = open_target(cfg.rollout, cfg.run.workdir).force_unlock(even_if_alive=force)
     if as_json:
         emit({"ok": True, "removed": removed})
     else:
         typer.echo("lock removed" if removed else "no lock")
+
+
+@serve_app.command("purge")
+def serve_purge(config: ConfigOpt = None, set_: SetOpt = None,
+                yes: Annotated[bool, typer.Option("--yes", help="Do it: delivered versions are deleted.")] = False,
+                as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Stop the runtime and remove all it leaves: container, volume, delivered versions, config, logs."""
+    cfg = load_cfg(config, set_)
+    target = open_target(cfg.rollout, cfg.run.workdir)
+    if not yes:
+        raise RolloutError(f"`serve purge` deletes the {target.kind} runtime and every version delivered to it; "
+                           "re-run with --yes to do it")
+    target.force_unlock()  # a rollout still running here is refused: purge must not pull the floor
+    removed = target.purge()
+    if as_json:
+        emit({"ok": True, "target": target.kind, "removed": removed})
+    else:
+        typer.echo("removed " + ", ".join(removed) if removed else "nothing to remove")

@@ -11,7 +11,6 @@ Docker. Invariants kept on every path:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -353,8 +352,10 @@ class Machine:
 
 
 def wall_clock_owner() -> str:
-    """Lock owner text: who and when (for the 'rollout in progress' error)."""
-    import os
-    import socket
+    """Lock owner text: the user (host, pid and time are recorded by the target's lock itself)."""
+    import getpass
 
-    return f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}"
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown user"

@@ -71,12 +71,20 @@ class ServingTarget(ABC):
     def unlock(self) -> None: ...
 
     @abstractmethod
-    def force_unlock(self) -> bool:
-        """Remove any lock (operator's escape hatch after a crash); True if one existed."""
+    def force_unlock(self, *, even_if_alive: bool = False) -> bool:
+        """Remove a crashed rollout's lock; True if one existed.
+
+        A holder provably still running on this machine is refused (RolloutError)
+        unless `even_if_alive`.
+        """
 
     @abstractmethod
     def stop(self) -> None:
         """Stop the runtime gracefully (delivered files and config stay)."""
+
+    @abstractmethod
+    def purge(self) -> list[str]:
+        """Stop the runtime and remove everything it left (files, container, volume); what was removed."""
 
     def describe(self) -> dict[str, Any]:
         """Health facts for `tfrollout status`."""

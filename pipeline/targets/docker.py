@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ from typing import Any
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
 from pipeline.targets.base import CONFIG_NAME, ServingTarget
+from pipeline.targets.process import LockHolder
 from pipeline.targets.tarball import build_tar, read_member, version_tar
 
 MARKER = ".tfrollout-delivered"
 INDEX = ".tfrollout-index.json"
 LABEL = "org.tfrollout.managed"
+HOLDER_LABEL = "org.tfrollout.lock-holder"
 API_VERSION = "1.41"
 
 
@@ -138,7 +141,8 @@ class DockerTarget(ServingTarget):
             return self.client.containers.create(
                 self.cfg.image, command=self.command(), name=self.cfg.container_name, detach=True,
                 environment=env, volumes={self.cfg.volume: {"bind": self.mount, "mode": "rw"}},
-                labels={LABEL: "1"}, init=True, **kwargs)
+                labels={LABEL: "1"}, init=True, restart_policy={"Name": "on-failure", "MaximumRetryCount": 0},
+                **kwargs)
         except docker.errors.APIError as exc:
             raise RolloutError(f"cannot create container {self.cfg.container_name}: "
                                f"{exc.explanation or exc}") from None
@@ -160,8 +164,25 @@ class DockerTarget(ServingTarget):
         if container is not None and container.status == "running":
             container.stop(timeout=30)
 
+    def purge(self) -> list[str]:
+        """Remove everything `serve stop` leaves on the engine: the container, its lock, the volume."""
+        existing = [f"container {self.cfg.container_name}"] if self._container() is not None else []
+        if self._volume_exists():
+            existing.append(f"volume {self.cfg.volume}")
+        self.destroy(volume=True)
+        return existing
+
+    def _volume_exists(self) -> bool:
+        import docker
+
+        try:
+            self.client.volumes.get(self.cfg.volume)
+            return True
+        except docker.errors.NotFound:
+            return False
+
     def destroy(self, volume: bool = True) -> None:
-        """Remove the container, the lock and (optionally) the volume (tests, `serve stop --purge`)."""
+        """Remove the container, the lock and (optionally) the volume (tests, `serve purge`)."""
         import docker
 
         for name in (self.cfg.container_name, self._lock_name):
@@ -229,37 +250,60 @@ class DockerTarget(ServingTarget):
     def _lock_name(self) -> str:
         return f"{self.cfg.container_name}-rollout-lock"
 
+    def holder(self) -> LockHolder | None:
+        """Who holds the rollout lock (a stopped container whose labels name the holder)."""
+        import docker
+
+        try:
+            labels = self.client.containers.get(self._lock_name).labels or {}
+        except docker.errors.NotFound:
+            return None
+        try:
+            holder = LockHolder.from_json(json.loads(labels.get(HOLDER_LABEL, "")))
+        except ValueError:
+            holder = None
+        if holder is None:  # a lock taken by an older tfrollout: owner text and time only
+            try:
+                at = float(labels.get("org.tfrollout.lock-at", "0") or 0)
+            except ValueError:
+                at = 0.0
+            holder = LockHolder(labels.get("org.tfrollout.lock-owner", "unknown"), "", None, at)
+        return holder
+
     def lock(self, owner: str, stale_after_s: float) -> None:
         import docker
 
         self._ensure_image()
         for _ in range(2):
+            me = LockHolder.me(owner)
             try:
                 self.client.containers.create(self.cfg.image, command=["true"], name=self._lock_name,
                                               network_mode="none", entrypoint=["true"],
                                               labels={LABEL: "lock", "org.tfrollout.lock-owner": owner,
-                                                      "org.tfrollout.lock-at": str(time.time())})
+                                                      "org.tfrollout.lock-at": str(me.at),
+                                                      HOLDER_LABEL: json.dumps(me.to_json())})
                 self._locked = True
                 return
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise RolloutError(f"cannot take the rollout lock: {exc.explanation or exc}") from None
-            held = self.client.containers.get(self._lock_name)
-            labels = held.labels or {}
-            if time.time() - float(labels.get("org.tfrollout.lock-at", "0") or 0) > stale_after_s:
-                held.remove(force=True)
+            holder = self.holder()
+            if holder is None:
+                continue  # released in between
+            if holder.crashed() or time.time() - holder.at > stale_after_s:
+                self._remove_lock()
                 continue
             raise RolloutError(f"another rollout is in progress on {self.cfg.container_name} (lock held by "
-                               f"{labels.get('org.tfrollout.lock-owner', 'unknown')}); if it crashed, run "
-                               "`tfrollout serve unlock`")
+                               f"{holder.describe(time.time())}); wait for it to finish — if that process is "
+                               "gone, `tfrollout serve unlock` removes the lock")
         raise RolloutError("cannot take the rollout lock")
 
     def unlock(self) -> None:
         if self._locked:
-            self.force_unlock()
+            self._remove_lock()
             self._locked = False
 
-    def force_unlock(self) -> bool:
+    def _remove_lock(self) -> bool:
         import docker
 
         try:
@@ -267,6 +311,18 @@ class DockerTarget(ServingTarget):
             return True
         except docker.errors.NotFound:
             return False
+
+    def force_unlock(self, *, even_if_alive: bool = False) -> bool:
+        """Remove the lock after a crash; a holder provably running on this machine is refused."""
+        holder = self.holder()
+        if holder is None:
+            return False
+        if (not even_if_alive and holder.identity is not None and not holder.crashed()
+                and holder.hostname == socket.gethostname()):
+            raise RolloutError(f"the rollout lock on {self.cfg.container_name} is held by a running process "
+                               f"({holder.describe(time.time())}); not removing it (stop that process first, "
+                               "or pass --force if you are sure)")
+        return self._remove_lock()
 
     def describe(self) -> dict[str, Any]:
         container = self._container()
@@ -277,5 +333,9 @@ class DockerTarget(ServingTarget):
         if container is not None:
             state = container.attrs.get("State", {})
             info.update(status=container.status, exit_code=state.get("ExitCode"),
-                        started_at=state.get("StartedAt"))
+                        started_at=state.get("StartedAt"),
+                        supervisor={"state": "docker restart policy on-failure",
+                                    "restarts": int(container.attrs.get("RestartCount", 0) or 0),
+                                    "last_exit_code": state.get("ExitCode"),
+                                    "oom_killed": bool(state.get("OOMKilled"))})
         return info

@@ -1,13 +1,17 @@
-"""Local target: a detached `tfrollout-model-server` process serving `<dir>/models`.
+"""Local target: a supervised `tfrollout-model-server` process serving `<dir>/models`.
 
-The pid is recorded in `<dir>/server.json` so `tfrollout serve stop` (or a test)
-stops exactly that process; the lock is an O_EXCL file next to the models.
+`start` launches `pipeline.targets.supervisor`, which runs the model server and
+restarts it with backoff when it dies. `<dir>/server.json` records the supervisor's
+`ProcessIdentity` (pid + start time + boot + instance token): `serve stop` signals
+only a process that still matches all of them, never a recycled pid. The rollout
+lock is an O_EXCL file next to the models, with its holder's identity inside.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -15,40 +19,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
 from pipeline.targets.base import CONFIG_NAME, LOCK_NAME, ServingTarget
+from pipeline.targets.process import LockHolder, ProcessIdentity
+from pipeline.targets.supervisor import read_state
 
 MARKER = ".tfrollout-delivered"
-
-
-def pid_alive(pid: int) -> bool:
-    """True for a live, non-zombie process (reaping it first if it is our own child)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -68,64 +47,124 @@ class LocalTarget(ServingTarget):
         self.state_path = self.dir / "server.json"
         self.log_path = self.dir / "server.log"
         self.lock_path = self.dir / LOCK_NAME
+        self.supervisor_state_path = self.dir / "supervisor.json"
 
     def delivered_path(self, model: str) -> str:
         return str(self.models / model)
 
     # ------------------------------------------------------------- process
-    def _state(self) -> dict | None:
+    def _state(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.state_path.read_text())
+            data = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) else None
+
+    def _supervisor(self) -> ProcessIdentity | None:
+        """The recorded supervisor, if that exact process still runs (pid reuse is not enough)."""
+        state = self._state()
+        identity = ProcessIdentity.from_json(state.get("supervisor")) if state else None
+        return identity if identity is not None and identity.alive() else None
+
+    def _server(self) -> ProcessIdentity | None:
+        """The model server the supervisor last started, if that exact process still runs."""
+        sup = read_state(self.supervisor_state_path)
+        data = sup.get("server") if sup else None
+        identity = ProcessIdentity.from_json(data) if isinstance(data, dict) else None
+        if identity is None:
+            return None
+        instance = str(sup.get("instance", "")) if sup else ""
+        state = self._state() or {}
+        if not instance or instance != state.get("instance") or not identity.alive():
+            return None
+        return identity
 
     def pid(self) -> int | None:
-        state = self._state()
-        if not state:
-            return None
-        pid = int(state["pid"])
-        if pid_alive(pid) and "serving.modelserver" in _cmdline(pid):
-            return pid
-        return None
+        """The model server's pid (the process answering requests), if it runs."""
+        server = self._server()
+        return server.pid if server is not None and self._supervisor() is not None else None
 
     def running(self) -> bool:
-        return self.pid() is not None
+        """The supervised runtime exists: the server is up or its supervisor is restarting it."""
+        return self._supervisor() is not None
 
     def start(self) -> None:
         if self.running():
             return
+        self._stop_orphan()
         host, port = self.cfg.host, self.cfg.grpc_port
         if _port_open(host, port):
             raise RolloutError(f"cannot start the local model server: {host}:{port} is already in use "
                                "by another process (set rollout.grpc_port)")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.models.mkdir(exist_ok=True)
-        cmd = [sys.executable, "-m", "serving.modelserver.main", f"--host={host}", f"--port={port}",
-               f"--rest_api_port={self.cfg.rest_port}", f"--model_config_file={self.config_path}",
-               "--file_system_poll_wait_seconds=1", *self.cfg.serving_args]
+        server = [sys.executable, "-m", "serving.modelserver.main", f"--host={host}", f"--port={port}",
+                  f"--rest_api_port={self.cfg.rest_port}", f"--model_config_file={self.config_path}",
+                  "--file_system_poll_wait_seconds=1", *self.cfg.serving_args]
+        instance = secrets.token_hex(16)
+        cmd = [sys.executable, "-m", "pipeline.targets.supervisor", "--state", str(self.supervisor_state_path),
+               "--instance", instance, "--", *server]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        self.supervisor_state_path.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
-            log.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(cmd)}\n".encode())
+            log.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(server)}\n".encode())
             log.flush()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, env=env, close_fds=True)
+        identity = ProcessIdentity.of(proc.pid, instance)
+        if identity is None:
+            raise RolloutError(f"the model server supervisor exited at once; see {self.log_path}")
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": proc.pid, "endpoint": self.endpoint, "cmd": cmd,
-                                   "started": time.time()}))
+        tmp.write_text(json.dumps({"supervisor": identity.to_json(), "instance": instance,
+                                   "endpoint": self.endpoint, "cmd": server, "started": time.time()}))
         os.replace(tmp, self.state_path)
 
     def stop(self, timeout_s: float = 40.0) -> None:
-        pid = self.pid()
-        if pid is None:
+        """SIGTERM the supervisor (it stops the server gracefully); SIGKILL both after `timeout_s`.
+
+        Nothing is signalled unless the recorded identity still matches: a stale
+        server.json whose pid now belongs to someone else's process is left alone.
+        """
+        supervisor, server = self._supervisor(), self._server()
+        if supervisor is None:
+            self._stop_orphan()
             return
-        os.kill(pid, signal.SIGTERM)
+        supervisor.signal(signal.SIGTERM)
         end = time.monotonic() + timeout_s
-        while time.monotonic() < end and pid_alive(pid):
+        while time.monotonic() < end and supervisor.alive():
             time.sleep(0.05)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            while pid_alive(pid):
+        for process in (supervisor, server):
+            if process is not None and process.signal(signal.SIGKILL):
+                while process.alive():
+                    time.sleep(0.05)
+
+    def _stop_orphan(self) -> None:
+        """A server whose supervisor was SIGKILLed keeps the port: stop it (identity-checked)."""
+        server = self._server()
+        if server is None or not server.signal(signal.SIGTERM):
+            return
+        end = time.monotonic() + 40.0
+        while time.monotonic() < end and server.alive():
+            time.sleep(0.05)
+        if server.signal(signal.SIGKILL):
+            while server.alive():
                 time.sleep(0.05)
+
+    def purge(self) -> list[str]:
+        """Stop the runtime and delete its directory: delivered versions, config, logs, state."""
+        self.stop()
+        if not self.dir.exists():
+            return []
+        shutil.rmtree(self.dir)
+        return [f"directory {self.dir}"]
+
+    def supervision(self) -> dict[str, Any]:
+        """Restarts and the last exit, for `tfrollout status`."""
+        sup = read_state(self.supervisor_state_path) or {}
+        server = self._server()
+        return {"state": sup.get("state") if self.running() else "not running",
+                "restarts": int(sup.get("restarts", 0) or 0), "last_exit": sup.get("last_exit"),
+                "last_exit_at": sup.get("last_exit_at"), "server_pid": server.pid if server else None}
 
     def logs(self, tail: int) -> str:
         try:
@@ -172,6 +211,15 @@ class LocalTarget(ServingTarget):
                       if p.name.isdigit() and (p / MARKER).is_file())
 
     # ---------------------------------------------------------------- lock
+    def holder(self) -> LockHolder | None:
+        """Who holds the rollout lock (None: nobody, or an unreadable lock file)."""
+        try:
+            return LockHolder.from_json(json.loads(self.lock_path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return LockHolder("unreadable lock file", "", None, 0.0)
+
     def lock(self, owner: str, stale_after_s: float) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
@@ -180,24 +228,22 @@ class LocalTarget(ServingTarget):
             except FileExistsError:
                 if self._break_stale(stale_after_s):
                     continue
-                holder = self.lock_path.read_text(errors="replace").strip() or "unknown"
-                raise RolloutError(f"another rollout is in progress on {self.dir} (lock held by {holder}); "
-                                   f"if it crashed, remove {self.lock_path} or run `tfrollout serve unlock`"
-                                   ) from None
+                holder = self.holder()
+                shown = holder.describe(time.time()) if holder else "unknown"
+                raise RolloutError(f"another rollout is in progress on {self.dir} (lock held by {shown}); "
+                                   "wait for it to finish — if that process is gone, "
+                                   "`tfrollout serve unlock` removes the lock") from None
             with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps({"pid": os.getpid(), "owner": owner, "at": time.time()}))
+                fh.write(json.dumps(LockHolder.me(owner).to_json()))
             self._locked = True
             return
 
     def _break_stale(self, stale_after_s: float) -> bool:
-        """A lock whose process died (same machine) or that is too old is removed."""
-        try:
-            data = json.loads(self.lock_path.read_text())
-            dead = not pid_alive(int(data["pid"]))
-            old = time.time() - float(data["at"]) > stale_after_s
-        except (OSError, ValueError, KeyError):
-            dead, old = False, False
-        if dead or old:
+        """A lock whose holder provably died on this machine, or that is too old, is removed."""
+        holder = self.holder()
+        if holder is None:
+            return True  # released in between: just retry
+        if holder.crashed() or (holder.at and time.time() - holder.at > stale_after_s):
             self.lock_path.unlink(missing_ok=True)
             return True
         return False
@@ -207,10 +253,19 @@ class LocalTarget(ServingTarget):
             self.lock_path.unlink(missing_ok=True)
             self._locked = False
 
-    def force_unlock(self) -> bool:
-        existed = self.lock_path.exists()
+    def force_unlock(self, *, even_if_alive: bool = False) -> bool:
+        """Remove the lock after a crash; a holder still running here is refused unless `even_if_alive`."""
+        holder = self.holder()
+        if holder is None:
+            return False
+        if (not even_if_alive and holder.identity is not None and not holder.crashed()
+                and holder.hostname == socket.gethostname()):
+            raise RolloutError(f"the rollout lock on {self.dir} is held by a running process "
+                               f"({holder.describe(time.time())}); not removing it (stop that process first, "
+                               "or pass --force if you are sure)")
         self.lock_path.unlink(missing_ok=True)
-        return existed
+        return True
 
     def describe(self) -> dict:
-        return {**super().describe(), "pid": self.pid(), "dir": str(self.dir), "log": str(self.log_path)}
+        return {**super().describe(), "pid": self.pid(), "dir": str(self.dir), "log": str(self.log_path),
+                "supervisor": self.supervision()}

@@ -88,14 +88,39 @@ def test_bad_model_fails_at_canary_and_rolls_back_without_errors_on_stable(local
     session.close()
 
 
-def test_runtime_killed_during_rollout_then_rollback_restores_service(local_cfg, versions):
+def test_server_crash_during_the_canary_check_is_restarted_and_still_verified(local_cfg, versions):
     rollout(local_cfg, versions, 1)
     session = session_for(local_cfg, versions, 2)
     pid = session.target.pid()
+    checked: list[int | None] = []
     real_verifier = session.machine.verifier
 
-    def kill_then_verify(version, label, timeout_s):  # the runtime dies while the canary is checked
+    def crash_then_verify(version, label, timeout_s):  # the server dies (OOM, segfault) mid-check
         os.kill(pid, signal.SIGKILL)
+        outcome = real_verifier(version, label, timeout_s)
+        checked.append(session.target.pid())
+        return outcome
+
+    session.machine.verifier = crash_then_verify
+    report = session.machine.rollout(MODEL, 2)
+    session.close()
+    assert report.ok and report.verify and report.verify["ok"] is True  # promoted only after a passing check
+    assert checked and checked[0] not in (None, pid)  # the check ran against the restarted server
+    supervision = session.target.describe()["supervisor"]
+    assert supervision["restarts"] == 1 and supervision["last_exit"] == "killed by SIGKILL"
+    assert supervision["state"] == "running" and supervision["server_pid"] == checked[0]
+
+
+def test_runtime_gone_during_rollout_then_rollback_restores_service(local_cfg, versions):
+    rollout(local_cfg, versions, 1)
+    session = session_for(local_cfg, versions, 2)
+    state = json.loads((session.target.dir / "server.json").read_text())
+    supervisor, server = state["supervisor"]["pid"], session.target.pid()
+    real_verifier = session.machine.verifier
+
+    def kill_then_verify(version, label, timeout_s):  # supervisor and server both die
+        os.kill(supervisor, signal.SIGKILL)
+        os.kill(server, signal.SIGKILL)
         return real_verifier(version, label, timeout_s)
 
     session.machine.verifier = kill_then_verify
