@@ -34,14 +34,15 @@ CODE_BY_NUMBER = {num: code for code, num in CODE_NUMBER.items()}
 class ServingError(Exception):
     """A request or load failure with its canonical status code."""
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status  # REST only: a more precise status than the code's
 
     @property
     def http_status(self) -> int:
-        return _HTTP.get(self.code, 500)
+        return self._http_status or _HTTP.get(self.code, 500)
 
     @property
     def code_number(self) -> int:

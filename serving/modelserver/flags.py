@@ -2,13 +2,38 @@
 so the rollout stage can drive this server and the official image identically.
 
 Accepts both `--flag=value` and `--flag value`; booleans also accept bare `--flag`.
-Extra (non-TF-Serving) flags: --host, --max_num_load_retries.
+
+Extensions (tensorflow_model_server has no such flags):
+  --host                        address both servers bind (default 0.0.0.0)
+  --max_num_load_retries        retries of a failing version load (default 5)
+  --max_request_bytes           cap on one input tensor's declared size (shape × dtype
+                                size) and on a REST body; also gRPC's receive limit
+                                (+64 KiB framing) unless --grpc_channel_arguments sets
+                                grpc.max_receive_message_length. Over it: RESOURCE_EXHAUSTED
+                                (REST: 413). Default 256 MiB.
+  --max_inflight_request_bytes  bytes of all requests being decoded or run at once
+                                (received bytes + declared tensor bytes; REST: body +
+                                parse estimate); a request beyond it is refused at once
+                                with RESOURCE_EXHAUSTED (REST: 429). Default 1 GiB.
+                                Peak memory measured: ≈3 × the request size (bench_memory).
+  --model_base_path_prefix      comma-separated roots (absolute paths or URL prefixes)
+                                that base paths in a HandleReloadConfigRequest must lie
+                                under, after resolving `..` and symlinks. Absent: the
+                                parent directories of the startup config's base paths.
+  --admin_token_file            file holding a bearer token: every ModelService RPC
+                                (GetModelStatus, HandleReloadConfigRequest) then needs
+                                gRPC metadata `authorization: Bearer <token>`
+                                (else UNAUTHENTICATED). Predict, GetModelMetadata and
+                                the REST API (read-only: status, metadata, predict) stay
+                                open. See THREAT_MODEL.md.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+
+from .limits import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYTES
 
 
 def _bool(text: str) -> bool:
@@ -42,6 +67,10 @@ class Flags:
     grpc_channel_arguments: str
     grpc_max_threads: int
     max_num_load_retries: int
+    max_request_bytes: int
+    max_inflight_request_bytes: int
+    model_base_path_prefix: str | None
+    admin_token_file: str
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc_max_threads", type=int, default=64)
     p.add_argument("--max_num_load_retries", type=int, default=5,
                    help="retries of a failing version load (on later polls)")
+    p.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                   help="extension: cap on one input's declared bytes and on a REST body")
+    p.add_argument("--max_inflight_request_bytes", type=int, default=DEFAULT_MAX_INFLIGHT_BYTES,
+                   help="extension: bytes of all requests in flight; beyond: RESOURCE_EXHAUSTED")
+    p.add_argument("--model_base_path_prefix", default=None,
+                   help="extension: comma-separated roots that reloaded base paths must lie under")
+    p.add_argument("--admin_token_file", default="",
+                   help="extension: bearer token file required by ModelService RPCs")
     return p
 
 
@@ -88,6 +125,9 @@ def parse_flags(argv: list[str] | None = None) -> Flags:
     flags = Flags(**vars(ns))
     if not flags.model_config_file and not flags.model_base_path:
         raise SystemExit("Both --model_base_path and --model_config_file are empty!")
+    for name in ("max_request_bytes", "max_inflight_request_bytes"):
+        if getattr(flags, name) <= 0:
+            raise SystemExit(f"--{name} must be a positive number of bytes, got {getattr(flags, name)}")
     return flags
 
 

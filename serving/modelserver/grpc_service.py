@@ -13,13 +13,17 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
+    predict_pb2,
     prediction_service_pb2_grpc,
 )
 
+from . import wire
 from .errors import ServingError, invalid_argument
+from .limits import ByteBudget
 from .manager import ModelManager
 from .metrics import Metrics
 from .predict import Predictor, spec_target
+from .wire import WirePredict
 
 log = logging.getLogger("modelserver.grpc")
 
@@ -35,17 +39,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._predictor = predictor
         self._metrics = metrics
 
-    def Predict(self, request, context):
+    def Predict(self, request: WirePredict, context):
+        """`request` comes from wire.read_predict (see `add_to_server`), not protobuf."""
         start = time.perf_counter()
         status = "OK"
         try:
-            return self._predictor.predict_request(request)
+            return self._predictor.predict_request(request.message(), decode=request.decode)
         except ServingError as err:
             status = err.code.name
             _abort(context, err)
         finally:
+            request.release()
             if self._metrics:
-                self._metrics.observe_request(request.model_spec.name, "predict", "GRPC", status,
+                self._metrics.observe_request(request.model_name, "predict", "GRPC", status,
                                               time.perf_counter() - start)
 
     def GetModelMetadata(self, request, context):
@@ -53,6 +59,39 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             return model_metadata(self._predictor.manager, request)
         except ServingError as err:
             _abort(context, err)
+
+    def add_to_server(self, server: grpc.Server, limit: int | None, budget: ByteBudget | None) -> None:
+        """Register the service; Predict reads requests with the zero-copy, size-checked reader."""
+        predict = grpc.unary_unary_rpc_method_handler(
+            self.Predict, request_deserializer=wire.deserializer(limit, budget),
+            response_serializer=predict_pb2.PredictResponse.SerializeToString)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "tensorflow.serving.PredictionService", {"Predict": predict}),))
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self, server)
+
+
+class BudgetGate(grpc.ServerInterceptor):
+    """Refuses a Predict before its message is read while the in-flight budget is full."""
+
+    def __init__(self, budget: ByteBudget):
+        self._budget = budget
+
+    def intercept_service(self, continuation, handler_call_details):
+        if handler_call_details.method == PREDICT_METHOD and self._budget.full():
+            return _REFUSE_FULL
+        return continuation(handler_call_details)
+
+
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+
+
+def _refuse_full(_request_iterator, context):
+    # a stream handler: gRPC does not read the request message before calling it
+    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                  "In-flight request bytes are at --max_inflight_request_bytes; retry later")
+
+
+_REFUSE_FULL = grpc.stream_unary_rpc_method_handler(_refuse_full)
 
 
 def model_metadata(manager: ModelManager, request) -> get_model_metadata_pb2.GetModelMetadataResponse:

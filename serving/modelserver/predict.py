@@ -54,8 +54,9 @@ class Predictor:
     """Runs predictions for the servers; owns the batching decision."""
 
     def __init__(self, manager: ModelManager, batch_options: BatchOptions | None = None,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, max_request_bytes: int | None = None):
         self.manager = manager
+        self.max_request_bytes = max_request_bytes  # declared bytes of one input (None: no cap)
         self.batch_options = batch_options
         self.on_batch = on_batch
 
@@ -89,19 +90,26 @@ class Predictor:
         return servable, spec, self.run(servable, spec, arrays, aliases, timeout)
 
     def predict_request(self, request: predict_pb2.PredictRequest,
-                        servable: Servable | None = None) -> predict_pb2.PredictResponse:
-        """A PredictRequest end to end; `servable` given → skip resolution (warmup)."""
+                        servable: Servable | None = None,
+                        decode: Callable[[SignatureSpec], dict[str, np.ndarray]] | None = None,
+                        ) -> predict_pb2.PredictResponse:
+        """A PredictRequest end to end; `servable` given → skip resolution (warmup).
+
+        `decode` turns the inputs into checked arrays (the gRPC path passes its
+        zero-copy reader's); by default the request's TensorProtos are decoded."""
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         ms = request.model_spec
+        if decode is None:
+            def decode(s: SignatureSpec) -> dict[str, np.ndarray]:
+                return decode_inputs(s, request.inputs, self.max_request_bytes)
         if servable is None:
             version, label = spec_target(ms)
             servable, spec, outputs = self.predict(
-                ms.name, version, label, ms.signature_name,
-                lambda s: decode_inputs(s, request.inputs), list(request.output_filter))
+                ms.name, version, label, ms.signature_name, decode, list(request.output_filter))
         else:
             spec = servable.spec(ms.signature_name)
-            arrays = decode_inputs(spec, request.inputs)
+            arrays = decode(spec)
             aliases = select_outputs(spec, list(request.output_filter))
             outputs = self.run(servable, spec, arrays, aliases)
         response = predict_pb2.PredictResponse()

@@ -16,9 +16,10 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from .errors import ServingError, invalid_argument
 from .grpc_service import model_metadata, model_status
+from .limits import ByteBudget, Ticket
 from .metrics import Metrics
 from .predict import Predictor
-from .rest_codec import decode_request, encode_response, parse_body, request_format
+from .rest_codec import decode_request, encode_response, parse_body, parse_cost, request_format
 
 log = logging.getLogger("modelserver.rest")
 
@@ -33,8 +34,10 @@ class RestApp:
     """Request routing and handling, independent of the HTTP server plumbing."""
 
     def __init__(self, predictor: Predictor, metrics: Metrics | None, metrics_path: str | None,
-                 max_body_bytes: int | None = None, timeout_ms: int = 0):
+                 max_body_bytes: int | None = None, timeout_ms: int = 0,
+                 budget: ByteBudget | None = None):
         self.predictor = predictor
+        self.budget = budget  # the in-flight budget shared with gRPC
         self.metrics = metrics
         self.metrics_path = metrics_path
         self.max_body_bytes = max_body_bytes
@@ -99,6 +102,24 @@ class RestApp:
         }
 
     def _predict(self, name, version, label, body: bytes) -> dict:
+        ticket = self._admit(body)
+        try:
+            return self._predict_admitted(name, version, label, body)
+        finally:
+            ticket.release()
+
+    def _admit(self, body: bytes) -> Ticket:
+        """Charge the body and what parsing it may take; refuse what can never fit (413)
+        or does not fit now (429), before parsing."""
+        cost = len(body) + parse_cost(body)
+        if self.budget is None:
+            return Ticket(None, cost)
+        if cost > self.budget.limit:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, _too_costly(cost, self.budget.limit),
+                               http_status=413)
+        return self.budget.admit(cost)
+
+    def _predict_admitted(self, name, version, label, body: bytes) -> dict:
         doc = parse_body(body)
         sig, fmt = request_format(doc)
         _, _, outputs = self.predictor.predict(name, version, label, sig,
@@ -114,6 +135,11 @@ def _set_target(model_spec, version, label) -> None:
         model_spec.version_label = label
 
 
+def _too_costly(cost: int, limit: int) -> str:
+    return (f"Request body would take about {cost} bytes to parse, over the limit of {limit} "
+            "bytes; send fewer rows per request, or large tensors over gRPC")
+
+
 def _error(err: ServingError) -> tuple[int, str, bytes]:
     return err.http_status, "application/json", json.dumps({"error": err.message}).encode()
 
@@ -123,7 +149,14 @@ class _Handler(BaseHTTPRequestHandler):
     app: RestApp  # set on the subclass
 
     def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            bad = json.dumps({"error": "Invalid Content-Length header"}).encode()
+            self._send(400, "application/json", bad, close=True)
+            return
         limit = self.app.max_body_bytes
         if limit is not None and length > limit:
             self._discard(length)  # read it so the client is not cut off mid-send

@@ -15,7 +15,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from .errors import ServingError, failed_precondition, from_tf_error, invalid_argument
-from .tensors import SignatureSpec
+from .tensors import OwnedInputs, SignatureSpec
 
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -78,8 +78,11 @@ class Servable:
         """Call the signature; returns the requested outputs (all when None)."""
         fn = self._functions[signature_name or DEFAULT_SIGNATURE]
         try:
-            result = fn(**{k: tf.constant(v) if v.dtype != object else tf.constant(v.tolist())
-                           for k, v in inputs.items()})
+            tensors = {k: tf.constant(v) if v.dtype != object else tf.constant(v.tolist())
+                       for k, v in inputs.items()}
+            if isinstance(inputs, OwnedInputs):
+                inputs.clear()  # frees the request bytes the arrays viewed before the model runs
+            result = fn(**tensors)
         except tf.errors.OpError as exc:
             raise from_tf_error(exc) from None
         except (TypeError, ValueError) as exc:

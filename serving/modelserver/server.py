@@ -11,14 +11,15 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import text_format
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc
 
 from serving import tfs_config
 
 from .batching import BatchOptions
 from .errors import ServingError
 from .flags import Flags, parse_channel_arguments
-from .grpc_service import ModelService, PredictionService
+from .grpc_service import BudgetGate, ModelService, PredictionService
+from .limits import GRPC_FRAMING_SLACK, ByteBudget
 from .manager import ModelManager
 from .metrics import Metrics
 from .predict import Predictor
@@ -66,7 +67,9 @@ class ModelServer:
         # the loader (self._load) uses self.predictor only when a load runs, after __init__
         self.manager = ModelManager(self._load, allow_unavailable_labels=flags.allow_version_labels_for_unavailable_models,
                                     max_load_retries=flags.max_num_load_retries)
-        self.predictor = Predictor(self.manager, batch_options(flags), self.metrics.observe_batch)
+        self.predictor = Predictor(self.manager, batch_options(flags), self.metrics.observe_batch,
+                                   max_request_bytes=flags.max_request_bytes)
+        self.budget = ByteBudget(flags.max_inflight_request_bytes)
         self.metrics._states = self.manager.snapshot
         self._metrics_path = metrics_path(flags)
         self._grpc: grpc.Server | None = None
@@ -103,11 +106,8 @@ class ModelServer:
             self.manager.start_polling(self.flags.file_system_poll_wait_seconds)
         self._start_grpc()
         if self.flags.rest_api_port:
-            max_body = dict(parse_channel_arguments(self.flags.grpc_channel_arguments)).get(
-                "grpc.max_receive_message_length")
-            app = RestApp(self.predictor, self.metrics, self._metrics_path,
-                          int(max_body) if isinstance(max_body, int) and max_body > 0 else None,
-                          timeout_ms=self.flags.rest_api_timeout_in_ms)
+            app = RestApp(self.predictor, self.metrics, self._metrics_path, self._max_body(),
+                          timeout_ms=self.flags.rest_api_timeout_in_ms, budget=self.budget)
             self._rest = RestServer(app, self.flags.host, self.flags.rest_api_port)
             self._rest.start()
             log.info("Exporting HTTP/REST API at:%s:%d ...", self.flags.host, self.flags.rest_api_port)
@@ -115,18 +115,33 @@ class ModelServer:
             self._config_thread = threading.Thread(target=self._poll_config_file, name="config-poll", daemon=True)
             self._config_thread.start()
 
-    def _start_grpc(self) -> None:
+    def _max_body(self) -> int:
+        """REST body cap: --max_request_bytes, lowered by an explicit gRPC receive limit."""
+        explicit = dict(parse_channel_arguments(self.flags.grpc_channel_arguments)).get(
+            "grpc.max_receive_message_length")
+        if isinstance(explicit, int) and 0 < explicit < self.flags.max_request_bytes:
+            return explicit
+        return self.flags.max_request_bytes
+
+    def grpc_options(self) -> list[tuple[str, int | str]]:
+        """Server arguments: gRPC's receive limit follows --max_request_bytes unless
+        --grpc_channel_arguments sets it (user arguments always win)."""
         options: list[tuple[str, int | str]] = [
-            ("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 2**31 - 1),
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length",
+             min(self.flags.max_request_bytes + GRPC_FRAMING_SLACK, 2**31 - 1)),
             ("grpc.max_send_message_length", 2**31 - 1)]
         extra = parse_channel_arguments(self.flags.grpc_channel_arguments)
         keys = {k for k, _ in extra}
-        options = [o for o in options if o[0] not in keys] + extra
+        return [o for o in options if o[0] not in keys] + extra
+
+    def _start_grpc(self) -> None:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.flags.grpc_max_threads,
                                                         thread_name_prefix="grpc"),
-                             options=options, maximum_concurrent_rpcs=None)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.predictor, self.metrics), server)
+                             options=self.grpc_options(), maximum_concurrent_rpcs=None,
+                             interceptors=[BudgetGate(self.budget)])
+        PredictionService(self.predictor, self.metrics).add_to_server(
+            server, self.flags.max_request_bytes, self.budget)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager, self._on_reload), server)
         address = f"{self.flags.host}:{self.flags.port}"

@@ -4,6 +4,7 @@ unit-testable without a server; messages name the offending input."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from .errors import invalid_argument
+from .limits import check_declared
 
 # dtype enum -> (numpy dtype, TensorProto repeated field holding values)
 _DTYPES: dict[int, tuple[np.dtype, str]] = {
@@ -79,44 +81,94 @@ class SignatureSpec:
         )
 
 
+class OwnedInputs(dict):
+    """Decoded inputs nobody else holds: a run may drop them once TensorFlow has its own
+    copy, so the request bytes they view are freed before the model runs (peak memory)."""
+
+
 # ----------------------------------------------------------- proto <-> numpy
 
 
-def proto_to_ndarray(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode a request TensorProto (tensor_content or typed *_val field)."""
-    if proto.dtype not in _DTYPES:
-        raise invalid_argument(f"tensor parsing error: {alias} (unsupported dtype {dtype_name(proto.dtype)})")
-    np_dtype, field = _DTYPES[proto.dtype]
+def tensor_dims(alias: str, proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    """The declared shape, refusing unknown rank and negative dimensions."""
     if proto.tensor_shape.unknown_rank:
         raise invalid_argument(f"tensor parsing error: {alias} (unknown rank)")
     shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
     if any(d < 0 for d in shape):
         raise invalid_argument(f"tensor parsing error: {alias} (negative dimension in {list(shape)})")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if proto.tensor_content and proto.dtype != types_pb2.DT_STRING:
-        content = proto.tensor_content
-        if len(content) != count * np_dtype.itemsize:
-            raise invalid_argument(
-                f"tensor parsing error: {alias} (tensor_content has {len(content)} bytes, "
-                f"shape {list(shape)} of {dtype_name(proto.dtype)} needs {count * np_dtype.itemsize})")
-        return np.frombuffer(content, dtype=np_dtype).reshape(shape)
+    return shape
+
+
+def request_dtype(alias: str, dt: int) -> np.dtype:
+    if dt not in _DTYPES:
+        raise invalid_argument(f"tensor parsing error: {alias} (unsupported dtype {dtype_name(dt)})")
+    return _DTYPES[dt][0]
+
+
+def value_field(dt: int) -> str:
+    """Name of the TensorProto repeated field holding values of dtype `dt` ("" if unsupported)."""
+    return _DTYPES[dt][1] if dt in _DTYPES else ""
+
+
+def check_size(alias: str, dt: int, shape: tuple[int, ...], limit: int | None) -> int:
+    """Declared bytes (shape × dtype size); RESOURCE_EXHAUSTED over `limit`, before any allocation."""
+    return check_declared(alias, shape, dtype_name(dt), request_dtype(alias, dt).itemsize, limit)
+
+
+def from_content(alias: str, dt: int, shape: tuple[int, ...], content) -> np.ndarray:
+    """A read-only view over tensor_content (no copy); its length must match the shape."""
+    np_dtype = request_dtype(alias, dt)
+    need = math.prod(shape) * np_dtype.itemsize
+    if len(content) != need:
+        raise invalid_argument(
+            f"tensor parsing error: {alias} (tensor_content has {len(content)} bytes, "
+            f"shape {list(shape)} of {dtype_name(dt)} needs {need})")
+    return np.frombuffer(content, dtype=np_dtype).reshape(shape)
+
+
+def typed_values(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """The typed *_val field as a flat array, one value at a time (no list of all values).
+
+    Integers narrower than the field wrap, as TensorFlow's static_cast does."""
+    np_dtype, field = _DTYPES[proto.dtype]
     values = getattr(proto, field)
     n = len(values)
-    if proto.dtype == types_pb2.DT_HALF:
-        flat = np.array(values, dtype=np.uint16).view(np.float16)
-    elif proto.dtype == types_pb2.DT_STRING:
+    if proto.dtype == types_pb2.DT_STRING:
         flat = np.empty(n, dtype=object)
-        flat[:] = list(values)
-    else:
-        flat = np.array(values, dtype=np_dtype)
+        for i, v in enumerate(values):
+            flat[i] = v
+        return flat
+    if proto.dtype == types_pb2.DT_HALF:
+        return np.fromiter(values, np.int32, count=n).astype(np.uint16).view(np.float16)
+    if field == "int_val":
+        return np.fromiter(values, np.int32, count=n).astype(np_dtype)
+    return np.fromiter(values, np_dtype, count=n)
+
+
+def shape_values(alias: str, flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Typed values to the declared shape (one value fills it, as TensorFlow does)."""
+    count = math.prod(shape)
+    n = len(flat)
     if n == count:
         return flat.reshape(shape)
-    if n == 1 and count > 1:  # TensorFlow fills the tensor with a single given value
-        return np.full(shape, flat[0], dtype=np_dtype)
-    if n == 0 and count == 0:
-        return flat.reshape(shape)
+    if n == 1 and count > 1:
+        return np.full(shape, flat[0], dtype=flat.dtype)
     raise invalid_argument(
         f"tensor parsing error: {alias} ({n} values given for shape {list(shape)})")
+
+
+def proto_to_ndarray(alias: str, proto: tensor_pb2.TensorProto, limit: int | None = None) -> np.ndarray:
+    """Decode a request TensorProto (tensor_content or typed *_val field).
+
+    The declared size is checked against `limit` before anything is allocated."""
+    request_dtype(alias, proto.dtype)
+    shape = tensor_dims(alias, proto)
+    check_size(alias, proto.dtype, shape, limit)
+    if proto.dtype != types_pb2.DT_STRING:
+        content = proto.tensor_content  # each access copies: read it once
+        if content:
+            return from_content(alias, proto.dtype, shape, content)
+    return shape_values(alias, typed_values(proto), shape)
 
 
 def fill_proto(proto: tensor_pb2.TensorProto, arr: np.ndarray) -> tensor_pb2.TensorProto:
@@ -184,12 +236,13 @@ def check_array(spec: TensorSpec, arr: np.ndarray) -> None:
                 f"but is {got_d} (shape [{','.join(map(str, arr.shape))}])")
 
 
-def decode_inputs(sig: SignatureSpec, inputs: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.ndarray]:
+def decode_inputs(sig: SignatureSpec, inputs: Mapping[str, tensor_pb2.TensorProto],
+                  limit: int | None = None) -> dict[str, np.ndarray]:
     """Validate a PredictRequest's inputs map and decode it to numpy arrays."""
     check_input_aliases(sig, list(inputs))
     out = {}
     for alias, proto in inputs.items():
-        arr = proto_to_ndarray(alias, proto)
+        arr = proto_to_ndarray(alias, proto, limit)
         check_array(sig.inputs[alias], arr)
         out[alias] = arr
     return out

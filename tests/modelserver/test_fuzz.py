@@ -1,6 +1,9 @@
 """Hypothesis fuzzing: ≥1,000 malformed gRPC requests and a few hundred malformed
 REST bodies; each gets the right error class, and the server still answers
-correctly afterwards."""
+correctly afterwards. A second round mixes valid and invalid requests with random
+dtypes, shapes, declared sizes and encodings (tensor_content, typed values, raw
+wire bytes): none may end in INTERNAL / UNKNOWN / HTTP 500 or leave a traceback in
+the server log, and every valid one gets the model's own answer."""
 
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ from tensorflow_serving.apis import predict_pb2
 from .models import INPUT, OUTPUT, SHAPE, reference_predict
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-COUNTS = {"grpc": 0, "rest": 0}
+COUNTS = {"grpc": 0, "rest": 0, "random": 0, "wire": 0, "valid_grpc": 0, "valid_rest": 0}
+NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 _dtypes = st.sampled_from([types_pb2.DT_DOUBLE, types_pb2.DT_INT32, types_pb2.DT_INT64, types_pb2.DT_STRING,
                            types_pb2.DT_BOOL, types_pb2.DT_HALF, types_pb2.DT_UINT8, types_pb2.DT_COMPLEX64,
@@ -115,10 +120,121 @@ def _fuzz_rest(server, body):
     COUNTS["rest"] += 1
 
 
+_any_dtype = st.sampled_from(sorted(types_pb2.DataType.values()) + [999])
+_huge_dims = st.lists(st.one_of(st.integers(-2, 12), st.integers(0, 2**62)), min_size=0, max_size=5)
+
+
+@st.composite
+def random_tensor(draw):
+    """Any dtype, any declared shape (up to 2^62 per dim), content or values of any length."""
+    t = tensor_pb2.TensorProto(dtype=draw(_any_dtype))
+    for d in draw(_huge_dims):
+        t.tensor_shape.dim.add(size=d)
+    how = draw(st.sampled_from(["content", "float", "int", "int64", "bool", "half", "string", "none"]))
+    if how == "content":
+        t.tensor_content = draw(st.binary(max_size=600))
+    elif how == "float":
+        t.float_val.extend(draw(st.lists(st.floats(width=32), max_size=70)))
+    elif how == "int":
+        t.int_val.extend(draw(st.lists(st.integers(-2**31, 2**31 - 1), max_size=70)))
+    elif how == "int64":
+        t.int64_val.extend(draw(st.lists(st.integers(-2**63, 2**63 - 1), max_size=70)))
+    elif how == "bool":
+        t.bool_val.extend(draw(st.lists(st.booleans(), max_size=70)))
+    elif how == "half":
+        t.half_val.extend(draw(st.lists(st.integers(-2**31, 2**31 - 1), max_size=70)))
+    elif how == "string":
+        t.string_val.extend(draw(st.lists(st.binary(max_size=20), max_size=10)))
+    return t
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(tensor=random_tensor(), alias=st.sampled_from([INPUT, INPUT, "other"]))
+def _fuzz_random_tensors(server, tensor, alias):
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "demo"
+    req.inputs[alias].CopyFrom(tensor)
+    try:
+        server.predict.Predict(req, timeout=10)
+    except grpc.RpcError as exc:
+        assert exc.code() not in NEVER, (exc.code(), exc.details(), req)
+        assert exc.details()
+    COUNTS["random"] += 1
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(raw=st.one_of(st.binary(max_size=300),
+                     random_tensor().map(lambda t: _truncated(t)),
+                     st.binary(max_size=40).map(lambda b: b"\x0a\x06\x0a\x04demo\x12" + b)))
+def _fuzz_wire_bytes(server, raw):
+    call = server.channel.unary_unary(PREDICT, request_serializer=lambda b: b,
+                                      response_deserializer=predict_pb2.PredictResponse.FromString)
+    try:
+        call(raw, timeout=10)
+    except grpc.RpcError as exc:
+        assert exc.code() not in NEVER, (exc.code(), exc.details(), raw)
+    COUNTS["wire"] += 1
+
+
+def _truncated(t: tensor_pb2.TensorProto) -> bytes:
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "demo"
+    req.inputs[INPUT].CopyFrom(t)
+    raw = req.SerializeToString()
+    return raw[: max(0, len(raw) - 1 - len(raw) % 7)]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(rows=st.integers(0, 5), seed=st.integers(0, 2**32 - 1), typed=st.booleans())
+def _fuzz_valid(server, version_dir, rows, seed, typed):
+    x = np.random.default_rng(seed).normal(size=(rows, *SHAPE)).astype(np.float32)
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "demo"
+    if typed:  # float_val instead of tensor_content
+        t = req.inputs[INPUT]
+        t.dtype = types_pb2.DT_FLOAT
+        for d in x.shape:
+            t.tensor_shape.dim.add(size=d)
+        t.float_val.extend(x.reshape(-1).tolist())
+    else:
+        req.inputs[INPUT].CopyFrom(tf.make_tensor_proto(x))
+    got = tf.make_ndarray(server.predict.Predict(req, timeout=10).outputs[OUTPUT])
+    np.testing.assert_allclose(got, _reference(version_dir, x), atol=1e-5)
+    COUNTS["valid_grpc"] += 1
+    conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
+    conn.request("POST", "/v1/models/demo:predict", body=__import__("json").dumps({"instances": x.tolist()}))
+    resp = conn.getresponse()
+    payload = __import__("json").loads(resp.read())
+    conn.close()
+    if rows == 0:
+        assert resp.status == 400 and "error" in payload
+    else:
+        assert resp.status == 200, payload
+        np.testing.assert_allclose(np.array(payload["predictions"]), _reference(version_dir, x), atol=1e-5)
+    COUNTS["valid_rest"] += 1
+
+
+_REFERENCE: dict = {}
+
+
+def _reference(version_dir, x):
+    if "fn" not in _REFERENCE:
+        _REFERENCE["fn"] = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    return _REFERENCE["fn"](inputs=tf.constant(x))[OUTPUT].numpy()
+
+
 def test_fuzz_then_still_correct(shared_server, demo_root):
     _fuzz_grpc(shared_server)
     _fuzz_rest(shared_server)
+    _fuzz_random_tensors(shared_server)
+    _fuzz_wire_bytes(shared_server)
+    _fuzz_valid(shared_server, demo_root / "demo" / "1")
     assert COUNTS["grpc"] >= 1000 and COUNTS["rest"] >= 300
+    assert COUNTS["random"] >= 500 and COUNTS["wire"] >= 300
+    assert COUNTS["valid_grpc"] >= 100 and COUNTS["valid_rest"] >= 100
+    assert sum(COUNTS.values()) >= 2300
+    log = shared_server.log()
+    assert "Traceback" not in log and "Exception deserializing" not in log, log[-3000:]
     x = np.random.default_rng(5).random((4, *SHAPE), dtype=np.float32)
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "demo"
