@@ -86,8 +86,12 @@ class PredictionClient:
     def __init__(self, target: str, *, tls: TLSConfig | None = None, deadline: float = 10.0,
                  retries: RetryPolicy | int = 3, check_signature: bool = True,
                  options: list[tuple[str, Any]] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 admin_token: str | None = None) -> None:
         self.target = target
+        # ModelService calls (status, reload_config) carry it when the server was started
+        # with --admin_token_file; Predict and metadata never send it
+        self._admin_metadata = (("authorization", f"Bearer {admin_token}"),) if admin_token else None
         self.tls = tls
         self.deadline = deadline
         self.retry = retries if isinstance(retries, RetryPolicy) else RetryPolicy(attempts=max(1, retries))
@@ -137,7 +141,8 @@ class PredictionClient:
             return False
 
     def _call(self, method: grpc.UnaryUnaryMultiCallable, request: Any, *, idempotent: bool,
-              what: str, deadline: float | None = None, addresses_model: bool = True) -> Any:
+              what: str, deadline: float | None = None, addresses_model: bool = True,
+              admin: bool = False) -> Any:
         budget = self.deadline if deadline is None else deadline
         end = time.monotonic() + budget
         delays = self.retry.delays()
@@ -147,6 +152,8 @@ class PredictionClient:
                 raise DeadlineError(f"{what} on {self.target}: no answer within {budget:g} s",
                                     "DEADLINE_EXCEEDED", f"no answer within {budget:g} s")
             try:
+                if admin and self._admin_metadata:
+                    return method(request, timeout=remaining, metadata=self._admin_metadata)
                 return method(request, timeout=remaining)
             except grpc.RpcError as err:
                 code = err.code().name if err.code() else "UNKNOWN"
@@ -203,7 +210,7 @@ class PredictionClient:
         """`{version: {"state": "AVAILABLE", "error_code": 0, "error_message": ""}}`."""
         request = wire.StatusRequest(model_spec=model_spec(model, version))
         response = self._call(self._status, request, idempotent=True, deadline=deadline,
-                              what=f"status of {_describe(model, version, None)}")
+                              what=f"status of {_describe(model, version, None)}", admin=True)
         return {s.version: {"state": wire.VersionStatus.State.Name(s.state),
                             "error_code": s.status.error_code,
                             "error_message": s.status.error_message}
@@ -226,7 +233,7 @@ class PredictionClient:
         """
         request = wire.ReloadConfigRequest(config=config)
         response = self._call(self._reload, request, idempotent=False, deadline=deadline,
-                              what="config reload", addresses_model=False)
+                              what="config reload", addresses_model=False, admin=True)
         status = response.status
         if status.error_code:
             code = _CODE_NAMES.get(status.error_code, f"code {status.error_code}")

@@ -18,6 +18,7 @@ from tensorflow_serving.apis import (
 )
 
 from . import wire
+from .admin import ReloadGuard
 from .errors import ServingError, invalid_argument
 from .limits import ByteBudget
 from .manager import ModelManager
@@ -133,9 +134,11 @@ def model_status(manager: ModelManager, request) -> get_model_status_pb2.GetMode
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     """GetModelStatus and HandleReloadConfigRequest (replaces the whole model set)."""
 
-    def __init__(self, manager: ModelManager, on_reload: Callable[[object], None] | None = None):
+    def __init__(self, manager: ModelManager, on_reload: Callable[[object], None] | None = None,
+                 guard: ReloadGuard | None = None):
         self._manager = manager
         self._on_reload = on_reload
+        self._guard = guard  # validates the whole config (roots included) before any change
 
     def GetModelStatus(self, request, context):
         try:
@@ -146,6 +149,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
         try:
+            if self._guard is not None:
+                self._guard.check(request.config)
             self._manager.apply_config(request.config)
             if self._on_reload:
                 self._on_reload(request.config)

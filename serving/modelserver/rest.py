@@ -1,5 +1,8 @@
 """REST API on TF Serving's paths, with `{"error": ...}` bodies and the same
-status mapping as gRPC; also serves Prometheus metrics at the monitoring path."""
+status mapping as gRPC; also serves Prometheus metrics at the monitoring path.
+
+It has no admin operations (no reload), so --admin_token_file does not apply: model
+status (GET /v1/models/NAME), metadata and predict stay open, as Predict does on gRPC."""
 
 from __future__ import annotations
 

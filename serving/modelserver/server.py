@@ -15,6 +15,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 
 from serving import tfs_config
 
+from . import admin
 from .batching import BatchOptions
 from .errors import ServingError
 from .flags import Flags, parse_channel_arguments
@@ -37,6 +38,13 @@ def initial_config(flags: Flags):
         return tfs_config.read_model_server_config(flags.model_config_file)
     return tfs_config.build_model_server_config(
         [tfs_config.ModelEntry(name=flags.model_name, base_path=flags.model_base_path)])
+
+
+def startup_roots(startup_config) -> list[str]:
+    """Without --model_base_path_prefix, reloads may use the startup base paths' parents."""
+    which = startup_config.WhichOneof("config")
+    paths = [c.base_path for c in startup_config.model_config_list.config] if which == "model_config_list" else []
+    return admin.default_roots(paths)
 
 
 def batch_options(flags: Flags) -> BatchOptions | None:
@@ -70,6 +78,11 @@ class ModelServer:
         self.predictor = Predictor(self.manager, batch_options(flags), self.metrics.observe_batch,
                                    max_request_bytes=flags.max_request_bytes)
         self.budget = ByteBudget(flags.max_inflight_request_bytes)
+        self.admin_token = admin.read_token(flags.admin_token_file) if flags.admin_token_file else None
+        # an explicit --model_base_path_prefix is checked now (a bad entry exits at once)
+        self._explicit_roots = (admin.parse_roots(flags.model_base_path_prefix)
+                                if flags.model_base_path_prefix is not None else None)
+        self.reload_roots: list[str] = []
         self.metrics._states = self.manager.snapshot
         self._metrics_path = metrics_path(flags)
         self._grpc: grpc.Server | None = None
@@ -98,6 +111,9 @@ class ModelServer:
     def start(self) -> None:
         cfg = initial_config(self.flags)
         self._config_text = text_format.MessageToString(cfg)
+        self.reload_roots = (self._explicit_roots if self._explicit_roots is not None
+                             else startup_roots(cfg))
+        log.info("Reloads may name base paths under: %s", ",".join(self.reload_roots) or "(none)")
         try:
             self.manager.apply_config(cfg)
         except ServingError as err:  # report and keep serving what did load
@@ -135,15 +151,21 @@ class ModelServer:
         keys = {k for k, _ in extra}
         return [o for o in options if o[0] not in keys] + extra
 
+    def _interceptors(self) -> list[grpc.ServerInterceptor]:
+        gates: list[grpc.ServerInterceptor] = [BudgetGate(self.budget)]
+        if self.admin_token is not None:
+            gates.insert(0, admin.AdminAuth(self.admin_token))
+        return gates
+
     def _start_grpc(self) -> None:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.flags.grpc_max_threads,
                                                         thread_name_prefix="grpc"),
                              options=self.grpc_options(), maximum_concurrent_rpcs=None,
-                             interceptors=[BudgetGate(self.budget)])
+                             interceptors=self._interceptors())
         PredictionService(self.predictor, self.metrics).add_to_server(
             server, self.flags.max_request_bytes, self.budget)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self.manager, self._on_reload), server)
+            ModelService(self.manager, self._on_reload, admin.ReloadGuard(self.reload_roots)), server)
         address = f"{self.flags.host}:{self.flags.port}"
         try:
             bound = server.add_insecure_port(address)

@@ -152,7 +152,9 @@ def test_failed_new_version_keeps_old_one_serving(tmp_path, server_factory):
 def test_reload_with_new_base_path_serves_the_new_files(tmp_path, server_factory):
     write_model(tmp_path / "a", "m", 1, seed=11)
     write_model(tmp_path / "b", "m", 1, seed=22)
-    server = server_factory(["--model_name=m", f"--model_base_path={tmp_path / 'a' / 'm'}"], rest=False)
+    # b/ is outside the default root (a/, the startup path's parent): allow both explicitly
+    server = server_factory(["--model_name=m", f"--model_base_path={tmp_path / 'a' / 'm'}",
+                             f"--model_base_path_prefix={tmp_path / 'a'},{tmp_path / 'b'}"], rest=False)
     server.wait_available("m", 1)
     x = np.random.default_rng(2).random((2, *SHAPE), dtype=np.float32)
     _reload(server, [tfs_config.ModelEntry("m", str(tmp_path / "b" / "m"))])
