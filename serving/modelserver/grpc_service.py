@@ -61,6 +61,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as err:
             _abort(context, err)
 
+    # answered explicitly: the generated base raises NotImplementedError, which gRPC
+    # logs as a traceback for every call
+    def Classify(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not supported by this server")
+
+    def Regress(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not supported by this server")
+
+    def MultiInference(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not supported by this server")
+
     def add_to_server(self, server: grpc.Server, limit: int | None, budget: ByteBudget | None) -> None:
         """Register the service; Predict reads requests with the zero-copy, size-checked reader."""
         predict = grpc.unary_unary_rpc_method_handler(
