@@ -96,6 +96,8 @@ def tensor_dims(alias: str, proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
     if any(d < 0 for d in shape):
         raise invalid_argument(f"tensor parsing error: {alias} (negative dimension in {list(shape)})")
+    if math.prod(d for d in shape if d) >= 2**63:  # numpy (and TF) cannot index it, even empty
+        raise invalid_argument(f"tensor parsing error: {alias} (shape {list(shape)} overflows int64)")
     return shape
 
 

@@ -120,6 +120,15 @@ def test_declared_size_over_the_cap_is_refused_before_anything_is_decoded():
     assert got.shape == (1 << 18,) and got[-1] == 2.0
 
 
+def test_empty_shape_whose_other_dims_overflow_is_invalid_not_a_crash():
+    t = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
+    for d in (0, 2**62, 2**62):
+        t.tensor_shape.dim.add(size=d)
+    with pytest.raises(ServingError) as err:
+        _decode(_request(t))
+    assert err.value.code == INVALID and "overflows int64" in err.value.message
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(raw=st.binary(max_size=300))
 def test_garbage_never_raises_from_the_deserializer(raw):
