@@ -173,6 +173,10 @@ class RolloutConfig(_Section):
     canary_label: str = "canary"
     verify_canary: bool = True
     serving_args: list[str] = Field(default_factory=list, description="Extra model-server flags.")
+    admin_api: Literal["auto", "token", "open"] = Field(
+        default="auto", description="ModelService protection: 'token' starts the runtime with "
+        "--admin_token_file and --model_base_path_prefix (tfrollout's model server only); 'auto' = token "
+        "for the local target and tfrollout/* images, open for other images (e.g. tensorflow/serving).")
     start_timeout_s: float = Field(default=90.0, gt=0.0)
     deliver_timeout_s: float = Field(default=300.0, gt=0.0)
     load_timeout_s: float = Field(default=180.0, gt=0.0)

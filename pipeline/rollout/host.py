@@ -89,7 +89,8 @@ class ServingHost:
     def client(self) -> PredictionClient:
         """One channel to the runtime's gRPC port, opened on first use."""
         if self._client is None:
-            self._client = PredictionClient(self.target.endpoint, check_signature=False)
+            self._client = PredictionClient(self.target.endpoint, check_signature=False,
+                                            admin_token=self.target.admin_token())
         return self._client
 
     def close(self) -> None:

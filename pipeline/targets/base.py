@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 LOCK_NAME = ".tfrollout-rollout.lock"
 CONFIG_NAME = "models.config"
+TOKEN_NAME = ".tfrollout-admin.token"
+OUR_IMAGE_PREFIX = "tfrollout/"
 
 
 class ServingTarget(ABC):
@@ -32,6 +34,21 @@ class ServingTarget(ABC):
         if self.cfg.model_base_path:
             return f"{self.cfg.model_base_path.rstrip('/')}/{model}"
         return self.delivered_path(model)
+
+    def admin_protected(self) -> bool:
+        """Whether the runtime is started with a ModelService token and confined base paths."""
+        return self.cfg.admin_api == "token"
+
+    def admin_args(self, token_file: str) -> list[str]:
+        """Model-server flags that close the admin API: token + reloads confined to our roots."""
+        roots = [self.delivered_path("").rstrip("/")]
+        if self.cfg.model_base_path:
+            roots.append(self.cfg.model_base_path.rstrip("/"))
+        return [f"--admin_token_file={token_file}", f"--model_base_path_prefix={','.join(roots)}"]
+
+    def admin_token(self) -> str | None:
+        """The bearer token ModelService calls need, or None when the admin API is open."""
+        return None
 
     @abstractmethod
     def delivered_path(self, model: str) -> str:
@@ -88,4 +105,5 @@ class ServingTarget(ABC):
 
     def describe(self) -> dict[str, Any]:
         """Health facts for `tfrollout status`."""
-        return {"target": self.kind, "endpoint": self.endpoint, "running": self.running()}
+        return {"target": self.kind, "endpoint": self.endpoint, "running": self.running(),
+                "admin_api": "token" if self.admin_protected() else "open"}

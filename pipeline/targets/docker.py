@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
-from pipeline.targets.base import CONFIG_NAME, ServingTarget
+from pipeline.targets.base import CONFIG_NAME, OUR_IMAGE_PREFIX, TOKEN_NAME, ServingTarget
 from pipeline.targets.process import LockHolder
 from pipeline.targets.tarball import build_tar, read_member, version_tar
 
@@ -76,6 +76,7 @@ class DockerTarget(ServingTarget):
         super().__init__(cfg)
         self._client = client
         self.mount = cfg.models_mount.rstrip("/")
+        self._token: str | None = None
 
     @property
     def client(self) -> Any:
@@ -85,6 +86,31 @@ class DockerTarget(ServingTarget):
 
     def delivered_path(self, model: str) -> str:
         return f"{self.mount}/{model}"
+
+    def admin_protected(self) -> bool:
+        """'auto' protects only tfrollout's image: tensorflow/serving has no --admin_token_file."""
+        if self.cfg.admin_api == "auto":
+            return self.cfg.image.startswith(OUR_IMAGE_PREFIX)
+        return self.cfg.admin_api == "token"
+
+    def admin_token(self) -> str | None:
+        """Read from the volume, so any machine that can drive the engine can also roll out."""
+        if not self.admin_protected():
+            return None
+        if self._token is None:
+            data = self._get(f"{self.mount}/{TOKEN_NAME}")
+            self._token = data.decode().strip() or None if data else None
+        return self._token
+
+    def _install_token(self) -> None:
+        """Put a fresh token (0600) into the volume before the runtime first starts."""
+        import secrets
+
+        if self.admin_token():
+            return
+        token = secrets.token_urlsafe(32)
+        self._put(build_tar([(TOKEN_NAME, (token + "\n").encode())], mtime=time.time(), mode=0o600))
+        self._token = token
 
     # ------------------------------------------------------------- container
     def _container(self) -> Any | None:
@@ -114,6 +140,8 @@ class DockerTarget(ServingTarget):
         args = [f"--model_config_file={self.mount}/{CONFIG_NAME}", "--file_system_poll_wait_seconds=1"]
         if self.cfg.network_mode == "host":  # the container owns the host's ports: pick them
             args[:0] = [f"--port={self.cfg.grpc_port}", f"--rest_api_port={self.cfg.rest_port or 8501}"]
+        if self.admin_protected():
+            args += self.admin_args(f"{self.mount}/{TOKEN_NAME}")
         return [*args, *self.cfg.serving_args]
 
     def _ensure_container(self) -> Any:
@@ -149,6 +177,8 @@ class DockerTarget(ServingTarget):
 
     def start(self) -> None:
         container = self._ensure_container()
+        if self.admin_protected():
+            self._install_token()
         container.reload()
         if container.status != "running":
             container.start()
@@ -327,6 +357,7 @@ class DockerTarget(ServingTarget):
     def describe(self) -> dict[str, Any]:
         container = self._container()
         info: dict[str, Any] = {"target": self.kind, "endpoint": self.endpoint,
+                                "admin_api": "token" if self.admin_protected() else "open",
                                 "running": bool(container and container.status == "running"),
                                 "engine": engine_settings(self.cfg)["base_url"], "image": self.cfg.image,
                                 "container": self.cfg.container_name, "volume": self.cfg.volume}

@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
-from pipeline.targets.base import CONFIG_NAME, LOCK_NAME, ServingTarget
+from pipeline.targets.base import CONFIG_NAME, LOCK_NAME, TOKEN_NAME, ServingTarget
 from pipeline.targets.process import LockHolder, ProcessIdentity
 from pipeline.targets.supervisor import read_state
 
@@ -48,9 +48,32 @@ class LocalTarget(ServingTarget):
         self.log_path = self.dir / "server.log"
         self.lock_path = self.dir / LOCK_NAME
         self.supervisor_state_path = self.dir / "supervisor.json"
+        self.token_path = self.dir / TOKEN_NAME
 
     def delivered_path(self, model: str) -> str:
         return str(self.models / model)
+
+    def admin_protected(self) -> bool:
+        return self.cfg.admin_api != "open"  # our own model server: "auto" means protected
+
+    def admin_token(self) -> str | None:
+        if not self.admin_protected():
+            return None
+        try:
+            return self.token_path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _ensure_token(self) -> str:
+        """A fresh 256-bit token, readable only by this user, created once per runtime dir."""
+        token = self.admin_token()
+        if token:
+            return token
+        token = secrets.token_urlsafe(32)
+        fd = os.open(self.token_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        return token
 
     # ------------------------------------------------------------- process
     def _state(self) -> dict[str, Any] | None:
@@ -100,7 +123,11 @@ class LocalTarget(ServingTarget):
         self.models.mkdir(exist_ok=True)
         server = [sys.executable, "-m", "serving.modelserver.main", f"--host={host}", f"--port={port}",
                   f"--rest_api_port={self.cfg.rest_port}", f"--model_config_file={self.config_path}",
-                  "--file_system_poll_wait_seconds=1", *self.cfg.serving_args]
+                  "--file_system_poll_wait_seconds=1"]
+        if self.admin_protected():
+            self._ensure_token()
+            server += self.admin_args(str(self.token_path))
+        server += self.cfg.serving_args
         instance = secrets.token_hex(16)
         cmd = [sys.executable, "-m", "pipeline.targets.supervisor", "--state", str(self.supervisor_state_path),
                "--instance", instance, "--", *server]

@@ -35,14 +35,15 @@ def _info(name: str, size: int, mode: int, mtime: float, kind: bytes = tarfile.R
     return info
 
 
-def build_tar(files: Iterable[tuple[str, bytes]], dirs: Iterable[str] = (), mtime: float = 0.0) -> bytes:
+def build_tar(files: Iterable[tuple[str, bytes]], dirs: Iterable[str] = (), mtime: float = 0.0,
+              mode: int = 0o644) -> bytes:
     """A tar of in-memory files (and directories, listed first), in the given order."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for d in dirs:
             tar.addfile(_info(d, 0, 0o755, mtime, tarfile.DIRTYPE))
         for name, data in files:
-            tar.addfile(_info(name, len(data), 0o644, mtime), io.BytesIO(data))
+            tar.addfile(_info(name, len(data), mode, mtime), io.BytesIO(data))
     return buf.getvalue()
 
 

@@ -292,16 +292,23 @@ class PredictionClient:
         what = _describe(model, version, label)
         end = time.monotonic() + deadline
         last = "no answer yet"
+        status_allowed = True
         while True:
             budget = max(min(end - time.monotonic(), 5.0), 0.05)
             try:
-                if label is not None:
-                    self.metadata(model, label=label, deadline=budget)
-                    return None
+                if label is not None or not status_allowed:
+                    # metadata answers only once the label's / version's servable is loaded
+                    self.metadata(model, version=version, label=label, deadline=budget)
+                    return version if label is None else None
                 rows = self.status(model, version=version, deadline=budget)
             except (TargetUnavailableError, ModelNotFoundError, DeadlineError) as err:
                 last = str(err)
             except RequestFailedError as err:
+                if err.code == "UNAUTHENTICATED" and status_allowed:
+                    # ModelService is token-protected (--admin_token_file) and we hold no token:
+                    # fall back to metadata, which stays open (a failed load then shows as a timeout)
+                    status_allowed, last = False, str(err)
+                    continue
                 if err.code != "FAILED_PRECONDITION":
                     raise
                 last = str(err)

@@ -109,6 +109,9 @@ class StubTarget:
     def base_path(self, model: str) -> str:
         return str(self._base)
 
+    def admin_token(self) -> str | None:  # the test server's ModelService is open
+        return None
+
     def read_config(self) -> str | None:
         return self._file.read_text() if self._file.is_file() else None
 

@@ -164,3 +164,39 @@ def test_unreachable_store_fails_before_touching_the_serving_host(tmp_path: Path
     with pytest.raises(StorageError):
         committed_versions(cfg, MODEL)
     assert not (tmp_path / "serving").exists()
+
+
+def test_the_local_runtime_closes_its_admin_api_by_default(local_cfg, versions, tmp_path):
+    """Predict stays open; ModelService needs the runtime's token; reloads stay inside our roots."""
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
+
+    from pipeline.commands.runtime import status_report
+    from serving import tfs_config
+    from serving.client import PredictionClient
+
+    assert rollout(local_cfg, versions, 1).ok
+    target = session_for(local_cfg, versions, 1).target
+    token = target.admin_token()
+    assert token and len(token) >= 40 and (target.token_path.stat().st_mode & 0o777) == 0o600
+    assert target.describe()["admin_api"] == "token"
+    with grpc.insecure_channel(target.endpoint) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = MODEL
+        with pytest.raises(grpc.RpcError) as denied:
+            stub.GetModelStatus(request, timeout=10)
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        auth = (("authorization", f"Bearer {token}"),)
+        assert stub.GetModelStatus(request, timeout=10, metadata=auth).model_version_status
+        elsewhere = tmp_path / "elsewhere" / MODEL
+        elsewhere.mkdir(parents=True)
+        outside = tfs_config.build_model_server_config([tfs_config.ModelEntry(name=MODEL, base_path=str(elsewhere))])
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=outside),
+                                           timeout=10, metadata=auth)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with PredictionClient(target.endpoint, deadline=10) as client:  # no token: Predict is open
+        assert client.predict_detailed(MODEL, inputs(versions), label="stable").version == 1
+    info = status_report(local_cfg, MODEL)  # the CLI's status holds the token
+    assert info["ok"] and info["states"] == {"1": "AVAILABLE"}
