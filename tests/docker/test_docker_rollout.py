@@ -11,6 +11,7 @@ from pipeline.errors import StorageError
 from pipeline.rollout.machine import RolloutFailed
 from pipeline.rollout.plan import Served
 from pipeline.rollout.session import committed_versions, open_session
+from serving.client.errors import RequestFailedError
 from tests.rollout.hammer import BackgroundLoad
 from tests.rollout.models import MODEL
 from tests.rollout.test_local_target import inputs
@@ -79,6 +80,17 @@ def test_docker_first_deploy_update_under_load_bad_model_and_killed_container(do
 
     with PredictionClient(endpoint, deadline=15) as client:
         assert client.predict_detailed(MODEL, inputs(versions), label="stable").version == 2
+        with pytest.raises(RequestFailedError, match="UNAUTHENTICATED"):  # no token: ModelService closed
+            client.status(MODEL)
+    target = session.target
+    assert target.describe()["admin_api"] == "token" and target.admin_token()
+    container = docker_client.containers.get(docker_cfg.rollout.container_name)
+    assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
+    assert any(arg.startswith("--admin_token_file=") for arg in container.attrs["Args"])
+    removed = target.purge()  # `serve purge`: nothing of ours is left on the engine
+    assert removed == [f"container {docker_cfg.rollout.container_name}", f"volume {docker_cfg.rollout.volume}"]
+    assert not docker_client.containers.list(all=True, filters={"name": docker_cfg.rollout.container_name})
+    assert not docker_client.volumes.list(filters={"name": docker_cfg.rollout.volume})
 
 
 def test_s3_unreachable_fails_before_touching_the_engine(tmp_path: Path, serving_image, docker_client, moto):
