@@ -25,6 +25,7 @@ import tensorflow as tf
 from pipeline import __version__
 from pipeline.errors import ExportError, describe_os_error
 from pipeline.model.versions import choose_version, existing_versions
+from pipeline.targets.process import pid_alive
 from pipeline.verify.golden import GOLDEN_FILE
 
 SIGNATURE_NAME = "serving_default"
@@ -208,17 +209,8 @@ def sweep_stale_staging(model_dir: Path, now: float | None = None) -> list[Path]
             age = now - path.stat().st_mtime
         except OSError:
             continue
-        if (pid is not None and pid != os.getpid() and not _pid_running(pid)) or age > ORPHAN_AGE_S:
+        if (pid is not None and pid != os.getpid() and not pid_alive(pid)) or age > ORPHAN_AGE_S:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
 
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

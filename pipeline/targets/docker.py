@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -347,11 +346,8 @@ class DockerTarget(ServingTarget):
         holder = self.holder()
         if holder is None:
             return False
-        if (not even_if_alive and holder.identity is not None and not holder.crashed()
-                and holder.hostname == socket.gethostname()):
-            raise RolloutError(f"the rollout lock on {self.cfg.container_name} is held by a running process "
-                               f"({holder.describe(time.time())}); not removing it (stop that process first, "
-                               "or pass --force if you are sure)")
+        if not even_if_alive:
+            holder.refuse_removal(str(self.cfg.container_name))
         return self._remove_lock()
 
     def describe(self) -> dict[str, Any]:

@@ -285,11 +285,8 @@ class LocalTarget(ServingTarget):
         holder = self.holder()
         if holder is None:
             return False
-        if (not even_if_alive and holder.identity is not None and not holder.crashed()
-                and holder.hostname == socket.gethostname()):
-            raise RolloutError(f"the rollout lock on {self.dir} is held by a running process "
-                               f"({holder.describe(time.time())}); not removing it (stop that process first, "
-                               "or pass --force if you are sure)")
+        if not even_if_alive:
+            holder.refuse_removal(str(self.dir))
         self.lock_path.unlink(missing_ok=True)
         return True
 

@@ -178,6 +178,23 @@ class LockHolder:
             return True
         return self.identity.mismatch() is not None
 
+    def running_here(self) -> bool:
+        """Provably alive: recorded on this machine and its process still matches."""
+        import socket
+
+        return self.identity is not None and self.hostname == socket.gethostname() and not self.crashed()
+
+    def refuse_removal(self, where: str) -> None:
+        """Raise for `serve unlock` on a live holder: its rollout would go on without a lock."""
+        import time
+
+        from pipeline.errors import RolloutError
+
+        if self.running_here():
+            raise RolloutError(f"the rollout lock on {where} is held by a running process "
+                               f"({self.describe(time.time())}); not removing it (stop that process first, "
+                               "or pass --force if you are sure)")
+
     def describe(self, now: float) -> str:
         age = max(0.0, now - self.at)
         state = "crashed" if self.crashed() else "running" if self.identity and self.hostname else "unknown state"
