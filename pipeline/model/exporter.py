@@ -96,26 +96,37 @@ def write_warmup(path: Path, model_name: str, input_name: str, samples: np.ndarr
     return len(samples)
 
 
-def parity(model: Any, signature: Any, spec: ExportSpec, x: np.ndarray) -> float:
-    """Max |keras - savedmodel| over `x`; fails closed on no inputs and on non-finite outputs.
+PARITY_BATCH = 32  # bounded memory: activations of 32 inputs at a time, whatever the held-out size
+
+
+def parity(model: Any, signature: Any, spec: ExportSpec, x: np.ndarray,
+           batch_size: int = PARITY_BATCH) -> float:
+    """Max |keras - savedmodel| over `x`, in batches; fails closed on no inputs and non-finite outputs.
 
     A model whose outputs hold NaN or Inf is refused here, before anything is published:
     NaN compares false with every tolerance, so it would otherwise pass as "no difference".
+    Batching keeps export memory independent of the held-out set's size (one batch of
+    ResNet50 activations instead of all of them at once).
     """
     if len(x) == 0:
         raise ExportError("parity: no held-out inputs to compare the SavedModel with the Keras model")
-    expected = np.asarray(model(x, training=False))
-    served = signature(**{spec.input_name: tf.constant(x)})[spec.output_name].numpy()
-    if expected.shape != served.shape:
-        raise ExportError(f"parity: SavedModel output shape {served.shape} != Keras {expected.shape}")
-    for name, values in (("Keras model", expected), ("SavedModel", served)):
-        bad = ~np.isfinite(values)
-        if bad.any():
-            where = [int(i) for i in np.argwhere(bad)[0]]
-            raise ExportError(f"the {name} outputs {int(bad.sum())} non-finite value(s) (first "
-                              f"{values[tuple(where)]} at index {where}) on {len(x)} held-out inputs; "
-                              "a model that outputs NaN or Inf is not exported")
-    return float(np.max(np.abs(expected - served)))
+    worst = 0.0
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size]
+        expected = np.asarray(model(chunk, training=False))
+        served = signature(**{spec.input_name: tf.constant(chunk)})[spec.output_name].numpy()
+        if expected.shape != served.shape:
+            raise ExportError(f"parity: SavedModel output shape {served.shape} != Keras {expected.shape}")
+        for name, values in (("Keras model", expected), ("SavedModel", served)):
+            bad = ~np.isfinite(values)
+            if bad.any():
+                where = [int(i) for i in np.argwhere(bad)[0]]
+                shown = [where[0] + start, *where[1:]]
+                raise ExportError(f"the {name} outputs {int(bad.sum())} non-finite value(s) (first "
+                                  f"{values[tuple(where)]} at index {shown}) on {len(x)} held-out inputs; "
+                                  "a model that outputs NaN or Inf is not exported")
+        worst = max(worst, float(np.max(np.abs(expected - served))))
+    return worst
 
 
 def golden_outputs(signature: Any, spec: ExportSpec, x: np.ndarray) -> np.ndarray:

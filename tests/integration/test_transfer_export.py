@@ -196,3 +196,33 @@ def test_parity_reports_shape_mismatch():
     with pytest.raises(ExportError, match="output shape"):
         parity(lambda x, training=False: np.zeros((2, 5), np.float32), Sig(), spec,
                np.zeros((2, 8, 8, 1), np.float32))
+
+
+def test_parity_runs_in_bounded_batches_and_finds_the_worst_row():
+    import tensorflow as tf
+
+    seen: list[int] = []
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+
+    def keras_model(batch, training=False):
+        seen.append(len(batch))
+        return np.asarray(batch) * 2.0
+
+    class Sig:
+        def __call__(self, **kwargs):
+            batch = kwargs["inputs"].numpy()
+            off = np.where(batch == 7.0, 0.25, 0.0)  # one row, in the third batch, differs
+            return {"probabilities": tf.constant(batch * 2.0 + off)}
+
+    spec = _spec(Path("."))
+    assert parity(keras_model, Sig(), spec, x, batch_size=3) == 0.25
+    assert seen == [3, 3, 3, 1]
+
+    class NanSig:
+        def __call__(self, **kwargs):
+            batch = kwargs["inputs"].numpy() * 2.0
+            batch[batch == 16.0] = np.nan
+            return {"probabilities": tf.constant(batch)}
+
+    with pytest.raises(ExportError, match=r"1 non-finite value\(s\) \(first nan at index \[8, 0\]\)"):
+        parity(keras_model, NanSig(), spec, x, batch_size=3)
