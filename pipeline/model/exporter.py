@@ -55,9 +55,13 @@ class ExportResult:
 
 
 def write_saved_model(model: Any, path: Path, input_name: str, output_name: str) -> None:
-    """`serving_default`: {input_name: float32[-1, ...]} -> {output_name: model output}."""
+    """`serving_default`: {input_name: float32[-1, ...]} -> {output_name: model output}.
+
+    No `archive.track(model)`: in Keras 3 the endpoint already tracks every variable it
+    captures (`_all_variables`), and tracking the model as well stored each weight a
+    second time (`variables/`), doubling every push, pull, delivery and loaded version.
+    """
     archive = keras.export.ExportArchive()
-    archive.track(model)
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=input_name)
 
     def serve(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
