@@ -43,9 +43,10 @@ class ModelConfig(_Section):
 
     path: Path = Path("demo/source_model.keras")
     cut_layer: str | None = Field(
-        default="features",
-        description="Layer whose output feeds the new head; unset (\"\" from --set/env/TOML) = the "
-                    "layer before the last, as a SavedModel base needs.",
+        default=None,
+        description="Layer whose output feeds the new head; unset (the default, or \"\" from "
+                    "--set/env/TOML) = the layer feeding the model's last Dense classifier (e.g. "
+                    "avg_pool in ResNet50), else the layer before the last; a SavedModel base needs it unset.",
     )
 
     @field_validator("cut_layer")
@@ -104,6 +105,10 @@ class ExportConfig(_Section):
     warmup_records: int = Field(default=8, ge=0, le=1000)
     golden_size: int = Field(default=64, ge=1, le=100_000)
     parity_atol: float = Field(default=1e-5, gt=0.0)
+    version_from_store: bool = Field(
+        default=True, description="Number a new version one above everything the store (storage.uri) "
+        "holds, pushes or reserves and reserve it there, so fresh checkouts sharing a store never collide; "
+        "false = from the local export folder only (no store access at export).")
 
 
 class StorageConfig(_Section):
@@ -134,6 +139,9 @@ class StorageConfig(_Section):
                             "pushes of one version can never interleave their files.")
     lock_stale_s: float = Field(default=1800.0, gt=0.0, description="A push lock not renewed for this long "
                                 "is a crashed push's and is taken over (`tfrollout storage unlock` removes one).")
+    reservation_stale_s: float = Field(default=86400.0, gt=0.0, description="A version number reserved "
+                                       "by an export that never pushed it is given up after this long (gc "
+                                       "removes the reservation).")
     gc_grace_s: float = Field(default=3600.0, ge=0.0,
                               description="gc: uncommitted leftovers younger than this may be a live push.")
 

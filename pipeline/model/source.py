@@ -121,10 +121,38 @@ def _load_saved_model(path: Path) -> Any:
     return keras.Model(inputs, features, name="saved_model_base")
 
 
+PASS_THROUGH_AFTER_CLASSIFIER = ("Dropout", "Activation", "Softmax", "ReLU")
+PASS_THROUGH_BEFORE_CLASSIFIER = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",
+                                  "GaussianDropout", "AlphaDropout")
+
+
+def classifier_input_layer(model: Any) -> str | None:
+    """The layer that feeds the model's classifier: the input of its last Dense layer.
+
+    Walks back from the output over what may follow a classifier (activation, dropout),
+    takes the Dense layer found there, then skips the dropout-like layers in front of
+    it: `avg_pool` for ResNet50, `global_average_pooling2d` for MobileNetV2, `features`
+    for the demo. None when the model does not end in a Dense classifier.
+    """
+    layers = list(model.layers)
+    i = len(layers) - 1
+    while i >= 0 and type(layers[i]).__name__ in PASS_THROUGH_AFTER_CLASSIFIER:
+        i -= 1
+    if i < 0 or type(layers[i]).__name__ not in ("Dense", "EinsumDense"):
+        return None
+    j = i - 1
+    while j >= 0 and type(layers[j]).__name__ in PASS_THROUGH_BEFORE_CLASSIFIER:
+        j -= 1
+    return layers[j].name if j >= 0 and type(layers[j]).__name__ != "InputLayer" else None
+
+
 def resolve_cut_layer(model: Any, requested: str | None, path: Path) -> str:
-    """The layer whose output feeds the new head (default: the layer before the last)."""
+    """The layer whose output feeds the new head (default: the one feeding the classifier)."""
     names = [layer.name for layer in model.layers]
     if requested is None:
+        found = classifier_input_layer(model)
+        if found is not None:
+            return found
         if len(names) < 3:
             raise ModelLoadError(f"{path}: model has {len(names)} layers; too few to cut off a head")
         return names[-2]

@@ -96,3 +96,22 @@ def test_h5_without_hdf5_signature(tmp_path: Path):
 def test_unknown_cut_layer_names_it_and_lists_layers(demo_source_model: Path):
     with pytest.raises(ModelLoadError, match=r"no layer named 'penultimate'.*features"):
         load_source_model(demo_source_model, "penultimate")
+
+
+@pytest.mark.parametrize("build, expected", [
+    (lambda keras: keras.applications.ResNet50(input_shape=(32, 32, 3), weights=None, classes=3), "avg_pool"),
+    (lambda keras: keras.applications.MobileNetV2(input_shape=(32, 32, 3), weights=None, classes=3),
+     "global_average_pooling2d"),
+    (lambda keras: keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="hidden"),
+                                     keras.layers.Dropout(0.5, name="drop"), keras.layers.Dense(2, name="cls"),
+                                     keras.layers.Softmax(name="sm")]), "hidden"),
+    (lambda keras: keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, name="c1"),
+                                     keras.layers.Conv2D(2, 3, name="c2"),
+                                     keras.layers.GlobalAveragePooling2D(name="gap")]), "c2"),
+])
+def test_default_cut_is_the_input_of_the_classifier(tmp_path: Path, build, expected: str):
+    import keras
+
+    path = tmp_path / "model.keras"
+    build(keras).save(path)
+    assert load_source_model(path, None).cut_layer == expected
