@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("pipeline.commands.deploy", "deploy"),
     "load": ("pipeline.commands.deploy", "load"),
     "transfer": ("pipeline.commands.deploy", "transfer"),
+    "gate": ("pipeline.commands.deploy", "gate"),
     "export": ("pipeline.commands.deploy", "export"),
     "config": ("pipeline.commands.deploy", "config_app"),
     "demo": ("pipeline.commands.deploy", "demo_app"),

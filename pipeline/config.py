@@ -146,6 +146,25 @@ class StorageConfig(_Section):
                               description="gc: uncommitted leftovers younger than this may be a live push.")
 
 
+class GateConfig(_Section):
+    """The quality bar a transferred model must clear before anything is exported or published.
+
+    Accuracies and recalls are fractions (0.05 = 5 points). An unset threshold is not checked.
+    """
+
+    enforce: bool = Field(default=True, description="false: report failures but publish anyway "
+                                                    "(recorded in the version's manifest).")
+    min_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_class_recall: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_gain_over_baseline: float | None = Field(default=None, ge=-1.0, le=1.0,
+                                                 description="Transfer minus from-scratch accuracy; may be < 0.")
+    max_drop_vs_serving: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Refuse a candidate this much less accurate than the served stable version "
+                    "(evaluated over gRPC on the same held-out set); skipped when nothing is served.")
+    serving_deadline_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+
+
 class VerifyConfig(_Section):
     """How served predictions are checked against the exported model's golden set."""
 
@@ -225,6 +244,7 @@ class DeployConfig(_Section):
     transfer: TransferConfig = TransferConfig()
     export: ExportConfig = ExportConfig()
     storage: StorageConfig = StorageConfig()
+    gate: GateConfig = GateConfig()
     verify: VerifyConfig = VerifyConfig()
     rollout: RolloutConfig = RolloutConfig()
     run: RunConfig = RunConfig()

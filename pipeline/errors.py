@@ -45,6 +45,12 @@ class TransferError(TfRolloutError):
     exit_code = 4
 
 
+class GateError(TfRolloutError):
+    """The transferred model did not clear the quality gate; nothing was published."""
+
+    exit_code = 9
+
+
 class ExportError(TfRolloutError):
     """The SavedModel could not be written or failed its parity check."""
 

@@ -24,11 +24,17 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from pipeline.config import DeployConfig
-from pipeline.errors import FileSystemError, StageOrderError, TfRolloutError, describe_os_error
+from pipeline.errors import (
+    FileSystemError,
+    GateError,
+    StageOrderError,
+    TfRolloutError,
+    describe_os_error,
+)
 from pipeline.progress import Reporter
 from pipeline.stages.results import OUTPUT_TYPES, ExportOutput, StageOutput
 
-STAGE_ORDER: tuple[str, ...] = ("load", "transfer", "export", "push", "rollout", "verify")
+STAGE_ORDER: tuple[str, ...] = ("load", "transfer", "gate", "export", "push", "rollout", "verify")
 RECORD_FILE = "run.json"
 OutputT = TypeVar("OutputT", bound=StageOutput)
 
@@ -273,8 +279,10 @@ def run_pipeline(
     for name in stages:
         try:
             run_stage(ctx, name)
-        except TfRolloutError as exc:
-            if exc.details is None:  # the --json error report carries what the run did so far
+        except TfRolloutError as exc:  # the --json error report carries what the run did so far
+            if exc.details is None:
                 exc.details = record.to_json()
+            elif isinstance(exc, GateError):  # the gate's evaluation next to the run record
+                exc.details = {**record.to_json(), **exc.details}
             raise
     return RunSummary(record=record, ran=stages, resumed_from=start if from_stage is None else None)

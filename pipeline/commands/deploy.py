@@ -86,6 +86,12 @@ def transfer(config: ConfigOpt = None, set_: SetOpt = None, no_baseline: NoBasel
     _one_stage("transfer", config, set_, None, no_baseline, as_json, debug)
 
 
+def gate(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+         debug: DebugOpt = False) -> None:
+    """Check the transferred model against the quality gate (uses the last run's `transfer`)."""
+    _one_stage("gate", config, set_, None, False, as_json, debug)
+
+
 def export(config: ConfigOpt = None, set_: SetOpt = None, version: VersionOpt = None,
            as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Export the versioned SavedModel (uses the last run's `transfer`)."""

@@ -56,6 +56,26 @@ class TransferOutput(StageOutput):
     baseline_accuracy: float | None
 
 
+class GateOutput(StageOutput):
+    """The quality gate's verdict on the transferred model (and what it was compared with)."""
+
+    stage: ClassVar[str] = "gate"
+    summary_fields: ClassVar[tuple[str, ...]] = ("passed", "accuracy", "serving_accuracy")
+
+    passed: bool  # every configured check passed
+    enforced: bool  # gate.enforce at the time: a failure with enforce=false is an override
+    accuracy: float
+    serving_accuracy: float | None  # the served stable version on the same held-out set
+    serving_version: int | None
+    serving_note: str | None  # why the serving comparison was skipped
+    checks: list[dict[str, Any]]
+    report: Path
+
+    @property
+    def overridden(self) -> bool:
+        return self.enforced is False and not self.passed
+
+
 class ExportOutput(StageOutput):
     """One exported version: `<export_root>/<model_name>/<version>/`."""
 
@@ -126,5 +146,5 @@ class VerifyOutput(StageOutput):
 
 OUTPUT_TYPES: dict[str, type[StageOutput]] = {
     cls.stage: cls
-    for cls in (LoadOutput, TransferOutput, ExportOutput, PushOutput, RolloutOutput, VerifyOutput)
+    for cls in (LoadOutput, TransferOutput, GateOutput, ExportOutput, PushOutput, RolloutOutput, VerifyOutput)
 }

@@ -29,7 +29,7 @@ def test_cli_deploy_with_s3_and_docker_first_deploy_then_canary_promote(
     env = {**os.environ, **aws_env,
            "TFROLLOUT_MODEL__PATH": str(demo_source_model),
            "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
-           "TFROLLOUT_TRANSFER__BASELINE": "false",
+           "TFROLLOUT_TRANSFER__BASELINE": "false", "TFROLLOUT_GATE__MIN_ACCURACY": "0",
            "TFROLLOUT_STORAGE__URI": f"s3://cli-{tag}/models", "TFROLLOUT_STORAGE__ENDPOINT_URL": moto.endpoint,
            "TFROLLOUT_STORAGE__CREATE_BUCKET": "true",
            "TFROLLOUT_ROLLOUT__TARGET": "docker", "TFROLLOUT_ROLLOUT__IMAGE": serving_image,
@@ -45,7 +45,7 @@ def test_cli_deploy_with_s3_and_docker_first_deploy_then_canary_promote(
 
     try:
         first = cli("deploy", "--config", str(REPO_CONFIG))
-        assert first["ran"] == ["load", "transfer", "export", "push", "rollout", "verify"]
+        assert first["ran"] == ["load", "transfer", "gate", "export", "push", "rollout", "verify"]
         assert first["stages"]["push"]["outputs"]["uri"] == f"s3://cli-{tag}/models/digits/1/"
         rollout = first["stages"]["rollout"]["outputs"]
         assert rollout["target"] == "docker" and rollout["action"] == "first-deploy"

@@ -29,7 +29,9 @@ def test_demo_deploy_twice_gives_versions_1_and_2(tmp_path: Path):
         reports.append(json.loads(proc.stdout))
 
     first, second = reports
-    assert first["ok"] and first["ran"] == ["load", "transfer", "export", "push"]
+    assert first["ok"] and first["ran"] == ["load", "transfer", "gate", "export", "push"]
+    gate = first["stages"]["gate"]["outputs"]
+    assert gate["passed"] and gate["serving_note"].startswith("nothing is served yet")
     assert first["stages"]["export"]["outputs"]["version"] == 1
     assert second["stages"]["export"]["outputs"]["version"] == 2
     assert first["run_id"] != second["run_id"]

@@ -105,3 +105,28 @@ def test_stage_out_of_order_is_explained(workdir: Path):
     proc = run_cli("export", cwd=workdir)
     assert_one_line_error(proc, "no earlier run record")
     assert proc.returncode == 2
+
+
+def test_a_model_below_the_quality_bar_stops_before_export(workdir: Path):
+    proc = run_cli("deploy", "--json", "--until", "export", *FAST, "--set", "transfer.baseline=true",
+                   "--set", "transfer.baseline_epochs=3", "--set", "gate.min_accuracy=0.999",
+                   "--set", "gate.min_gain_over_baseline=0.5", cwd=workdir)
+    assert proc.returncode == 9, proc.stderr
+    assert_one_line_error(proc, "quality gate failed: held-out accuracy 0.")
+    assert "< min_accuracy 0.999 (and 1 more failed check(s))" in proc.stderr
+    report = json.loads(proc.stdout)
+    gate = report["gate"]
+    assert gate["passed"] is False and gate["enforced"] is True
+    assert [c["name"] for c in gate["checks"]] == ["min_accuracy", "min_gain_over_baseline"]
+    assert sum(map(sum, gate["candidate"]["confusion"])) == gate["candidate"]["examples"] > 0
+    assert report["stages"]["gate"]["status"] == "failed" and "export" not in report["stages"]
+    assert not (workdir / "exports").exists()  # nothing exported, so nothing can be pushed
+
+    # the override lets it through, and says so
+    proc = run_cli("deploy", "--json", "--from", "gate", "--until", "gate", *FAST, "--set",
+                   "transfer.baseline=true", "--set", "transfer.baseline_epochs=3",
+                   "--set", "gate.min_accuracy=0.999", "--set", "gate.enforce=false", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    gate = json.loads(proc.stdout)["stages"]["gate"]["outputs"]
+    assert gate["passed"] is False and gate["enforced"] is False
+    assert "published anyway (gate.enforce = false" in " ".join(proc.stderr.split())  # rich wraps lines

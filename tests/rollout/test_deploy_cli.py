@@ -29,7 +29,7 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
     port = free_port()
     env = {**os.environ, "TFROLLOUT_MODEL__PATH": str(demo_source_model),
            "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
-           "TFROLLOUT_TRANSFER__BASELINE": "false", "TFROLLOUT_ROLLOUT__GRPC_PORT": str(port),
+           "TFROLLOUT_TRANSFER__BASELINE": "false", "TFROLLOUT_GATE__MIN_ACCURACY": "0", "TFROLLOUT_ROLLOUT__GRPC_PORT": str(port),
            "TFROLLOUT_ROLLOUT__REST_PORT": "0", "TFROLLOUT_VERIFY__ENDPOINT": f"127.0.0.1:{port}"}
 
     def cli(*args: str, check: bool = True, without_tf: bool = False) -> subprocess.CompletedProcess:
@@ -43,9 +43,13 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
 
     try:
         first = json.loads(cli("deploy", "--config", str(REPO_CONFIG), "--json").stdout)
-        assert first["ran"] == ["load", "transfer", "export", "push", "rollout", "verify"]
+        assert first["ran"] == ["load", "transfer", "gate", "export", "push", "rollout", "verify"]
         assert first["stages"]["rollout"]["outputs"]["action"] == "first-deploy"
         second = json.loads(cli("deploy", "--config", str(REPO_CONFIG), "--json").stdout)
+        gate = second["stages"]["gate"]["outputs"]  # the second run is scored against what is served
+        assert gate["serving_version"] == 1 and gate["serving_note"] is None
+        assert gate["serving_accuracy"] == first["stages"]["gate"]["outputs"]["accuracy"]
+        assert [c["name"] for c in gate["checks"]] == ["min_accuracy", "max_drop_vs_serving"]
         rollout = second["stages"]["rollout"]["outputs"]
         assert rollout["action"] == "update" and rollout["previous"] == 1 and rollout["version"] == 2
         assert rollout["served"] == {"model": "digits", "versions": [2], "labels": {"stable": 2}}

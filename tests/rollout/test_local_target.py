@@ -169,7 +169,11 @@ def test_unreachable_store_fails_before_touching_the_serving_host(tmp_path: Path
 def test_the_local_runtime_closes_its_admin_api_by_default(local_cfg, versions, tmp_path):
     """Predict stays open; ModelService needs the runtime's token; reloads stay inside our roots."""
     import grpc
-    from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
+    from tensorflow_serving.apis import (
+        get_model_status_pb2,
+        model_management_pb2,
+        model_service_pb2_grpc,
+    )
 
     from pipeline.commands.runtime import status_report
     from serving import tfs_config

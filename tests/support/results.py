@@ -35,7 +35,13 @@ def finished(output: Any) -> StageResult:
 
 def sample_output(stage: str) -> Any:
     """A valid result of any stage (values made up; for record and summary tests)."""
-    from pipeline.stages.results import LoadOutput, RolloutOutput, TransferOutput, VerifyOutput
+    from pipeline.stages.results import (
+        GateOutput,
+        LoadOutput,
+        RolloutOutput,
+        TransferOutput,
+        VerifyOutput,
+    )
 
     here = Path("/tmp/run")
     samples: dict[str, Any] = {
@@ -44,6 +50,8 @@ def sample_output(stage: str) -> Any:
         "transfer": TransferOutput(model_path=here / "t.keras", heldout=here / "h.npz", report=here / "r.json",
                                    classes=["5", "6"], strategy="fine-tune", test_accuracy=0.9,
                                    baseline_accuracy=None),
+        "gate": GateOutput(passed=True, enforced=True, accuracy=0.9, serving_accuracy=None, serving_version=None,
+                           serving_note="nothing is served yet", checks=[], report=here / "gate.json"),
         "export": export_output(here / "exports" / "digits" / "1"),
         "push": push_output("digits", 1),
         "rollout": RolloutOutput(target="local", endpoint="127.0.0.1:8500", model_name="digits", version=1,

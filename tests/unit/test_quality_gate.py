@@ -1,0 +1,80 @@
+"""The gate's arithmetic: metrics from predictions, checks that fail closed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.model.quality import (
+    Evaluation,
+    EvaluationError,
+    at_least,
+    evaluate,
+    failure_line,
+    judge,
+)
+
+CLASSES = ["cat", "dog", "eel"]
+
+
+def one_hot(predicted: list[int]) -> np.ndarray:
+    return np.eye(3, dtype=np.float32)[predicted] * 0.8 + 0.05
+
+
+def test_evaluate_counts_every_cell_of_the_confusion_matrix():
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    pred = [0, 0, 1, 1, 2, 2, 2, 0]
+    ev = evaluate(y, one_hot(pred), CLASSES)
+    assert ev.confusion == [[2, 1, 0], [0, 1, 1], [1, 0, 2]]
+    assert ev.accuracy == pytest.approx(5 / 8) and ev.examples == 8
+    assert ev.per_class_recall == pytest.approx({"cat": 2 / 3, "dog": 1 / 2, "eel": 2 / 3})
+
+
+def test_a_class_without_held_out_examples_has_no_recall():
+    ev = evaluate(np.array([0, 1]), one_hot([0, 1]), CLASSES)
+    assert math.isnan(ev.per_class_recall["eel"])
+    check = judge(ev, baseline_accuracy=None, serving=None, min_accuracy=None, min_class_recall=0.5,
+                  min_gain_over_baseline=None, max_drop_vs_serving=None)
+    assert [c.passed for c in check] == [True, True, False]  # unmeasurable recall fails closed
+
+
+@pytest.mark.parametrize("probs, y, reason", [
+    (np.zeros((0, 3)), np.zeros(0), "no held-out examples"),
+    (np.full((2, 3), np.nan), np.array([0, 1]), "non-finite"),
+    (np.ones((2, 4)), np.array([0, 1]), "do not match"),
+    (np.ones((3, 3)), np.array([0, 1]), "do not match"),
+    (np.ones((2, 3)), np.array([0, 5]), "labels outside"),
+])
+def test_unscorable_predictions_are_errors(probs, y, reason):
+    with pytest.raises(EvaluationError, match=reason):
+        evaluate(y, probs, CLASSES)
+
+
+def test_checks_compare_with_thresholds_baseline_and_serving():
+    candidate = Evaluation(0.80, {"cat": 0.9, "dog": 0.7}, [[9, 1], [3, 7]], 20)
+    serving = Evaluation(0.84, {"cat": 0.9, "dog": 0.8}, [[9, 1], [2, 8]], 20)
+    checks = judge(candidate, baseline_accuracy=0.85, serving=serving, min_accuracy=0.75,
+                   min_class_recall=0.75, min_gain_over_baseline=-0.02, max_drop_vs_serving=0.05)
+    verdict = {(c.name, c.passed) for c in checks}
+    assert verdict == {("min_accuracy", True), ("min_class_recall", True), ("min_class_recall", False),
+                       ("min_gain_over_baseline", False), ("max_drop_vs_serving", True)}
+    line = failure_line(checks)
+    assert line == ("quality gate failed: recall of class 'dog' 0.700 < min_class_recall 0.75 "
+                    "(and 1 more failed check(s))")
+    worse = judge(candidate, baseline_accuracy=None, serving=serving, min_accuracy=None, min_class_recall=None,
+                  min_gain_over_baseline=None, max_drop_vs_serving=0.03)
+    assert not worse[0].passed and worse[0].value == pytest.approx(-0.04)
+
+
+def test_unset_thresholds_check_nothing_and_nan_never_passes():
+    ev = Evaluation(0.5, {}, [], 2)
+    assert judge(ev, baseline_accuracy=None, serving=None, min_accuracy=None, min_class_recall=None,
+                 min_gain_over_baseline=None, max_drop_vs_serving=0.1) == []  # nothing served: skipped
+    assert failure_line([]) is None
+    assert not at_least("min_accuracy", math.nan, 0.0, "accuracy").passed
+    assert not at_least("min_accuracy", None, 0.0, "accuracy").passed
+    no_baseline = judge(ev, baseline_accuracy=None, serving=None, min_accuracy=None, min_class_recall=None,
+                        min_gain_over_baseline=-1.0, max_drop_vs_serving=None)
+    assert not no_baseline[0].passed and "no from-scratch baseline" in no_baseline[0].detail
