@@ -75,6 +75,12 @@ def run(ctx: StageContext) -> TransferOutput:
             "epochs_run": baseline.epochs_run,
             "wall_s": round(baseline.wall_s, 3),
             "skipped_reason": baseline.skipped_reason,
+            "batchnorm": None if not baseline.bn_layers_recalibrated else {
+                "layers_recalibrated": baseline.bn_layers_recalibrated,
+                "accuracy_before": baseline.accuracy_before_recalibration,
+                "how": "moving mean/variance re-estimated after training: one training-mode pass over "
+                       "the labelled examples, averaging the per-batch statistics",
+            },
         },
     }
     if baseline is not None and baseline.test_accuracy is not None:

@@ -229,3 +229,23 @@ def test_parity_runs_in_bounded_batches_and_finds_the_worst_row():
 
     with pytest.raises(ExportError, match=r"1 non-finite value\(s\) \(first nan at index \[8, 0\]\)"):
         parity(keras_model, NanSig(), spec, x, batch_size=3)
+
+
+def test_batchnorm_statistics_are_reestimated_from_the_data():
+    import keras
+
+    from pipeline.model.training import batchnorm_layers, recalibrate_batchnorm
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(5.0, 3.0, size=(200, 4, 4, 2))).astype(np.float32)
+    inner = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.BatchNormalization(momentum=0.999)])
+    model = keras.Sequential([keras.Input((4, 4, 2)), inner, keras.layers.Flatten(), keras.layers.Dense(2)])
+    (bn,) = batchnorm_layers(model)  # found inside the nested model
+    kernel = model.layers[-1].kernel.numpy().copy()
+    assert np.allclose(bn.moving_mean.numpy(), 0.0)  # as a short training run leaves them
+    assert recalibrate_batchnorm(model, x, batch_size=64) == 1
+    per_channel = x.reshape(-1, 2)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), per_channel.mean(axis=0), rtol=0.02)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), per_channel.var(axis=0), rtol=0.1)
+    assert bn.momentum == 0.999  # restored
+    np.testing.assert_array_equal(model.layers[-1].kernel.numpy(), kernel)  # weights untouched
