@@ -33,8 +33,11 @@ from pipeline.storage.lock import force_unlock, live_locks
 from pipeline.storage.manifest import read_export_metadata
 from pipeline.storage.publish import open_and_hash, push_configured
 from pipeline.storage.pull import pick_version
+from pipeline.storage.reserve import is_stale as reservation_stale
+from pipeline.storage.reserve import reservations
 
-ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite a committed version with different content.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the content of a committed version (only to "
+                                        "repair one no runtime serves; a new export gets a fresh number instead).")]
 CreateOpt = Annotated[bool, typer.Option("--create-bucket", help="Create the S3 bucket if it is missing.")]
 UriOpt = Annotated[str | None, typer.Option("--uri", help="Store URI (overrides storage.uri).")]
 
@@ -111,16 +114,22 @@ storage_app = typer.Typer(help="Inspect and maintain the model store (storage.ur
 def list_store(cfg: DeployConfig, model: str | None) -> dict[str, Any]:
     """Versions (committed or not) and pushes in progress, as the `--json` report."""
     store = open_store(cfg.storage)
-    pushing = live_locks(store, stale_after_s=cfg.storage.lock_stale_s, now=time.time(), model=model)
+    now = time.time()
+    pushing = live_locks(store, stale_after_s=cfg.storage.lock_stale_s, now=now, model=model)
+    reserved = reservations(store, model)
     return {"ok": True, "uri": store.uri, "versions": [v.to_json() for v in store.list_versions(model)],
             "pushing": [{"model": m, "version": n, "owner": h.owner, "since": h.acquired_at}
-                        for (m, n), h in sorted(pushing.items())]}
+                        for (m, n), h in sorted(pushing.items())],
+            "reserved": [{"model": m, "version": n, "owner": h.owner if h else "unreadable reservation",
+                          "run_id": h.run_id if h else None, "since": h.reserved_at if h else None,
+                          "stale": reservation_stale(h, now, cfg.storage.reservation_stale_s)}
+                         for (m, n), h in sorted(reserved.items())]}
 
 
 def listing_lines(report: dict[str, Any]) -> list[str]:
     """The human listing of `list_store`'s report (pure)."""
-    versions, pushing = report["versions"], report["pushing"]
-    if not versions and not pushing:
+    versions, pushing, reserved = report["versions"], report["pushing"], report.get("reserved", [])
+    if not versions and not pushing and not reserved:
         return [f"{report['uri']}: no versions"]
     busy = {(p["model"], p["version"]): p["owner"] for p in pushing}
     lines = []
@@ -135,6 +144,12 @@ def listing_lines(report: dict[str, Any]) -> list[str]:
     for (name, number), owner in sorted(busy.items()):
         if (name, number) not in listed:
             lines.append(f"{name:<20} {number:>6}  push in progress by {owner} (nothing stored yet)")
+            listed.add((name, number))
+    for r in reserved:
+        if (r["model"], r["version"]) not in listed:
+            state = "STALE reservation (gc removes it)" if r["stale"] else "reserved by an export"
+            lines.append(f"{r['model']:<20} {r['version']:>6}  {state}: {r['owner']}"
+                         f"{', run ' + r['run_id'] if r['run_id'] else ''} (nothing stored yet)")
     return lines
 
 
@@ -213,23 +228,36 @@ def gc(
     grace: Annotated[float | None, typer.Option("--grace", min=0, help="Seconds an uncommitted version "
                                                 "is left alone (default storage.gc_grace_s).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be deleted.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Proceed when the serving runtime cannot be asked what "
+                                        "it serves (its persisted labels are still kept); the report names "
+                                        "what was not checked.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     uri: UriOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Delete committed versions beyond --keep and stale uncommitted leftovers."""
+    """Delete committed versions beyond --keep and stale leftovers; never what the runtime serves
+    (loaded, labelled, or the version `rollback` returns to)."""
+    from pipeline.rollout.served import gc_protection  # gRPC: only for gc
+
     cfg = load_cfg(config, set_, storage_overrides(uri))
-    report = collect_garbage(open_store(cfg.storage), keep=keep,
-                             grace_s=cfg.storage.gc_grace_s if grace is None else grace, now=time.time(),
-                             dry_run=dry_run, lock_stale_s=cfg.storage.lock_stale_s)
+    store = open_store(cfg.storage)
+    versions = store.list_versions()
+    protected, runtime = gc_protection(cfg, versions, force=force)
+    report = collect_garbage(store, keep=keep, grace_s=cfg.storage.gc_grace_s if grace is None else grace,
+                             now=time.time(), dry_run=dry_run, lock_stale_s=cfg.storage.lock_stale_s,
+                             protected=protected, versions=versions,
+                             reservation_stale_s=cfg.storage.reservation_stale_s)
+    report["runtime"] = runtime
     if as_json:
         emit({"ok": True, **report})
         return
     verb = "would delete" if dry_run else "deleted"
     busy = f"; push in progress, untouched: {report['pushing']}" if report["pushing"] else ""
+    served = f"; served, untouched: {report['served']}" if report["served"] else ""
+    unchecked = f"; NOT CHECKED (--force): {'; '.join(runtime['unchecked'])}" if runtime["unchecked"] else ""
     freed = report["bytes_freed"]
     assert isinstance(freed, int)
     typer.echo(f"{verb}: committed {report['deleted_committed'] or '-'}, stale {report['deleted_stale'] or '-'}"
-               f" ({human_bytes(freed)}); kept {report['kept'] or '-'}{busy}")
+               f" ({human_bytes(freed)}); kept {report['kept'] or '-'}{served}{busy}{unchecked}")

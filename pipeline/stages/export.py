@@ -1,11 +1,118 @@
-"""export stage: the transferred model as `<export_root>/<name>/<version>/` for TF Serving."""
+"""export stage: the transferred model as `<export_root>/<name>/<version>/` for TF Serving.
+
+The version number comes from the store (see `pipeline.storage.reserve`), not only from
+the local export folder, and is reserved there before anything is written: two fresh
+checkouts exporting against one store get two numbers.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from pipeline.config import DeployConfig
+from pipeline.errors import ExportError, StorageError
+from pipeline.model.versions import (
+    choose_version,
+    existing_versions,
+    next_version,
+    refuse_committed_pin,
+)
 from pipeline.run import StageContext
 from pipeline.stages.results import ExportOutput, LoadOutput, TransferOutput
+from pipeline.storage import Store
+from pipeline.storage.errors import MissingBucketError
+from pipeline.storage.reserve import (
+    Reservation,
+    read_reservation,
+    release_quietly,
+    reserve,
+    reserve_next,
+    taken_numbers,
+)
+
+
+@dataclass
+class VersionClaim:
+    """The number this export writes, and its reservation in the store (None: not reserved)."""
+
+    version: int
+    store: Store | None = None
+    reservation: Reservation | None = None
+
+    def release(self, model: str) -> None:
+        """Give the number back after a failed export (a leftover goes stale and gc removes it)."""
+        if self.store is not None and self.reservation is not None:
+            release_quietly(self.store, model, self.version, self.reservation)
+
+    def describe(self) -> str:
+        if self.store is None:
+            return "numbered from the local export folder"
+        verb = "reserved" if self.reservation is not None else "numbered (no reservation: storage.push_lock off)"
+        return f"{verb} in {self.store.uri}"
+
+
+def claim_version(config: DeployConfig, run_id: str) -> VersionClaim:
+    """The next free (or the pinned) version, checked against the local folder and the store.
+
+    Fails closed: a store that does not answer stops the export with one line, unless
+    `export.version_from_store = false`.
+    """
+    from pipeline.storage import open_store
+
+    cfg, storage = config.export, config.storage
+    model_dir = cfg.root / cfg.model_name
+    local = existing_versions(model_dir)
+    pinned = cfg.version
+    if pinned is not None:
+        choose_version(local, pinned, model_dir)  # a local directory of that number: refused first
+    if not cfg.version_from_store:
+        return VersionClaim(choose_version(local, pinned, model_dir))
+    try:
+        store = open_store(storage)
+        try:
+            return _claim(store, config, pinned, local, run_id)
+        except MissingBucketError:
+            if not storage.create_bucket:
+                raise
+            store.ensure_ready(create=True)  # the push would create it: the export may, to reserve in it
+            return _claim(store, config, pinned, local, run_id)
+    except StorageError as exc:
+        raise StorageError(f"export cannot number {cfg.model_name} from the store {storage.uri}: {exc}; "
+                           f"nothing was exported — fix the store, or set "
+                           f"export.version_from_store = false to number from the local export folder only"
+                           ) from None
+
+
+def _claim(store: Store, config: DeployConfig, pinned: int | None, local: list[int], run_id: str) -> VersionClaim:
+    storage, model = config.storage, config.export.model_name
+    if pinned is not None:
+        return _claim_pinned(store, config, pinned, local, run_id)
+    if storage.push_lock:
+        version, holder = reserve_next(store, model, local=local, run_id=run_id,
+                                       stale_after_s=storage.reservation_stale_s)
+        return VersionClaim(version, store, holder)
+    return VersionClaim(next_version(taken_numbers(store, model).all(), local), store)
+
+
+def _claim_pinned(store: Store, config: DeployConfig, pinned: int, local: list[int],
+                  run_id: str) -> VersionClaim:
+    """A pinned number: refused when committed or reserved by another live export, else reserved."""
+    cfg, storage = config.export, config.storage
+    taken = taken_numbers(store, cfg.model_name)
+    committed = [v.version for v in store.list_versions(cfg.model_name, pinned) if v.committed]
+    refuse_committed_pin(cfg.model_name, pinned, committed, store.uri, next_version(taken.all(), local))
+    if not storage.push_lock:
+        return VersionClaim(pinned, store)
+    holder = reserve(store, cfg.model_name, pinned, run_id=run_id, stale_after_s=storage.reservation_stale_s)
+    if holder is None:
+        found = read_reservation(store, cfg.model_name, pinned)
+        who = found[0].owner if found is not None and found[0] is not None else "another export"
+        raise ExportError(f"{cfg.model_name} version {pinned} is reserved in {store.uri} by another export "
+                          f"({who}); omit export.version / --version and the export takes the next free "
+                          f"number ({next_version(taken.all(), local)})")
+    return VersionClaim(pinned, store, holder)
 
 
 def run(ctx: StageContext) -> ExportOutput:
@@ -19,7 +126,9 @@ def run(ctx: StageContext) -> ExportOutput:
     model = ctx.transferred_model or keras.models.load_model(transferred.model_path)
     with np.load(transferred.heldout) as heldout:
         heldout_x = heldout["x"]
-    spec = ExportSpec(root=cfg.root, model_name=cfg.model_name, version=cfg.version,
+    claim = claim_version(ctx.config, ctx.record.run_id)
+    ctx.reporter.note(f"{cfg.model_name} version {claim.version} {claim.describe()}")
+    spec = ExportSpec(root=cfg.root, model_name=cfg.model_name, version=claim.version,
                       input_name=cfg.input_name, output_name=cfg.output_name,
                       warmup_records=cfg.warmup_records, golden_size=cfg.golden_size,
                       parity_atol=cfg.parity_atol)
@@ -30,9 +139,13 @@ def run(ctx: StageContext) -> ExportOutput:
         "metrics": {"test_accuracy": transferred.test_accuracy,
                     "baseline_test_accuracy": transferred.baseline_accuracy,
                     "strategy": transferred.strategy},
-        "run_id": ctx.record.run_id,
+        "run_id": ctx.record.run_id,  # the push recognises the reservation of this run as its own
     }
-    result = export_model(model, spec, heldout_x, metadata)
+    try:
+        result = export_model(model, spec, heldout_x, metadata)
+    except BaseException:
+        claim.release(cfg.model_name)
+        raise
     ctx.reporter.note(f"exported {cfg.model_name} version {result.version} to {result.version_dir} "
                       f"(parity max abs diff {result.max_abs_diff:.2g})")
     version_dir = result.version_dir.resolve()

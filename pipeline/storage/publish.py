@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +31,12 @@ from pipeline.storage.manifest import (
     stamp,
     upload_order,
 )
+from pipeline.storage.reserve import (
+    DEFAULT_RESERVATION_STALE_S,
+    claim_for_push,
+    drop_own_reservation,
+)
+from pipeline.storage.reserve import release_quietly as release_reservation
 from pipeline.storage.scan import read_manifest
 
 
@@ -66,9 +74,9 @@ def plan_push(local: VersionManifest, remote: Mapping[str, ObjectInfo],
             old, new = existing.by_path(), local.by_path()
             differ = sum(1 for p in set(old) | set(new) if old.get(p) != new.get(p))
             raise StorageError(
-                f"{local.model_name} version {local.version} is already committed with different "
-                f"content ({differ} files differ); refusing to overwrite "
-                f"(bump the version, or pass --force)")
+                f"{local.model_name} version {local.version} is taken: already committed with different "
+                f"content ({differ} files differ) and a committed version is never overwritten; export "
+                f"again and the export picks a fresh version number")
     plan = PushPlan(uncommit=MANIFEST_NAME in remote)
     todo = []
     for entry in local.files:
@@ -84,6 +92,16 @@ def plan_push(local: VersionManifest, remote: Mapping[str, ObjectInfo],
     wanted = set(by_path) | {MANIFEST_NAME}
     plan.extraneous = sorted(k for k in remote if k not in wanted)
     return plan
+
+
+def claim_identity(local: VersionManifest) -> str:
+    """Whose reservation a push may use (pure): the export run's id from `tfrollout.json`, else (a
+    directory not made by the export stage) its content, so a resumed push of it is still its own."""
+    run_id = local.export.get("run_id")
+    if run_id is not None:
+        return str(run_id)
+    digest = hashlib.sha256(json.dumps(sorted((f.path, f.size, f.sha256) for f in local.files)).encode())
+    return f"content-{digest.hexdigest()[:16]}"
 
 
 @dataclass
@@ -141,12 +159,16 @@ def push_version(store: Store, version_dir: Path, model_name: str, version: int,
                  progress: ProgressFactory | None = None,
                  on_bytes: OnBytes | None = None,
                  local: VersionManifest | None = None,
-                 lock_stale_s: float | None = DEFAULT_LOCK_STALE_S) -> PushResult:
+                 lock_stale_s: float | None = DEFAULT_LOCK_STALE_S,
+                 reservation_stale_s: float | None = DEFAULT_RESERVATION_STALE_S) -> PushResult:
     """Publish `version_dir` as `<model>/<version>/` and commit it with the manifest.
 
     `local` is the directory's manifest when the caller already hashed it (see
     `open_and_hash`); otherwise the files are hashed here. The version's push lock is
     held from before the listing to after the commit (`lock_stale_s=None`: no lock).
+    Before uploading, the push claims the version number (`pipeline.storage.reserve`:
+    the export's reservation, recognised by the run id in `tfrollout.json`, or a new
+    one); the commit gives the reservation up (`reservation_stale_s=None`: no claim).
     """
     t0 = time.perf_counter()
     if local is None:
@@ -163,7 +185,7 @@ def push_version(store: Store, version_dir: Path, model_name: str, version: int,
     try:
         listing = store.list_for_write(f"{model_name}/{version}/", create=create)
         return _push_listed(store, version_dir, local, listing, t0, force=force, progress=progress,
-                            on_bytes=on_bytes, lease=lease)
+                            on_bytes=on_bytes, lease=lease, reservation_stale_s=reservation_stale_s)
     finally:
         if lease is not None:
             lease.release()
@@ -176,12 +198,14 @@ def push_configured(store: Store, cfg: StorageConfig, version_dir: Path, model_n
     (a `file://` store is always created: it is just a directory)."""
     return push_version(store, version_dir, model_name, version, force=cfg.force,
                         create=cfg.create_bucket or store.location.scheme == "file", progress=progress,
-                        local=local, lock_stale_s=cfg.lock_stale_s if cfg.push_lock else None)
+                        local=local, lock_stale_s=cfg.lock_stale_s if cfg.push_lock else None,
+                        reservation_stale_s=cfg.reservation_stale_s if cfg.push_lock else None)
 
 
 def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listing: Mapping[str, ObjectInfo],
                  t0: float, *, force: bool, progress: ProgressFactory | None,
-                 on_bytes: OnBytes | None, lease: Lease | None = None) -> PushResult:
+                 on_bytes: OnBytes | None, lease: Lease | None = None,
+                 reservation_stale_s: float | None = None) -> PushResult:
     """Plan against the version's current objects, upload, and commit.
 
     With a `lease`, the upload stops as soon as a renewal finds the lock taken over, and
@@ -198,6 +222,10 @@ def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listin
         if entry is not None and obj.size == entry.size:
             remote_sha[rel] = obj.sha256 or store.sha256_of(prefix + rel)
     plan = plan_push(local, remote, remote_sha, existing, force=force)
+    run_id = claim_identity(local)
+    claim = None
+    if reservation_stale_s is not None and not plan.already_committed:
+        claim = claim_for_push(store, model_name, version, run_id=run_id, stale_after_s=reservation_stale_s)
 
     sent = [0]
     lock = threading.Lock()  # S3 reports progress from several transfer threads
@@ -232,6 +260,10 @@ def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listin
         if lease is not None:
             lease.check_held()
         store.put_bytes(prefix + MANIFEST_NAME, stamp(local).dumps())
+    if claim is not None:  # committed: the manifest is the claim from now on
+        release_reservation(store, model_name, version, claim)
+    elif reservation_stale_s is not None:
+        drop_own_reservation(store, model_name, version, run_id)
     return PushResult(
         uri=store.location.join(model_name, str(version)) + "/",
         manifest_uri=store.location.join(prefix + MANIFEST_NAME),

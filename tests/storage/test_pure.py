@@ -139,8 +139,10 @@ def test_plan_refuses_different_content_unless_forced() -> None:
     remote = {e.path: _obj("", e.size) for e in LOCAL.files} | {MANIFEST_NAME: _obj("", 1)}
     other = _manifest({"saved_model.pb": (3, "OTHER"), "variables/v.data": (10, "d"),
                        "variables/v.index": (2, "i")})
-    with pytest.raises(StorageError, match="already committed with different content .1 files differ.*--force"):
+    with pytest.raises(StorageError, match="version 1 is taken: already committed with different content "
+                       r"\(1 files differ\).*export again and the export picks a fresh version number") as err:
         plan_push(other, remote, {}, LOCAL, force=False)
+    assert "--force" not in str(err.value)  # never advise overwriting a committed (maybe served) version
     plan = plan_push(other, remote, {"variables/v.data": "d", "variables/v.index": "i"}, LOCAL, force=True)
     assert plan.uncommit and [e.path for e in plan.last] == ["saved_model.pb"] and not plan.first
 
