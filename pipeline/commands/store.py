@@ -257,7 +257,9 @@ def gc(
     busy = f"; push in progress, untouched: {report['pushing']}" if report["pushing"] else ""
     served = f"; served, untouched: {report['served']}" if report["served"] else ""
     unchecked = f"; NOT CHECKED (--force): {'; '.join(runtime['unchecked'])}" if runtime["unchecked"] else ""
+    reserved = report["deleted_reservations"]
+    unreserved = f"; reservations {'to drop' if dry_run else 'dropped'}: {reserved}" if reserved else ""
     freed = report["bytes_freed"]
     assert isinstance(freed, int)
     typer.echo(f"{verb}: committed {report['deleted_committed'] or '-'}, stale {report['deleted_stale'] or '-'}"
-               f" ({human_bytes(freed)}); kept {report['kept'] or '-'}{served}{busy}{unchecked}")
+               f" ({human_bytes(freed)}); kept {report['kept'] or '-'}{served}{busy}{unreserved}{unchecked}")

@@ -71,7 +71,8 @@ class ServingHost:
     """Implements the machine's `Host` protocol on a `ServingTarget`."""
 
     def __init__(self, target: ServingTarget, fetch: Fetcher | None, *, passthrough: bool = False,
-                 lock_stale_s: float = 1800.0, clock: Clock | None = None) -> None:
+                 lock_stale_s: float = 1800.0, clock: Clock | None = None,
+                 store_versions: Callable[[str], list[int]] | None = None) -> None:
         """Delivery is explicit, so no caller has to patch it:
         - `fetch` given: missing versions are pulled from the store through it;
         - `passthrough=True`: the runtime reads the store itself (`rollout.model_base_path`),
@@ -79,8 +80,11 @@ class ServingHost:
         - neither (`fetch=None`): host-only, e.g. the store is unreachable: only versions
           already on the host can be served (restore and rollback still work) and delivering
           another one is a RolloutError naming it.
+        `store_versions` (passthrough): the store's committed versions of a model — what the
+        runtime can read, so what `rollback` may return to.
         """
         self.target, self.fetch, self.passthrough = target, fetch, passthrough
+        self.store_versions = store_versions
         self.lock_stale_s = lock_stale_s
         self.clock = clock or SystemClock()
         self._client: PredictionClient | None = None
@@ -163,6 +167,8 @@ class ServingHost:
         return version in self.target.versions(model)
 
     def versions_on_host(self, model: str) -> list[int]:
+        if self.passthrough and self.store_versions is not None:  # the runtime reads the store itself
+            return sorted(set(self.target.versions(model)) | set(self.store_versions(model)))
         return self.target.versions(model)
 
     def deliver(self, model: str, version: int) -> None:

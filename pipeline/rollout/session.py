@@ -81,7 +81,11 @@ def open_session(cfg: DeployConfig, model: str, *, store: Store | None,
     fetch: Fetcher | None = None
     if store is not None and not passthrough:
         fetch = store.pull
-    host = ServingHost(target, fetch, passthrough=passthrough, lock_stale_s=r.lock_stale_s)
+    listing = None
+    if passthrough and store is not None:
+        listing = lambda name: [v.version for v in store.committed_versions(name)]  # noqa: E731
+    host = ServingHost(target, fetch, passthrough=passthrough, lock_stale_s=r.lock_stale_s,
+                       store_versions=listing)
     verifier = (golden_verifier(cfg, target.endpoint, model, golden)
                 if golden is not None and r.verify_canary else None)
     deadlines = Deadlines(start=r.start_timeout_s, deliver=r.deliver_timeout_s, load=r.load_timeout_s,

@@ -1,6 +1,7 @@
 """`storage gc` against a real local model server that reads its versions straight from a
 file:// store (passthrough): the served version and the previous stable survive `--keep 1`,
-`labels/stable` still answers; a stopped runtime makes gc refuse unless --force."""
+`labels/stable` still answers; a stopped runtime makes gc refuse unless --force; rollback
+then still finds the previous stable in the store."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.commands.runtime import rollback_model
 from pipeline.config import DeployConfig
 from pipeline.rollout.served import ask_runtime
 from pipeline.rollout.session import open_session
@@ -37,7 +39,8 @@ def _gc(config: Path, *extra: str):  # noqa: ANN202
 
 
 def _rest_stable(port: int) -> dict:
-    body = json.dumps({"instances": np.zeros((1, 8, 8, 1)).tolist()}).encode()
+    x = np.random.default_rng(1).random((1, 8, 8, 1))  # not zeros: those hit only the (zero) biases
+    body = json.dumps({"instances": x.tolist()}).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/{MODEL}/labels/stable:predict",
                                      data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - 127.0.0.1 only
@@ -94,5 +97,11 @@ def test_gc_keeps_what_a_passthrough_runtime_serves(tmp_path: Path, versions: Ve
         assert done["served"] == [f"{MODEL}/2", f"{MODEL}/3"] and "not running" in done["runtime"]["unchecked"][0]
         human = _gc(config, "--force", "--dry-run")
         assert "NOT CHECKED (--force)" in human.stdout and "served, untouched" in human.stdout
+
+        # what gc kept is what rollback needs: restore the stopped runtime, then back to 2
+        assert rollback_model(cfg, MODEL)["action"] == "restore"
+        back = rollback_model(cfg, MODEL)
+        assert back["action"] == "rollback" and back["served"]["labels"] == {"stable": 2}
+        assert _rest_stable(rest)["predictions"] != before["predictions"]  # v2's weights answer now
     finally:
         target.stop()
