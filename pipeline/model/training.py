@@ -221,13 +221,26 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
                            time.perf_counter() - t0)
 
 
+def fresh_base(source_model: Any, cut_layer: str | None) -> Any:
+    """The base's architecture with new random weights, every layer trainable.
+
+    clone_model copies each layer's `trainable` flag, and the transfer run before the
+    baseline froze the (shared) source layers: without this the baseline would train
+    only the top layers above a frozen random base — a handicapped baseline.
+    """
+    base = keras.models.clone_model(split_base(source_model, cut_layer))
+    for layer in [base, *base.layers]:
+        layer.trainable = True
+    return base
+
+
 def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, cfg: TransferConfig,
                        reporter: Reporter) -> BaselineOutcome:
     """The same architecture with fresh weights, trained on the same labelled set (the baseline)."""
     keras.utils.set_random_seed(cfg.seed)
     t0 = time.perf_counter()
     try:
-        base = keras.models.clone_model(split_base(source_model, cut_layer))
+        base = fresh_base(source_model, cut_layer)
     except Exception as exc:  # e.g. a SavedModel base cannot be re-initialised
         return BaselineOutcome(None, 0, 0.0, f"architecture cannot be cloned ({type(exc).__name__})")
     head = make_head(tuple(base.output_shape[1:]), data.num_classes, cfg.head_units)

@@ -249,3 +249,18 @@ def test_batchnorm_statistics_are_reestimated_from_the_data():
     np.testing.assert_allclose(bn.moving_variance.numpy(), per_channel.var(axis=0), rtol=0.1)
     assert bn.momentum == 0.999  # restored
     np.testing.assert_array_equal(model.layers[-1].kernel.numpy(), kernel)  # weights untouched
+
+
+def test_the_baseline_trains_every_layer_even_after_transfer_froze_the_source(demo_source_model):
+    import keras
+
+    from pipeline.model.training import fresh_base
+
+    source = keras.models.load_model(demo_source_model, compile=False)
+    for layer in source.layers[:-2]:
+        layer.trainable = False  # what a fine-tune run leaves on the shared source layers
+    base = fresh_base(source, "features")
+    assert all(layer.trainable for layer in base.layers) and base.trainable
+    assert len(base.trainable_weights) == len([w for w in base.weights if "moving" not in w.path])
+    conv = base.get_layer("conv1").kernel.numpy()
+    assert not np.array_equal(conv, source.get_layer("conv1").kernel.numpy())  # fresh weights
