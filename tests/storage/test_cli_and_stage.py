@@ -88,6 +88,7 @@ def test_cli_push_from_run_record_to_s3_then_ls_pull_gc(tmp_path: Path, moto: Mo
     assert len(_json(_invoke("storage", "ls", "--json"))["versions"]) == 2
     done = _json(_invoke("storage", "gc", "--keep", "1", "--json"))
     assert done["deleted_committed"] == ["digits/1"]
+    assert done["runtime"]["absent"] and done["served"] == []  # no runtime was ever set up here: none to ask
     assert [v["version"] for v in _json(_invoke("storage", "ls", "--json"))["versions"]] == [2]
 
 

@@ -1,23 +1,33 @@
-"""What a runtime serves, and what gc therefore keeps (pure: no server, no store)."""
+"""What a runtime serves, and what gc therefore keeps (pure, scripted targets; one CLI gc against a
+closed docker port and a file:// store)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from pipeline.cli import app
+from pipeline.config import StorageConfig
+from pipeline.errors import RolloutError
 from pipeline.rollout.host import merged_config
 from pipeline.rollout.plan import Served
 from pipeline.rollout.served import (
     ConfiguredModel,
     RuntimeView,
     admin_token_for,
+    ask_runtime,
     parse_config,
     protected_versions,
 )
+from pipeline.storage import open_store
 from pipeline.storage.base import VersionInfo
 from pipeline.storage.gc import select_gc
+from pipeline.storage.publish import push_version
 from serving import tfs_config
+from tests.support.procs import free_port
 
 
 def _config_text(*served: Served) -> str:
@@ -109,3 +119,71 @@ def test_admin_token_for_targets_with_and_without_the_method(tmp_path: Path) -> 
 def test_parse_config_of_junk_raises(junk: str) -> None:
     with pytest.raises(Exception):  # noqa: B017 - ask_runtime turns it into an unchecked line
         parse_config(junk)
+
+
+class _Target:
+    """The four read-only calls `ask_runtime` makes, scripted (no process, no engine)."""
+
+    kind, endpoint = "stub", "127.0.0.1:1"
+
+    def __init__(self, *, running: object = False, config: object = None, on_host: object = ()) -> None:
+        self._running, self._config, self._on_host = running, config, on_host
+
+    def _answer(self, value: object) -> object:
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def running(self) -> bool:
+        return bool(self._answer(self._running))
+
+    def read_config(self) -> str | None:
+        return self._answer(self._config)  # type: ignore[return-value]
+
+    def versions(self, model: str) -> list[int]:
+        return list(self._answer(self._on_host))  # type: ignore[call-overload]
+
+
+def test_ask_runtime_never_set_up_is_absent_not_unchecked() -> None:
+    view = ask_runtime(_Target(), ["digits"])  # type: ignore[arg-type]
+    assert view.absent and not view.unchecked and not view.running
+
+
+def test_ask_runtime_records_every_check_it_could_not_make() -> None:
+    text = _config_text(Served("digits", (2,), {"stable": 2}))
+    stopped = ask_runtime(_Target(config=text), ["digits"])  # type: ignore[arg-type]
+    assert not stopped.absent and "is not running" in stopped.unchecked[0]
+    assert protected_versions(stopped, {"digits": [1, 2, 3]}) == {
+        ("digits", 2): "label 'stable' on the runtime",
+        ("digits", 1): "previous stable (what `rollback` returns to from 2)"}  # still kept with --force
+    engine = ask_runtime(_Target(running=RolloutError("Docker engine at tcp://x unreachable: boom")),
+                         ["digits"])  # type: ignore[arg-type]
+    assert engine.unchecked == ["cannot tell whether the stub runtime runs: Docker engine at tcp://x "
+                                "unreachable: boom"]
+    junk = ask_runtime(_Target(running=True, config="model_config_list { nope"), ["digits"])  # type: ignore[arg-type]
+    assert "cannot read the stub runtime's model config" in junk.unchecked[0]
+    delivered = ask_runtime(_Target(on_host=[1]), ["digits"])  # type: ignore[arg-type]
+    assert not delivered.absent and delivered.unchecked  # files delivered, nothing to ask: not "absent"
+
+
+def test_gc_refuses_in_one_line_when_the_docker_engine_is_unreachable(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "deploy.toml"
+    config.write_text(f'[storage]\nuri = "file://{tmp_path}/store"\n[run]\nworkdir = "{tmp_path}/w"\n'
+                      f'[rollout]\ntarget = "docker"\ndocker_host = "tcp://127.0.0.1:{port}"\n')
+    store = open_store(StorageConfig(uri=f"file://{tmp_path}/store"))
+    for version in (1, 2, 3):
+        (tmp_path / "v" / str(version)).mkdir(parents=True)
+        (tmp_path / "v" / str(version) / "saved_model.pb").write_bytes(b"v%d" % version)
+        push_version(store, tmp_path / "v" / str(version), "digits", version, create=True)
+    refused = CliRunner().invoke(app, ["storage", "gc", "--config", str(config), "--keep", "1"])
+    assert refused.exit_code == 6
+    line = refused.stderr.strip()
+    assert line.startswith("error: gc refused, nothing deleted: cannot tell whether the docker runtime runs: "
+                           f"Docker engine at tcp://127.0.0.1:{port} unreachable") and "\n" not in line
+    assert [v.version for v in store.committed_versions("digits")] == [1, 2, 3]
+    forced = CliRunner().invoke(app, ["storage", "gc", "--config", str(config), "--keep", "1", "--force",
+                                      "--json"])
+    assert forced.exit_code == 0, forced.stderr
+    report = json.loads(forced.stdout)
+    assert report["deleted_committed"] == ["digits/1", "digits/2"] and report["runtime"]["unchecked"]
