@@ -2,7 +2,9 @@
 
 Readers (ls, pull, rollout) use `open_store(config).committed_versions(model)` and
 `.pull(model, version, dest)`: only versions whose manifest (the commit marker)
-and files all check out are ever returned. This package never imports TensorFlow.
+and files all check out are ever returned. Writers number versions through the store
+(`reserve.py`: a conditional create per number) and hold a push lock (`lock.py`). This
+package never imports TensorFlow.
 """
 
 from __future__ import annotations
