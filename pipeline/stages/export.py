@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import DeployConfig
-from pipeline.errors import ExportError, StorageError
+from pipeline.errors import ExportError, GateError, StorageError
 from pipeline.model.versions import (
     choose_version,
     existing_versions,
@@ -20,7 +20,7 @@ from pipeline.model.versions import (
     refuse_committed_pin,
 )
 from pipeline.run import StageContext
-from pipeline.stages.results import ExportOutput, LoadOutput, TransferOutput
+from pipeline.stages.results import ExportOutput, GateOutput, LoadOutput, TransferOutput
 from pipeline.storage import Store
 from pipeline.storage.errors import MissingBucketError
 from pipeline.storage.reserve import (
@@ -126,6 +126,10 @@ def run(ctx: StageContext) -> ExportOutput:
     model = ctx.transferred_model or keras.models.load_model(transferred.model_path)
     with np.load(transferred.heldout) as heldout:
         heldout_x = heldout["x"]
+    gate = ctx.output(GateOutput)  # nothing is exported that the quality gate did not see
+    if not gate.passed and ctx.config.gate.enforce:
+        raise GateError("the quality gate failed for this run's model and gate.enforce is true; "
+                        "nothing is exported (re-run the gate, or set gate.enforce = false)")
     claim = claim_version(ctx.config, ctx.record.run_id)
     ctx.reporter.note(f"{cfg.model_name} version {claim.version} {claim.describe()}")
     spec = ExportSpec(root=cfg.root, model_name=cfg.model_name, version=claim.version,
@@ -140,6 +144,10 @@ def run(ctx: StageContext) -> ExportOutput:
                     "baseline_test_accuracy": transferred.baseline_accuracy,
                     "strategy": transferred.strategy},
         "run_id": ctx.record.run_id,  # the push recognises the reservation of this run as its own
+        "quality_gate": {"passed": gate.passed, "enforced": gate.enforced, "overridden": gate.overridden,
+                         "accuracy": gate.accuracy, "serving_accuracy": gate.serving_accuracy,
+                         "serving_version": gate.serving_version, "serving_note": gate.serving_note,
+                         "checks": gate.checks},
     }
     try:
         result = export_model(model, spec, heldout_x, metadata)

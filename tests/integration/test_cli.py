@@ -130,3 +130,14 @@ def test_a_model_below_the_quality_bar_stops_before_export(workdir: Path):
     gate = json.loads(proc.stdout)["stages"]["gate"]["outputs"]
     assert gate["passed"] is False and gate["enforced"] is False
     assert "published anyway (gate.enforce = false" in " ".join(proc.stderr.split())  # rich wraps lines
+
+    # an export under enforce=true refuses a model the gate failed; the override is in the manifest
+    refused = run_cli("deploy", "--from", "export", "--until", "export", *FAST, cwd=workdir)
+    assert refused.returncode == 9 and not (workdir / "exports").exists()
+    assert_one_line_error(refused, "the quality gate failed for this run's model")
+    proc = run_cli("deploy", "--json", "--from", "export", "--until", "export", *FAST,
+                   "--set", "gate.enforce=false", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(Path(json.loads(proc.stdout)["stages"]["export"]["outputs"]["manifest"]).read_text())
+    assert manifest["quality_gate"]["overridden"] is True and manifest["quality_gate"]["passed"] is False
+    assert manifest["quality_gate"]["checks"][0]["name"] == "min_accuracy"

@@ -22,7 +22,7 @@ from pipeline.storage import open_store
 from pipeline.storage.reserve import read_reservation
 from tests.storage.conftest import MotoServer
 from tests.support.procs import free_port
-from tests.support.results import finished
+from tests.support.results import finished, sample_output
 
 TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
 
@@ -65,6 +65,7 @@ def checkout(root: Path, trained: tuple[Path, Path], storage: dict[str, Any], **
                                                         report=root / "r.json", classes=["a", "b", "c"],
                                                         strategy="full", test_accuracy=1.0,
                                                         baseline_accuracy=None))
+    record.stages["gate"] = finished(sample_output("gate"))
     save_record(cfg, record)
     return cfg
 
