@@ -22,9 +22,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from pipeline.errors import StorageError
 from pipeline.storage.base import Store
+from pipeline.targets.process import ProcessIdentity
 
 LOCK_PREFIX = ".locks"
 DEFAULT_LOCK_STALE_S = 1800.0
@@ -43,6 +45,8 @@ class LockInfo:
     owner: str
     acquired_at: float
     renewed_at: float | None = None
+    hostname: str | None = None  # with `process`: lets this machine tell a crashed push from a live one
+    process: dict[str, Any] | None = None  # ProcessIdentity of the pushing process
 
     @property
     def last_seen(self) -> float:
@@ -54,8 +58,17 @@ class LockInfo:
             user = getpass.getuser()
         except (KeyError, OSError):
             user = "unknown"
+        identity = ProcessIdentity.of(os.getpid(), "")
         return cls(id=uuid.uuid4().hex, owner=f"{user}@{socket.gethostname()} pid {os.getpid()}",
-                   acquired_at=now)
+                   acquired_at=now, hostname=socket.gethostname(),
+                   process=identity.to_json() if identity else None)
+
+    def crashed_here(self) -> bool:
+        """The pushing process ran on this machine and is gone (or its pid is another process now)."""
+        if self.hostname != socket.gethostname() or self.process is None:
+            return False
+        identity = ProcessIdentity.from_json(self.process)
+        return identity is not None and identity.mismatch() is not None
 
     def dumps(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -65,16 +78,25 @@ class LockInfo:
         """None for an unreadable lock body (treated as stale: it cannot name a live holder)."""
         try:
             raw = json.loads(data)
+            if not isinstance(raw, dict):
+                return None
             renewed = raw["renewed_at"] if "renewed_at" in raw else None
+            process = raw.get("process")
             return cls(id=str(raw["id"]), owner=str(raw["owner"]), acquired_at=float(raw["acquired_at"]),
-                       renewed_at=None if renewed is None else float(renewed))
+                       renewed_at=None if renewed is None else float(renewed),
+                       hostname=None if raw.get("hostname") is None else str(raw["hostname"]),
+                       process=process if isinstance(process, dict) else None)
         except (ValueError, KeyError, TypeError):
             return None
 
 
 def is_stale(holder: LockInfo | None, now: float, stale_after_s: float) -> bool:
-    """A lock nobody can be holding any more (pure)."""
-    return holder is None or now - holder.last_seen >= stale_after_s
+    """A lock nobody can be holding any more: silent too long, or its push died on this machine.
+
+    The second rule spares a user whose push was killed (Ctrl-C twice, OOM, kill -9) the
+    `stale_after_s` wait (30 min by default) before pushing again from the same machine.
+    """
+    return holder is None or now - holder.last_seen >= stale_after_s or holder.crashed_here()
 
 
 def _busy_error(model: str, version: int, holder: LockInfo, now: float, stale_after_s: float) -> StorageError:

@@ -271,3 +271,29 @@ def test_a_removed_lease_stays_lost_even_where_if_match_on_a_missing_key_writes(
     assert lease.lost and store.read_versioned(lock_key("digits", 1)) is None
     with pytest.raises(StorageError, match="lost the push lock"):
         lease.check_held()
+
+
+def test_a_killed_push_on_this_machine_does_not_block_the_next_one(tmp_path: Path) -> None:
+    """kill -9 during a push: the same machine pushes again at once, not after lock_stale_s."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "store"
+    root.mkdir()
+    script = ("import os, sys\n"
+              "from pipeline.storage.local import LocalStore\n"
+              "from pipeline.storage.lock import acquire\n"
+              "from pipeline.storage.uri import parse_uri\n"
+              f"acquire(LocalStore(parse_uri('file://{root}')), 'digits', 7, stale_after_s=1800)\n"
+              "os._exit(9)  # dies holding the lock, as a killed push does\n")
+    assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
+    store = LocalStore(parse_uri(f"file://{root}"))
+    left = LockInfo.loads(store.get_bytes(lock_key("digits", 7)))
+    assert left is not None and left.crashed_here() and is_stale(left, left.acquired_at, 1800)
+    mine, _ = acquire(store, "digits", 7, stale_after_s=1800)  # no 30-minute wait
+    assert LockInfo.loads(store.get_bytes(lock_key("digits", 7))) == mine and not mine.crashed_here()
+
+    from dataclasses import replace
+
+    elsewhere = replace(left, hostname="another-host")  # a dead pid on another machine proves nothing here
+    assert not elsewhere.crashed_here() and not is_stale(elsewhere, elsewhere.acquired_at, 1800)
