@@ -54,12 +54,8 @@ class LockInfo:
 
     @classmethod
     def new(cls, now: float) -> LockInfo:
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "unknown"
         identity = ProcessIdentity.of(os.getpid(), "")
-        return cls(id=uuid.uuid4().hex, owner=f"{user}@{socket.gethostname()} pid {os.getpid()}",
+        return cls(id=uuid.uuid4().hex, owner=owner_text(),
                    acquired_at=now, hostname=socket.gethostname(),
                    process=identity.to_json() if identity else None)
 
@@ -88,6 +84,15 @@ class LockInfo:
                        process=process if isinstance(process, dict) else None)
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def owner_text() -> str:
+    """`user@host pid N`: who holds a lock or a reservation, as error messages name them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
 def is_stale(holder: LockInfo | None, now: float, stale_after_s: float) -> bool:

@@ -18,11 +18,8 @@ pinned export or a push may take it over.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
-import os
-import socket
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -31,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pipeline.errors import StorageError
 from pipeline.model.versions import next_version
 from pipeline.storage.base import Store
-from pipeline.storage.lock import LOCK_PREFIX
+from pipeline.storage.lock import LOCK_PREFIX, owner_text
 from pipeline.storage.scan import group_versions
 
 RESERVE_PREFIX = ".reserved"
@@ -55,12 +52,7 @@ class Reservation:
 
     @classmethod
     def new(cls, run_id: str | None, now: float) -> Reservation:
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "unknown"
-        return cls(id=uuid.uuid4().hex, owner=f"{user}@{socket.gethostname()} pid {os.getpid()}",
-                   run_id=run_id, reserved_at=now)
+        return cls(id=uuid.uuid4().hex, owner=owner_text(), run_id=run_id, reserved_at=now)
 
     def dumps(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -70,6 +62,8 @@ class Reservation:
         """None for an unreadable body (it cannot name its holder: treated as stale)."""
         try:
             raw = json.loads(data)
+            if not isinstance(raw, dict):
+                return None
             run_id = raw.get("run_id")
             return cls(id=str(raw["id"]), owner=str(raw["owner"]),
                        run_id=None if run_id is None else str(run_id), reserved_at=float(raw["reserved_at"]))
