@@ -89,6 +89,8 @@ class TransferConfig(_Section):
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     patience: int = Field(default=20, ge=1, le=100_000)
     cache_features: bool = True
+    record_curves: bool = Field(default=True, description="Score the held-out set after every epoch of "
+                                "both arms (the accuracy-vs-epochs/time picture; costs one predict per epoch).")
     seed: int = 0
     baseline: bool = True
     baseline_epochs: int = Field(default=150, ge=1, le=100_000)

@@ -35,6 +35,40 @@ class ProgressCallback(keras.callbacks.Callback):
 
 
 @dataclass
+class Curve:
+    """Held-out accuracy after every epoch, against the epoch count and the wall time since t0.
+
+    The same numbers `accuracy()` reports at the end, taken along the way: they show
+    how fast each arm learns (the pictures and `time_to_accuracy`).
+    """
+
+    t0: float
+    points: list[tuple[int, float, float]] = field(default_factory=list)  # (epoch, wall_s, accuracy)
+
+    def callback(self, model: Any, x: np.ndarray, y: np.ndarray) -> keras.callbacks.Callback:
+        """Records `model`'s accuracy on (x, y) after each epoch; epochs continue across phases."""
+        curve, offset = self, len(self.points)
+
+        class Record(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+                acc = accuracy(model, x, y)
+                curve.points.append((offset + epoch + 1, time.perf_counter() - curve.t0, acc))
+
+        return Record()
+
+    def to_json(self) -> list[list[float]]:
+        return [[e, round(w, 4), a] for e, w, a in self.points]
+
+
+def time_to_accuracy(points: list[tuple[int, float, float]], target: float) -> float | None:
+    """Wall seconds until held-out accuracy first reached `target` (None: never) — pure."""
+    for _, wall_s, acc in points:
+        if acc >= target:
+            return wall_s
+    return None
+
+
+@dataclass
 class PhaseResult:
     epochs_run: int
     wall_s: float
@@ -47,6 +81,7 @@ class TransferOutcome:
     phases: dict[str, PhaseResult]
     unfrozen: list[str]
     wall_s: float
+    curve: Curve | None = None
 
 
 @dataclass
@@ -57,6 +92,7 @@ class BaselineOutcome:
     skipped_reason: str | None = None
     bn_layers_recalibrated: int = 0
     accuracy_before_recalibration: float | None = None
+    curve: Curve | None = None
 
 
 @dataclass
@@ -125,13 +161,14 @@ def _early_stopping(split: Split, patience: int) -> keras.callbacks.EarlyStoppin
 
 
 def _fit(model: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
-         split: Split, epochs: int, cfg: TransferConfig, reporter: Reporter, label: str) -> PhaseResult:
+         split: Split, epochs: int, cfg: TransferConfig, reporter: Reporter, label: str,
+         extra: list[keras.callbacks.Callback] | None = None) -> PhaseResult:
     t0 = time.perf_counter()
     with reporter.progress(label, epochs, unit="epochs") as advance:
         history = model.fit(x, y, validation_data=val, epochs=epochs, batch_size=cfg.batch_size,
                             verbose=0, shuffle=True,
                             callbacks=[keras.callbacks.TerminateOnNaN(), _early_stopping(split, cfg.patience),
-                                       ProgressCallback(advance)])
+                                       ProgressCallback(advance), *(extra or [])])
         losses = history.history.get("loss", [])
         epochs_run = len(losses)
         check_finite_losses(losses, label)
@@ -152,12 +189,16 @@ def _compile(model: Any, learning_rate: float, steps_per_execution: int = 1) -> 
 
 
 def train_head(base: Any, head: Any, split: Split, cfg: TransferConfig, reporter: Reporter,
-               *, cache_features: bool) -> PhaseResult:
+               *, cache_features: bool, curve: Curve | None = None,
+               heldout: tuple[np.ndarray, np.ndarray] | None = None) -> PhaseResult:
     """Train the head on a frozen base: on cached features, or through the base every epoch."""
     base.trainable = False
     if cache_features:
         t0 = time.perf_counter()
         f_fit = base.predict(split.x_fit, batch_size=256, verbose=0)
+        extra = []
+        if curve is not None and heldout is not None:  # the head alone scores cached held-out features
+            extra = [curve.callback(head, base.predict(heldout[0], batch_size=256, verbose=0), heldout[1])]
         validation = split.validation
         val = None
         if validation is not None:
@@ -166,13 +207,14 @@ def train_head(base: Any, head: Any, split: Split, cfg: TransferConfig, reporter
         steps_per_epoch = max(1, -(-len(f_fit) // cfg.batch_size))
         _compile(head, cfg.learning_rate, min(CACHED_HEAD_STEPS_PER_EXECUTION, steps_per_epoch))
         result = _fit(head, f_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
-                      "train head (cached features)")
+                      "train head (cached features)", extra)
         return PhaseResult(result.epochs_run, result.wall_s + extract_s)
     model = assemble(base, head)
     _compile(model, cfg.learning_rate)
     val = split.validation
+    callbacks = [curve.callback(model, *heldout)] if curve is not None and heldout is not None else []
     return _fit(model, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
-                "train head (frozen base)")
+                "train head (frozen base)", callbacks)
 
 
 def layer_infos(model: Any) -> list[LayerInfo]:
@@ -196,15 +238,22 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
     phases: dict[str, PhaseResult] = {}
     unfrozen: list[str] = []
     val = split.validation
+    curve = Curve(t0) if cfg.record_curves else None
+    heldout = (data.x_test, data.y_test)
+
+    def track(model: Any) -> list[keras.callbacks.Callback]:
+        return [curve.callback(model, *heldout)] if curve is not None else []
+
     if cfg.strategy == "full":
         base.trainable = True
         model = assemble(base, head)
         _compile(model, cfg.learning_rate)
         phases["full"] = _fit(model, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg,
-                              reporter, "train all layers")
+                              reporter, "train all layers", track(model))
         unfrozen = [info.name for info in layer_infos(base) if info.has_weights]
     else:
-        phases["head"] = train_head(base, head, split, cfg, reporter, cache_features=cfg.cache_features)
+        phases["head"] = train_head(base, head, split, cfg, reporter, cache_features=cfg.cache_features,
+                                    curve=curve, heldout=heldout)
         model = assemble(base, head)
         if cfg.strategy == "fine-tune" and cfg.fine_tune_epochs > 0:
             unfrozen = layers_to_unfreeze(layer_infos(base), top=cfg.unfreeze_top, after=cfg.unfreeze_after)
@@ -214,11 +263,12 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
                     layer.trainable = layer.name in unfrozen
                 _compile(model, cfg.fine_tune_learning_rate)
                 phases["fine_tune"] = _fit(model, split.x_fit, split.y_fit, val, split,
-                                           cfg.fine_tune_epochs, cfg, reporter, "fine-tune top layers")
+                                           cfg.fine_tune_epochs, cfg, reporter, "fine-tune top layers",
+                                           track(model))
             else:
                 reporter.note("fine-tune: no base layer selected to unfreeze; keeping the frozen base")
     return TransferOutcome(model, accuracy(model, data.x_test, data.y_test), phases, unfrozen,
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, curve)
 
 
 def fresh_base(source_model: Any, cut_layer: str | None) -> Any:
@@ -249,8 +299,10 @@ def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, 
     _compile(model, cfg.learning_rate)
     split = validation_split(data, cfg.validation_fraction, cfg.seed)
     val = split.validation
+    curve = Curve(t0) if cfg.record_curves else None
     phase = _fit(model, split.x_fit, split.y_fit, val, split, cfg.baseline_epochs, cfg, reporter,
-                 "baseline: same net from scratch")
+                 "baseline: same net from scratch",
+                 [curve.callback(model, data.x_test, data.y_test)] if curve is not None else [])
     before = None
     recalibrated = 0
     if batchnorm_layers(model):  # inference-mode numbers need population statistics (see below)
@@ -258,7 +310,7 @@ def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, 
         recalibrated = recalibrate_batchnorm(model, split.x_fit)
     return BaselineOutcome(accuracy(model, data.x_test, data.y_test), phase.epochs_run,
                            time.perf_counter() - t0, bn_layers_recalibrated=recalibrated,
-                           accuracy_before_recalibration=before)
+                           accuracy_before_recalibration=before, curve=curve)
 
 
 def batchnorm_layers(model: Any) -> list[Any]:

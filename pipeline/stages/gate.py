@@ -103,6 +103,10 @@ def run(ctx: StageContext) -> GateOutput:
         "serving": None if serving is None else {"version": version, **serving.to_json()},
         "serving_note": note, "classes": transfer.classes,
     }
+    from pipeline.model.plots import plot_confusion
+
+    report["confusion_png"] = str(plot_confusion(candidate.confusion, transfer.classes,
+                                                 ctx.workdir.resolve() / "confusion.png", "held-out confusion matrix"))
     path = ctx.workdir / "gate_report.json"
     path.write_text(json.dumps(report, indent=2))
     output = GateOutput(passed=failed is None, enforced=cfg.enforce, accuracy=candidate.accuracy,

@@ -45,6 +45,26 @@ def source_from(ctx: StageContext) -> SourceModel:
     return source
 
 
+def speed_report(outcome: Any, baseline: Any, workdir: Any) -> dict[str, Any]:
+    """Per-epoch curves, time to reach the baseline's final accuracy, and the picture of both."""
+    from pipeline.model.plots import plot_curves
+    from pipeline.model.training import time_to_accuracy
+
+    curves = {"transfer": outcome.curve.to_json() if outcome.curve else []}
+    if baseline is not None and baseline.curve is not None:
+        curves["from scratch"] = baseline.curve.to_json()
+    out: dict[str, Any] = {"curves": curves}
+    if outcome.curve and baseline is not None and baseline.test_accuracy is not None:
+        reached = time_to_accuracy(outcome.curve.points, baseline.test_accuracy)
+        out["time_to_baseline_accuracy"] = {
+            "target": baseline.test_accuracy, "transfer_s": reached, "baseline_s": round(baseline.wall_s, 3),
+            "ratio": None if reached is None or not baseline.wall_s else round(reached / baseline.wall_s, 3)}
+    if any(curves.values()):
+        out["curves_png"] = str(plot_curves(curves, workdir.resolve() / "transfer_curves.png",
+                                            "held-out accuracy: transfer vs from scratch"))
+    return out
+
+
 def run(ctx: StageContext) -> TransferOutput:
     from pipeline.model.training import train_from_scratch, transfer
 
@@ -86,6 +106,7 @@ def run(ctx: StageContext) -> TransferOutput:
     if baseline is not None and baseline.test_accuracy is not None:
         report["accuracy_gain"] = outcome.test_accuracy - baseline.test_accuracy
     workdir = ctx.workdir
+    report.update(speed_report(outcome, baseline, workdir))
     model_path = workdir / "transferred.keras"
     outcome.model.save(model_path)
     heldout_path = workdir / "heldout.npz"

@@ -78,3 +78,13 @@ def test_unset_thresholds_check_nothing_and_nan_never_passes():
     no_baseline = judge(ev, baseline_accuracy=None, serving=None, min_accuracy=None, min_class_recall=None,
                         min_gain_over_baseline=-1.0, max_drop_vs_serving=None)
     assert not no_baseline[0].passed and "no from-scratch baseline" in no_baseline[0].detail
+
+
+def test_time_to_accuracy_is_the_first_epoch_that_reaches_the_target():
+    from pipeline.model.training import time_to_accuracy
+
+    points = [(1, 0.5, 0.3), (2, 1.0, 0.7), (3, 1.5, 0.65), (4, 2.0, 0.9)]
+    assert time_to_accuracy(points, 0.7) == 1.0
+    assert time_to_accuracy(points, 0.9) == 2.0
+    assert time_to_accuracy(points, 0.95) is None
+    assert time_to_accuracy([], 0.1) is None
