@@ -146,13 +146,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, base: Path, extra: list[str], log: Path):
+    def __init__(self, base: Path, extra: list[str], log: Path, repo: Path = REPO):
         self.port = free_port()
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serving.modelserver.main", "--host=127.0.0.1", f"--port={self.port}",
              f"--model_name={MODEL}", f"--model_base_path={base / MODEL}", *extra],
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=self.log, stderr=subprocess.STDOUT)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         status = model_service_pb2_grpc.ModelServiceStub(self.channel)
@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=400, help="latency samples per point")
     p.add_argument("--seconds", type=float, default=6.0, help="duration of each throughput run")
     p.add_argument("--batch-timeout-micros", type=int, default=2000)
+    p.add_argument("--before-repo", type=Path, default=None,
+                   help="also measure batch-1/64 latency of the server in this tree (e.g. a "
+                        "`git archive` of an earlier commit), in the same run")
     args = p.parse_args(argv)
 
     started = time.perf_counter()
@@ -279,6 +282,19 @@ def main(argv: list[str] | None = None) -> int:
             plain = grpc_throughput(server.port, args.seconds)
         finally:
             server.stop()
+        # response encoding: typed *_val fields (TF Serving's default, above) vs tensor_content
+        server = Server(root, ["--enable_serialization_as_tensor_content=true"], root / "server-tc.log")
+        try:
+            lat_tc = grpc_latency(server, args.n)
+        finally:
+            server.stop()
+        lat_before = None
+        if args.before_repo:
+            server = Server(root, [], root / "server-before.log", repo=args.before_repo.resolve())
+            try:
+                lat_before = grpc_latency(server, args.n)
+            finally:
+                server.stop()
 
         params = tfs_config.write_text(tfs_config.build_batching_parameters(
             max_batch_size=MAX_BATCH, batch_timeout_micros=args.batch_timeout_micros, num_batch_threads=2),
@@ -296,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "tf": tf.__version__},
         "in_process": floor,
         "grpc_echo_batch1_no_model": echo,
+        "grpc_tensor_content": lat_tc,
+        "grpc_before": lat_before,
         "grpc": {**lat, "throughput_16_clients": plain, "throughput_16_clients_batching": batched,
                  "batching": {"max_batch_size": MAX_BATCH, "batch_timeout_micros": args.batch_timeout_micros}},
         "ratios": {
@@ -320,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     for b in (1, 64):
         for q in ("p50_ms", "p99_ms"):
             print(f"batch {b:<3d} {q:<18s}{f[f'batch{b}'][q]:12.3f}{g[f'batch{b}'][q]:12.3f}")
+    for b in (1, 64):
+        extra = f"  before {lat_before[f'batch{b}']['p50_ms']:.3f}" if lat_before else ""
+        print(f"batch {b:<3d} p50 typed fields {g[f'batch{b}']['p50_ms']:.3f}  "
+              f"tensor_content {lat_tc[f'batch{b}']['p50_ms']:.3f}{extra}")
     print(f"gRPC echo (no model) p50    {'':12s}{echo['p50_ms']:12.3f}")
     print(f"16 clients, batching off    {'':12s}{plain['requests_per_s']:12.0f} req/s")
     print(f"16 clients, batching on     {f[f'batched{MAX_BATCH}_rows_per_s']:12.0f}{batched['requests_per_s']:12.0f} rows/s")

@@ -180,13 +180,38 @@ def parse_monitoring_config(text: str):
     return text_format.Parse(text, MonitoringConfig())
 
 
+class ConfigFileError(ValueError):
+    """A config file that cannot be read or parsed; the text is TF Serving's start-up error."""
+
+
+def read_config_file(path: str | Path, message):
+    """Parse the text proto at `path` into `message`; ConfigFileError in TF Serving's words."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigFileError(f"NOT_FOUND: {path}; No such file or directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"FAILED_PRECONDITION: {path}; {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return text_format.Parse(text, message)
+    except text_format.ParseError as exc:
+        detail = str(exc)
+        line, col = exc.GetLine(), exc.GetColumn()
+        if line is not None and detail.startswith(f"{line}:{col} : "):
+            detail = detail[len(f"{line}:{col} : "):]
+        where = f"{line}:{col}: " if line is not None else ""
+        raise ConfigFileError(
+            f"Error parsing text-format {message.DESCRIPTOR.full_name}: {where}{detail}\n"
+            f"INVALID_ARGUMENT: Invalid protobuf file: '{path}'") from None
+
+
 def read_model_server_config(path: str | Path) -> ModelServerConfig:
-    return parse_model_server_config(Path(path).read_text())
+    return read_config_file(path, ModelServerConfig())
 
 
 def read_batching_parameters(path: str | Path):
-    return parse_batching_parameters(Path(path).read_text())
+    return read_config_file(path, BatchingParameters())
 
 
 def read_monitoring_config(path: str | Path):
-    return parse_monitoring_config(Path(path).read_text())
+    return read_config_file(path, MonitoringConfig())

@@ -1,11 +1,11 @@
-"""Command-line flags with tensorflow_model_server's names, defaults and meaning,
-so the rollout stage can drive this server and the official image identically.
+"""Command-line flags: all of tensorflow_model_server's (tfs_flags.TFS_FLAGS, same
+names, types and defaults) plus this server's extensions, so a TF Serving command
+line runs here unchanged. An unknown flag is an error.
 
 Accepts both `--flag=value` and `--flag value`; booleans also accept bare `--flag`.
 
 Extensions (tensorflow_model_server has no such flags):
   --host                        address both servers bind (default 0.0.0.0)
-  --max_num_load_retries        retries of a failing version load (default 5)
   --max_request_bytes           cap on one input tensor's declared size (shape × dtype
                                 size) and on a REST body; also gRPC's receive limit
                                 (+64 KiB framing) unless --grpc_channel_arguments sets
@@ -31,9 +31,13 @@ Extensions (tensorflow_model_server has no such flags):
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass
 
 from .limits import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYTES
+from .tfs_flags import TFS_FLAGS, Effect
+
+log = logging.getLogger("modelserver.flags")
 
 
 def _bool(text: str) -> bool:
@@ -49,66 +53,82 @@ def _bool(text: str) -> bool:
 class Flags:
     """Parsed flags (field names are the flag names)."""
 
+    # tensorflow_model_server's flags, in main.cc's order
     port: int
+    grpc_socket_path: str
     rest_api_port: int
-    host: str
-    model_name: str
-    model_base_path: str
+    rest_api_num_threads: int
+    rest_api_timeout_in_ms: int
+    rest_api_enable_cors_support: bool
+    enable_batching: bool
+    allow_version_labels_for_unavailable_models: bool
+    batching_parameters_file: str
+    enable_per_model_batching_parameters: bool
     model_config_file: str
     model_config_file_poll_wait_seconds: int
+    model_name: str
+    model_base_path: str
+    num_load_threads: int
+    num_unload_threads: int
+    max_num_load_retries: int
+    load_retry_interval_micros: int
     file_system_poll_wait_seconds: int
-    allow_version_labels_for_unavailable_models: bool
-    enable_batching: bool
-    batching_parameters_file: str
-    monitoring_config_file: str
-    enable_model_warmup: bool
-    num_request_iterations_for_warmup: int
-    rest_api_timeout_in_ms: int
+    flush_filesystem_caches: bool
+    tensorflow_session_parallelism: int
+    tensorflow_session_config_file: str
+    tensorflow_intra_op_parallelism: int
+    tensorflow_inter_op_parallelism: int
+    use_alts_credentials: bool
+    ssl_config_file: str
+    platform_config_file: str
+    per_process_gpu_memory_fraction: float
+    saved_model_tags: str
     grpc_channel_arguments: str
     grpc_max_threads: int
-    max_num_load_retries: int
+    enable_model_warmup: bool
+    num_request_iterations_for_warmup: int
+    version: bool
+    monitoring_config_file: str
+    remove_unused_fields_from_bundle_metagraph: bool
+    prefer_tflite_model: bool
+    num_tflite_pools: int
+    num_tflite_interpreters_per_pool: int
+    enable_signature_method_name_check: bool
+    xla_cpu_compilation_enabled: bool
+    xla_gpu_compilation_enabled: bool
+    enable_profiler: bool
+    thread_pool_factory_config_file: str
+    mixed_precision: str
+    skip_initialize_tpu: bool
+    enable_grpc_healthcheck_service: bool
+    enable_serialization_as_tensor_content: bool
+    # extensions
+    host: str
     max_request_bytes: int
     max_inflight_request_bytes: int
     model_base_path_prefix: str | None
     admin_token_file: str
 
+    @property
+    def tags(self) -> list[str]:
+        """MetaGraphDef tags to load (TF Serving: `serve` when --saved_model_tags is empty)."""
+        return [t.strip() for t in self.saved_model_tags.split(",") if t.strip()] or ["serve"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tfrollout-model-server",
+        prog="tfrollout-model-server", allow_abbrev=False,
         description="TF Serving-compatible model server (gRPC PredictionService/ModelService + REST).",
     )
-
-    def add_bool(name: str, default: bool) -> None:
-        p.add_argument(name, type=_bool, nargs="?", const=True, default=default)
-
-    p.add_argument("--port", type=int, default=8500, help="gRPC port")
-    p.add_argument("--rest_api_port", type=int, default=0, help="REST port; 0 disables REST")
+    for f in TFS_FLAGS:
+        text = f.help if f.effect is Effect.APPLIED else f"{f.help} [{f.effect.value}]"
+        if f.kind is bool:
+            p.add_argument(f"--{f.name}", type=_bool, nargs="?", const=True, default=f.default,
+                           help=text)
+        else:
+            p.add_argument(f"--{f.name}", type=f.kind, default=f.default, help=text)
     p.add_argument("--host", default="0.0.0.0",
-                   help="address both servers bind (extension; use 127.0.0.1 for loopback only)")
-    p.add_argument("--model_name", default="default")
-    p.add_argument("--model_base_path", default="")
-    p.add_argument("--model_config_file", default="",
-                   help="ModelServerConfig text proto; overrides --model_name/--model_base_path")
-    p.add_argument("--model_config_file_poll_wait_seconds", type=int, default=0,
-                   help="re-read --model_config_file every N seconds (0: never)")
-    p.add_argument("--file_system_poll_wait_seconds", type=int, default=1,
-                   help="poll base paths for new versions every N s (0: once, <0: never)")
-    add_bool("--allow_version_labels_for_unavailable_models", False)
-    add_bool("--enable_batching", False)
-    p.add_argument("--batching_parameters_file", default="")
-    p.add_argument("--monitoring_config_file", default="")
-    add_bool("--enable_model_warmup", True)
-    p.add_argument("--num_request_iterations_for_warmup", type=int, default=1)
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
-                   help="Timeout for HTTP/REST API calls: a predict running longer answers "
-                        "504 DEADLINE_EXCEEDED (<=0: no timeout)")
-    p.add_argument("--grpc_channel_arguments", default="",
-                   help="comma-separated key=value gRPC server arguments, "
-                        "e.g. grpc.max_receive_message_length=4194304")
-    p.add_argument("--grpc_max_threads", type=int, default=64)
-    p.add_argument("--max_num_load_retries", type=int, default=5,
-                   help="retries of a failing version load (on later polls)")
+                   help="extension: address both servers bind (use 127.0.0.1 for loopback only)")
     p.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                    help="extension: cap on one input's declared bytes and on a REST body")
     p.add_argument("--max_inflight_request_bytes", type=int, default=DEFAULT_MAX_INFLIGHT_BYTES,
@@ -121,14 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_flags(argv: list[str] | None = None) -> Flags:
+    """Parse and check; `--version` is answered by the caller before these checks matter."""
     ns = build_parser().parse_args(argv)
     flags = Flags(**vars(ns))
+    if flags.version:
+        return flags
     if not flags.model_config_file and not flags.model_base_path:
         raise SystemExit("Both --model_base_path and --model_config_file are empty!")
     for name in ("max_request_bytes", "max_inflight_request_bytes"):
         if getattr(flags, name) <= 0:
             raise SystemExit(f"--{name} must be a positive number of bytes, got {getattr(flags, name)}")
+    for f in TFS_FLAGS:
+        if f.refuse_if_set and getattr(flags, f.name) != f.default:
+            raise SystemExit(f"--{f.name} is not implemented by this server; refusing to start "
+                             "rather than serve without it")
+    if flags.rest_api_port and flags.rest_api_port == flags.port:
+        raise SystemExit("--rest_api_port cannot be same as --port; use a different port for HTTP/REST")
     return flags
+
+
+def log_inert_flags(flags: Flags) -> None:
+    """One line per flag set to a non-default value that does nothing here."""
+    for f in TFS_FLAGS:
+        if f.effect is not Effect.APPLIED and getattr(flags, f.name) != f.default:
+            log.warning("--%s=%s has %s in this server", f.name, getattr(flags, f.name), f.effect.value)
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:

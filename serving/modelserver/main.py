@@ -8,18 +8,36 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+START_FAILED = 255  # tensorflow_model_server returns -1
+
 
 def main(argv: list[str] | None = None) -> int:
-    from .flags import parse_flags
+    from .flags import log_inert_flags, parse_flags
 
     flags = parse_flags(argv)  # before importing TF: `--help` and flag errors stay fast
+    from .runtime import configure_tensorflow, version_text
+
+    if flags.version:
+        print(version_text())
+        return 0
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
-    from .server import ModelServer
+    log_inert_flags(flags)
+    from serving.tfs_config import ConfigFileError
 
-    server = ModelServer(flags)
-    stop_requested = server.install_signal_handlers()
-    server.start()
+    try:
+        configure_tensorflow(flags)
+        from .server import ModelServer
+
+        server = ModelServer(flags)
+        stop_requested = server.install_signal_handlers()
+        server.start()
+    except ConfigFileError as err:
+        lines = str(err).splitlines()
+        for line in lines[:-1]:
+            print(line, file=sys.stderr)
+        print(f"Failed to start server. Error: {lines[-1]}", file=sys.stderr)
+        return START_FAILED
     while not stop_requested.wait(0.5):
         pass
     server.stop()

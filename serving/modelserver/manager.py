@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from .policy import (
     State,
     VersionPolicy,
     check_labels,
-    parse_version_dirs,
+    index_version_dirs,
     pick_latest,
     plan_loads,
     plan_unloads,
@@ -44,6 +46,7 @@ class VersionRecord:
     servable: Servable | None = None
     failures: int = 0
     dir_mtime: float = 0.0
+    failed_at: float = 0.0  # monotonic time of the last failed load
 
 
 @dataclass
@@ -54,6 +57,8 @@ class ModelRecord:
     labels: dict[str, int] = field(default_factory=dict)
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     retired: bool = False  # removed from the config: everything unloads
+    dirs: dict[int, str] = field(default_factory=dict)  # version → its directory name
+    reported: set[str] = field(default_factory=set)  # names already logged as not versions
 
     def states(self) -> dict[int, State]:
         return {v: r.state for v, r in self.versions.items()}
@@ -67,8 +72,13 @@ class ModelManager:
     """Thread-safe registry of model versions; one reconcile runs at a time."""
 
     def __init__(self, loader: Loader, *, allow_unavailable_labels: bool = False,
-                 max_load_retries: int = 5):
+                 max_load_retries: int = 5, retry_interval_s: float = 0.0,
+                 load_threads: int = 0, unload_threads: int = 0):
         self._loader = loader
+        self._retry_interval_s = retry_interval_s  # --load_retry_interval_micros
+        # --num_load_threads / --num_unload_threads: 0 runs them one at a time
+        self._load_pool = ThreadPoolExecutor(load_threads, "load") if load_threads > 0 else None
+        self._unload_pool = ThreadPoolExecutor(unload_threads, "unload") if unload_threads > 0 else None
         self._allow_unavailable_labels = allow_unavailable_labels
         self._max_load_retries = max_load_retries
         self._models: dict[str, ModelRecord] = {}
@@ -185,11 +195,23 @@ class ModelManager:
         except OSError:
             log.warning("No versions of servable %s found under base path %s", rec.name, base)
             return {}
-        out = {}
-        for v in parse_version_dirs(names):
-            p = os.path.join(base, str(v))
+        by_version, duplicates = index_version_dirs(names)
+        for v, kept, ignored in duplicates:
+            if ignored not in rec.reported:
+                rec.reported.add(ignored)
+                log.warning("Duplicate version directories detected. Version %d will be loaded "
+                            "from %s, %s will be ignored.", v, kept, ignored)
+        for name in set(names) - set(by_version.values()):
+            if name not in rec.reported:
+                rec.reported.add(name)
+                log.info("Skipping %s under base path %s of servable %s: not a version number",
+                         name, base, rec.name)
+        out, dirs = {}, {}
+        for v, name in by_version.items():
+            p = os.path.join(base, name)
             if os.path.isdir(p):
-                out[v] = os.stat(p).st_mtime
+                out[v], dirs[v] = os.stat(p).st_mtime, name
+        rec.dirs = dirs
         return out
 
     def _reconcile(self, rec: ModelRecord) -> None:
@@ -201,19 +223,28 @@ class ModelManager:
                 if r.error is None:
                     continue
                 if on_disk.get(v, r.dir_mtime) != r.dir_mtime:
-                    r.failures = 0  # directory changed: try again
-                if r.failures > self._max_load_retries:
+                    r.failures, r.failed_at = 0, 0.0  # directory changed: try again now
+                waiting = time.monotonic() - r.failed_at < self._retry_interval_s
+                if r.failures > self._max_load_retries or (r.failures and waiting):
                     blocked.add(v)
             loads = plan_loads(desired, rec.states(), blocked)
-        for v in loads:
-            self._load(rec, v, on_disk.get(v, 0.0))
+        self._each(self._load_pool, lambda v: self._load(rec, v, on_disk.get(v, 0.0)), loads)
         with self._lock:
             unloads = plan_unloads(desired, rec.states())
-        for v in unloads:
-            self._unload(rec, v)
+        self._each(self._unload_pool, lambda v: self._unload(rec, v), unloads)
+
+    @staticmethod
+    def _each(pool: ThreadPoolExecutor | None, fn: Callable[[int], None], versions) -> None:
+        """fn(v) for every version: on the pool when there is one, and wait for all."""
+        if pool is None or len(versions) < 2:
+            for v in versions:
+                fn(v)
+            return
+        for future in [pool.submit(fn, v) for v in versions]:
+            future.result()
 
     def _load(self, rec: ModelRecord, version: int, mtime: float) -> None:
-        path = Path(_local_path(rec.base_path)) / str(version)
+        path = Path(_local_path(rec.base_path)) / rec.dirs.get(version, str(version))
         with self._lock:
             r = rec.versions.setdefault(version, VersionRecord(version))
             r.state, r.error, r.dir_mtime = State.LOADING, None, mtime
@@ -227,6 +258,7 @@ class ModelManager:
             log.error("Loading servable: {name: %s version: %d} failed: %s", rec.name, version, err.message)
             with self._lock:
                 r.state, r.error, r.failures = State.END, err, r.failures + 1
+                r.failed_at = time.monotonic()
             return
         with self._lock:
             r.servable, r.state, r.failures = servable, State.AVAILABLE, 0

@@ -52,13 +52,43 @@ def select_versions(policy: VersionPolicy, on_disk: Iterable[int]) -> set[int]:
     return set(present[-policy.num_versions:]) if present else set()
 
 
+_INT64_MAX = 2**63 - 1
+_ASCII_SPACE = " \t\n\v\f\r"
+
+
+def version_number(name: str) -> int | None:
+    """A directory name as a version, as TF Serving's safe_strto64 reads it: ASCII
+    digits (leading zeros allowed: `00000123` is 123) within int64, surrounding
+    whitespace and a `+` accepted; negative numbers and anything else are not versions."""
+    text = name.strip(_ASCII_SPACE)
+    if text.startswith("+"):
+        text = text[1:]
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= _INT64_MAX else None
+
+
+def index_version_dirs(names: Iterable[str]) -> tuple[dict[int, str], list[tuple[int, str, str]]]:
+    """version → directory name, and (version, kept, ignored) for duplicates.
+
+    Names are taken in sorted order and a later name of the same version wins, as
+    TF Serving's IndexChildrenByVersion does (`123` wins over `00000123`)."""
+    out: dict[int, str] = {}
+    duplicates: list[tuple[int, str, str]] = []
+    for name in sorted(names):
+        v = version_number(name)
+        if v is None:
+            continue
+        if v in out:
+            duplicates.append((v, name, out[v]))
+        out[v] = name
+    return out, duplicates
+
+
 def parse_version_dirs(names: Iterable[str]) -> set[int]:
-    """Integer version directory names (TF Serving ignores everything else)."""
-    out = set()
-    for name in names:
-        if name.isdigit():
-            out.add(int(name))
-    return out
+    """Version numbers among directory names (TF Serving ignores everything else)."""
+    return set(index_version_dirs(names)[0])
 
 
 def plan_loads(desired: set[int], states: Mapping[int, State], blocked: set[int]) -> tuple[int, ...]:

@@ -8,16 +8,20 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from typing import TypeVar
 
+import grpc
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
 from .batching import BatchOptions, BatchScheduler
-from .errors import deadline_exceeded, invalid_argument
+from .errors import ServingError, deadline_exceeded, invalid_argument
 from .manager import ModelManager
 from .servable import DEFAULT_SIGNATURE, Servable
 from .tensors import SignatureSpec, decode_inputs, fill_proto, select_outputs
 
 T = TypeVar("T")
+
+SERVING_METHODS = ("tensorflow/serving/predict", "tensorflow/serving/classify",
+                   "tensorflow/serving/regress")
 
 
 def call_with_timeout(fn: Callable[[], T], timeout: float) -> T:
@@ -54,8 +58,11 @@ class Predictor:
     """Runs predictions for the servers; owns the batching decision."""
 
     def __init__(self, manager: ModelManager, batch_options: BatchOptions | None = None,
-                 on_batch: Callable[[int], None] | None = None, max_request_bytes: int | None = None):
+                 on_batch: Callable[[int], None] | None = None, max_request_bytes: int | None = None,
+                 tensor_content: bool = False, check_method_name: bool = False):
         self.manager = manager
+        self.tensor_content = tensor_content  # --enable_serialization_as_tensor_content
+        self.check_method_name = check_method_name  # --enable_signature_method_name_check
         self.max_request_bytes = max_request_bytes  # declared bytes of one input (None: no cap)
         self.batch_options = batch_options
         self.on_batch = on_batch
@@ -77,6 +84,16 @@ class Predictor:
         out = scheduler.submit(arrays, timeout)
         return {k: out[k] for k in aliases}
 
+    def signature(self, servable: Servable, signature_name: str) -> SignatureSpec:
+        """The signature's spec; with --enable_signature_method_name_check, only
+        predict/classify/regress signatures (TF Serving's INTERNAL error otherwise)."""
+        spec = servable.spec(signature_name)
+        if self.check_method_name and spec.method_name not in SERVING_METHODS:
+            raise ServingError(grpc.StatusCode.INTERNAL,
+                               "Expected prediction signature method_name to be one of "
+                               f"{{{', '.join(SERVING_METHODS)}}}. Was: {spec.method_name}")
+        return spec
+
     def predict(self, name: str, version: int | None, label: str | None, signature_name: str,
                 decode: Callable[[SignatureSpec], dict[str, np.ndarray]],
                 output_filter: Sequence[str] = (), timeout: float | None = None,
@@ -84,7 +101,7 @@ class Predictor:
         """Resolve, validate (`decode` turns the request's inputs into checked arrays), run
         (within `timeout` seconds when given)."""
         servable = self.manager.resolve(name, version, label)
-        spec = servable.spec(signature_name)
+        spec = self.signature(servable, signature_name)
         arrays = decode(spec)
         aliases = select_outputs(spec, output_filter)
         return servable, spec, self.run(servable, spec, arrays, aliases, timeout)
@@ -108,7 +125,7 @@ class Predictor:
             servable, spec, outputs = self.predict(
                 ms.name, version, label, ms.signature_name, decode, list(request.output_filter))
         else:
-            spec = servable.spec(ms.signature_name)
+            spec = self.signature(servable, ms.signature_name)
             arrays = decode(spec)
             aliases = select_outputs(spec, list(request.output_filter))
             outputs = self.run(servable, spec, arrays, aliases)
@@ -117,7 +134,7 @@ class Predictor:
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = ms.signature_name or DEFAULT_SIGNATURE
         for alias, arr in outputs.items():
-            fill_proto(response.outputs[alias], arr)
+            fill_proto(response.outputs[alias], arr, self.tensor_content)
         return response
 
     def warmup(self, servable: Servable, iterations: int = 1) -> int:

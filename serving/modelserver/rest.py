@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -26,6 +27,10 @@ from .rest_codec import decode_request, encode_response, parse_body, parse_cost,
 
 log = logging.getLogger("modelserver.rest")
 
+CORS_HEADERS = (("Access-Control-Allow-Origin", "*"),
+                ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+                ("Access-Control-Allow-Headers", "Content-Type"))
+
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
@@ -38,8 +43,9 @@ class RestApp:
 
     def __init__(self, predictor: Predictor, metrics: Metrics | None, metrics_path: str | None,
                  max_body_bytes: int | None = None, timeout_ms: int = 0,
-                 budget: ByteBudget | None = None):
+                 budget: ByteBudget | None = None, cors: bool = False):
         self.predictor = predictor
+        self.cors = cors  # --rest_api_enable_cors_support
         self.budget = budget  # the in-flight budget shared with gRPC
         self.metrics = metrics
         self.metrics_path = metrics_path
@@ -101,7 +107,10 @@ class RestApp:
         resp.metadata["signature_def"].Unpack(sig_map)
         return {
             "model_spec": {"name": name, "signature_name": "", "version": str(resp.model_spec.version.value)},
-            "metadata": {"signature_def": json_format.MessageToDict(sig_map, preserving_proto_field_name=True)},
+            # TF Serving prints with always_print_primitive_fields: "defaults": {}, "name": "",
+            # "unknown_rank": false appear even at their default values
+            "metadata": {"signature_def": json_format.MessageToDict(
+                sig_map, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)},
         }
 
     def _predict(self, name, version, label, body: bytes) -> dict:
@@ -150,6 +159,7 @@ def _error(err: ServingError) -> tuple[int, str, bytes]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     app: RestApp  # set on the subclass
+    slots: threading.BoundedSemaphore  # set on the subclass
 
     def _serve(self, method: str) -> None:
         try:
@@ -168,8 +178,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(413, "application/json", json.dumps({"error": err.message}).encode(), close=True)
             return
         body = self.rfile.read(length) if length else b""
+        if method == "OPTIONS" and self.app.cors:  # CORS preflight
+            self._send(204, "text/plain", b"")
+            return
         try:
-            status, ctype, payload = self.app.handle(method, self.path, body)
+            with self.slots:  # at most --rest_api_num_threads requests are handled at once
+                status, ctype, payload = self.app.handle(method, self.path, body)
         except Exception as exc:  # never leave a client without an answer
             log.exception("REST handler failed")
             status, ctype, payload = 500, "application/json", json.dumps({"error": str(exc)}).encode()
@@ -186,6 +200,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, ctype: str, payload: bytes, close: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
+        if self.app.cors:
+            for key, value in CORS_HEADERS:
+                self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
         if close:
             self.send_header("Connection", "close")
@@ -205,6 +222,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self):  # noqa: N802
         self._serve("DELETE")
 
+    def do_OPTIONS(self):  # noqa: N802
+        self._serve("OPTIONS")
+
     def log_message(self, fmt, *args):  # quiet: access logs would dominate the server log
         pass
 
@@ -212,8 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
 class RestServer:
     """ThreadingHTTPServer running RestApp in a background thread."""
 
-    def __init__(self, app: RestApp, host: str, port: int):
-        handler = type("Handler", (_Handler,), {"app": app})
+    def __init__(self, app: RestApp, host: str, port: int, threads: int = 0):
+        slots = threading.BoundedSemaphore(threads if threads > 0 else 4 * (os.cpu_count() or 1))
+        handler = type("Handler", (_Handler,), {"app": app, "slots": slots})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="rest", daemon=True)

@@ -1,8 +1,13 @@
-"""One loaded model version: the SavedModel's signatures, their specs (from the
-SignatureDef protos, for validation and metadata), and the call that runs them."""
+"""One loaded model version, run as TF Serving runs every SavedModel: its
+MetaGraphDef (selected by tags) imported into a Session, each signature fed and
+fetched by tensor name. So TF1 and TF2 SavedModels both load, and inputs are
+checked by the graph itself (TF's own shape and dtype errors), not by a rank
+rule of ours. Signature specs come from the SignatureDef protos (validation,
+metadata)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -12,7 +17,7 @@ from typing import TypeVar, cast
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from .errors import ServingError, failed_precondition, from_tf_error, invalid_argument
 from .tensors import OwnedInputs, SignatureSpec
@@ -22,10 +27,11 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000
 
 T = TypeVar("T")
+log = logging.getLogger("modelserver.servable")
 
 
-def read_meta_graph(path: str | Path, tag: str = "serve") -> meta_graph_pb2.MetaGraphDef:
-    """The MetaGraphDef tagged `serve` (its signature_def map is what clients see)."""
+def read_meta_graph(path: str | Path, tags: Sequence[str] = ("serve",)) -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraphDef whose tag set is exactly `tags` (TF's loader rule)."""
     path = Path(path)
     pb = path / "saved_model.pb"
     if pb.exists():
@@ -38,29 +44,62 @@ def read_meta_graph(path: str | Path, tag: str = "serve") -> meta_graph_pb2.Meta
         raise ServingError(grpc.StatusCode.NOT_FOUND,
                            f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}")
     for mg in sm.meta_graphs:
-        if tag in mg.meta_info_def.tags:
+        if set(mg.meta_info_def.tags) == set(tags):
             return mg
-    raise failed_precondition(f"MetaGraphDef associated with tags '{tag}' could not be found in SavedModel.")
+    available = "; ".join("{ " + " ".join(mg.meta_info_def.tags) + " }" for mg in sm.meta_graphs)
+    raise ServingError(grpc.StatusCode.NOT_FOUND,
+                       f"Could not find meta graph def matching supplied tags: {{ {' '.join(tags)} }}. "
+                       f"Available tag sets: {available or 'none'}")
+
+
+def session_config() -> config_pb2.ConfigProto:
+    """Thread pools as configured by runtime.configure_tensorflow (0: TF's automatic choice)."""
+    return config_pb2.ConfigProto(
+        intra_op_parallelism_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+        inter_op_parallelism_threads=tf.config.threading.get_inter_op_parallelism_threads())
 
 
 class Servable:
     """A loaded version. Thread-safe to run concurrently; holds per-signature extras
     (e.g. batch schedulers) that are closed when the version is unloaded."""
 
-    def __init__(self, name: str, version: int, path: str | Path):
+    def __init__(self, name: str, version: int, path: str | Path, tags: Sequence[str] = ("serve",)):
         self.name = name
         self.version = version
         self.path = Path(path)
-        self.meta_graph = read_meta_graph(self.path)
-        self._loaded = tf.saved_model.load(str(self.path), tags=["serve"])
-        self._functions: dict[str, Callable] = dict(self._loaded.signatures)
+        self.meta_graph = read_meta_graph(self.path, tags)
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config())
+        with self._graph.as_default():
+            tf.compat.v1.saved_model.loader.load(self._session, list(tags), str(self.path))
+            missing = self._unrestored_variables()
+        # A Keras 3 model saved with tf.saved_model.save restores its variables only through
+        # the TF2 object graph (the session restore leaves them unset, and TF Serving fails
+        # every request); such a version is served through tf.saved_model.load instead.
+        self._functions: dict[str, Callable] | None = None
+        if missing:
+            log.warning("%s: %d variables (e.g. %s) are not restored by the SavedModel's saver; "
+                        "serving it through its TF2 object graph", self.path, len(missing), missing[0])
+            loaded = tf.saved_model.load(str(self.path), tags=list(tags))
+            self._functions = dict(loaded.signatures)
+            self._loaded = loaded
         self.specs: dict[str, SignatureSpec] = {
             key: SignatureSpec.from_signature_def(key, sig)
             for key, sig in self.meta_graph.signature_def.items()
-            if key in self._functions
         }
+        self._callables: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Callable] = {}
+        self._callables_lock = threading.Lock()
         self.extras: dict[str, object] = {}
         self._extras_lock = threading.Lock()
+
+    def _unrestored_variables(self) -> list[str]:
+        """Resource variables of the loaded graph that hold no value."""
+        handles = [op for op in self._graph.get_operations() if op.type == "VarHandleOp"]
+        if not handles:
+            return []
+        checks = [tf.raw_ops.VarIsInitializedOp(resource=op.outputs[0]) for op in handles]
+        done = self._session.run(checks)
+        return [op.name for op, ok in zip(handles, done, strict=True) if not ok]
 
     @property
     def signature_defs(self):
@@ -73,22 +112,61 @@ class Servable:
         except KeyError:
             raise failed_precondition(f'Serving signature key "{key}" not found.') from None
 
+    def _callable(self, spec: SignatureSpec, feeds: tuple[str, ...], fetches: tuple[str, ...]) -> Callable:
+        """A session callable feeding and fetching tensor names (made once per combination).
+
+        Session callables run the graph without Python's feed-shape check, as TF
+        Serving's Session::Run does: the graph's ops decide what they accept."""
+        key = (spec.key, feeds, fetches)
+        with self._callables_lock:
+            fn = self._callables.get(key)
+            if fn is None:
+                options = config_pb2.CallableOptions(
+                    feed=[spec.inputs[a].name for a in feeds],
+                    fetch=[spec.outputs[a].name for a in fetches])
+                fn = self._callables[key] = self._session._make_callable_from_options(options)
+            return fn
+
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Call the signature; returns the requested outputs (all when None)."""
-        fn = self._functions[signature_name or DEFAULT_SIGNATURE]
+        """Run the signature; returns the requested outputs (all when None)."""
+        spec = self.spec(signature_name)
+        feeds = tuple(sorted(inputs))
+        fetches = tuple(outputs) if outputs is not None else tuple(sorted(spec.outputs))
+        unknown = [a for a in feeds if a not in spec.inputs]
+        if unknown:
+            raise invalid_argument(f"input tensor alias not found in signature: {unknown[0]}. "
+                                   f"Inputs expected to be in the set {{{','.join(sorted(spec.inputs))}}}.")
+        if self._functions is not None:
+            return self._run_eager(spec.key, inputs, fetches)
+        args = [inputs[a] for a in feeds]
+        if isinstance(inputs, OwnedInputs):
+            inputs.clear()  # the feed list is now the only holder of the request's arrays
         try:
-            tensors = {k: tf.constant(v) if v.dtype != object else tf.constant(v.tolist())
-                       for k, v in inputs.items()}
-            if isinstance(inputs, OwnedInputs):
-                inputs.clear()  # frees the request bytes the arrays viewed before the model runs
-            result = fn(**tensors)
+            values = self._callable(spec, feeds, fetches)(*args)
         except tf.errors.OpError as exc:
             raise from_tf_error(exc) from None
         except (TypeError, ValueError) as exc:
             raise invalid_argument(str(exc)) from None
-        keys = outputs if outputs is not None else list(result)
-        return {k: result[k].numpy() for k in keys}
+        finally:
+            del args
+        return {a: np.asarray(v) for a, v in zip(fetches, values, strict=True)}
+
+    def _run_eager(self, key: str, inputs: Mapping[str, np.ndarray],
+                   fetches: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The TF2 path (object-graph models): the signature function checks its own specs."""
+        assert self._functions is not None
+        try:
+            tensors = {k: tf.constant(v) if v.dtype != object else tf.constant(v.tolist())
+                       for k, v in inputs.items()}
+            if isinstance(inputs, OwnedInputs):
+                inputs.clear()
+            result = self._functions[key](**tensors)
+        except tf.errors.OpError as exc:
+            raise from_tf_error(exc) from None
+        except (TypeError, ValueError) as exc:
+            raise invalid_argument(str(exc)) from None
+        return {k: result[k].numpy() for k in fetches}
 
     def extra(self, key: str, factory: Callable[[], T]) -> T:
         """Get or create a per-servable helper (created once, closed on unload).

@@ -4,6 +4,7 @@ SIGTERM (stop accepting, finish in-flight requests, unload, exit 0)."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -47,6 +48,16 @@ def startup_roots(startup_config) -> list[str]:
     return admin.default_roots(paths)
 
 
+def grpc_addresses(flags: Flags) -> list[str]:
+    """TCP (unless --port=0) and the UNIX socket of --grpc_socket_path (relative or absolute)."""
+    out = [f"{flags.host}:{flags.port}"] if flags.port else []
+    if flags.grpc_socket_path:
+        out.append(f"unix:{os.path.abspath(flags.grpc_socket_path)}")
+    if not out:
+        raise SystemExit("At least one of --port or --grpc_socket_path must be set")
+    return out
+
+
 def batch_options(flags: Flags) -> BatchOptions | None:
     if not flags.enable_batching:
         return None
@@ -74,9 +85,14 @@ class ModelServer:
         self.metrics = Metrics()
         # the loader (self._load) uses self.predictor only when a load runs, after __init__
         self.manager = ModelManager(self._load, allow_unavailable_labels=flags.allow_version_labels_for_unavailable_models,
-                                    max_load_retries=flags.max_num_load_retries)
+                                    max_load_retries=flags.max_num_load_retries,
+                                    retry_interval_s=flags.load_retry_interval_micros / 1e6,
+                                    load_threads=flags.num_load_threads,
+                                    unload_threads=flags.num_unload_threads)
         self.predictor = Predictor(self.manager, batch_options(flags), self.metrics.observe_batch,
-                                   max_request_bytes=flags.max_request_bytes)
+                                   max_request_bytes=flags.max_request_bytes,
+                                   tensor_content=flags.enable_serialization_as_tensor_content,
+                                   check_method_name=flags.enable_signature_method_name_check)
         self.budget = ByteBudget(flags.max_inflight_request_bytes)
         self.admin_token = admin.read_token(flags.admin_token_file) if flags.admin_token_file else None
         # an explicit --model_base_path_prefix is checked now (a bad entry exits at once)
@@ -86,6 +102,7 @@ class ModelServer:
         self.metrics._states = self.manager.snapshot
         self._metrics_path = metrics_path(flags)
         self._grpc: grpc.Server | None = None
+        self._health = None  # grpc_health HealthServicer with --enable_grpc_healthcheck_service
         self._rest: RestServer | None = None
         self._config_text = ""
         self._config_thread: threading.Thread | None = None
@@ -93,7 +110,7 @@ class ModelServer:
     def _load(self, name: str, version: int, path: Path) -> Servable:
         """Load + warmup; the version becomes AVAILABLE only after warmup succeeded."""
         try:
-            servable = Servable(name, version, path)
+            servable = Servable(name, version, path, tags=self.flags.tags)
             if self.flags.enable_model_warmup:
                 try:
                     n = self.predictor.warmup(servable, self.flags.num_request_iterations_for_warmup)
@@ -123,8 +140,10 @@ class ModelServer:
         self._start_grpc()
         if self.flags.rest_api_port:
             app = RestApp(self.predictor, self.metrics, self._metrics_path, self._max_body(),
-                          timeout_ms=self.flags.rest_api_timeout_in_ms, budget=self.budget)
-            self._rest = RestServer(app, self.flags.host, self.flags.rest_api_port)
+                          timeout_ms=self.flags.rest_api_timeout_in_ms, budget=self.budget,
+                          cors=self.flags.rest_api_enable_cors_support)
+            self._rest = RestServer(app, self.flags.host, self.flags.rest_api_port,
+                                    threads=self.flags.rest_api_num_threads)
             self._rest.start()
             log.info("Exporting HTTP/REST API at:%s:%d ...", self.flags.host, self.flags.rest_api_port)
         if self.flags.model_config_file and self.flags.model_config_file_poll_wait_seconds > 0:
@@ -166,16 +185,28 @@ class ModelServer:
             server, self.flags.max_request_bytes, self.budget)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager, self._on_reload, admin.ReloadGuard(self.reload_roots)), server)
-        address = f"{self.flags.host}:{self.flags.port}"
-        try:
-            bound = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise SystemExit(f"Failed to bind gRPC server to {address}: {exc}") from None
-        if not bound:
-            raise SystemExit(f"Failed to bind gRPC server to {address}")
+        if self.flags.enable_grpc_healthcheck_service:
+            # imported only when asked for: grpcio-health-checking is needed for this flag alone
+            from grpc_health.v1 import health, health_pb2_grpc
+
+            self._health = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        addresses = grpc_addresses(self.flags)
+        for address in addresses:
+            try:
+                bound = server.add_insecure_port(address)
+            except RuntimeError as exc:
+                raise SystemExit(f"Failed to bind gRPC server to {address}: {exc}") from None
+            if not bound:
+                raise SystemExit(f"Failed to bind gRPC server to {address}")
         server.start()
         self._grpc = server
-        log.info("Running gRPC ModelServer at %s ...", address)
+        if self._health is not None:
+            from grpc_health.v1 import health_pb2
+
+            self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for address in addresses:
+            log.info("Running gRPC ModelServer at %s ...", address)
 
     def _on_reload(self, config) -> None:
         self._config_text = text_format.MessageToString(config)
@@ -198,6 +229,8 @@ class ModelServer:
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         """Stop accepting new requests, let in-flight ones finish, then unload."""
         self._stopped.set()
+        if self._health is not None:
+            self._health.enter_graceful_shutdown()  # probes see NOT_SERVING while in-flight work ends
         self.manager.stop()
         done = self._grpc.stop(grace) if self._grpc else None
         if self._rest:

@@ -71,6 +71,7 @@ class SignatureSpec:
     key: str
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
+    method_name: str = ""
 
     @classmethod
     def from_signature_def(cls, key: str, sig) -> SignatureSpec:
@@ -78,6 +79,7 @@ class SignatureSpec:
             key=key,
             inputs={a: TensorSpec.from_tensor_info(a, i) for a, i in sig.inputs.items()},
             outputs={a: TensorSpec.from_tensor_info(a, i) for a, i in sig.outputs.items()},
+            method_name=sig.method_name,
         )
 
 
@@ -173,8 +175,26 @@ def proto_to_ndarray(alias: str, proto: tensor_pb2.TensorProto, limit: int | Non
     return shape_values(alias, typed_values(proto), shape)
 
 
-def fill_proto(proto: tensor_pb2.TensorProto, arr: np.ndarray) -> tensor_pb2.TensorProto:
-    """Encode an output into `proto` in place (numeric as tensor_content: compact, fast)."""
+# packed fixed-width value fields: (field number, little-endian wire dtype)
+_FIXED_FIELDS: dict[str, tuple[int, np.dtype]] = {"float_val": (5, np.dtype("<f4")), "double_val": (6, np.dtype("<f8"))}
+
+
+def _packed_field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (tag, length varint, payload)."""
+    out = bytearray()
+    for value in (number << 3 | 2, len(payload)):
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out) + payload
+
+
+def fill_proto(proto: tensor_pb2.TensorProto, arr: np.ndarray,
+               tensor_content: bool = False) -> tensor_pb2.TensorProto:
+    """Encode an output into `proto` in place, as TF Serving does: the typed *_val field
+    (Tensor::AsProtoField) by default, or tensor_content (AsProtoTensorContent) when
+    --enable_serialization_as_tensor_content is set. Strings always use string_val."""
     arr = np.asarray(arr)
     for d in arr.shape:
         proto.tensor_shape.dim.add(size=int(d))
@@ -186,13 +206,25 @@ def fill_proto(proto: tensor_pb2.TensorProto, arr: np.ndarray) -> tensor_pb2.Ten
     if dt is None:
         raise invalid_argument(f"unsupported output dtype {arr.dtype}")
     proto.dtype = dt
-    proto.tensor_content = np.ascontiguousarray(arr).tobytes()
+    if tensor_content:
+        proto.tensor_content = np.ascontiguousarray(arr).tobytes()
+        return proto
+    field = _DTYPES[dt][1]
+    flat = arr.reshape(-1)
+    if field in _FIXED_FIELDS:  # packed bytes parsed by protobuf's C code: no Python float per value
+        number, wire = _FIXED_FIELDS[field]
+        if flat.size:
+            proto.MergeFromString(_packed_field(number, flat.astype(wire, copy=False).tobytes()))
+    elif dt == types_pb2.DT_HALF:
+        proto.half_val.extend(flat.view(np.uint16).tolist())
+    else:
+        getattr(proto, field).extend(flat.tolist())
     return proto
 
 
-def ndarray_to_proto(arr: np.ndarray) -> tensor_pb2.TensorProto:
-    """A new TensorProto for `arr` (see fill_proto)."""
-    return fill_proto(tensor_pb2.TensorProto(), arr)
+def ndarray_to_proto(arr: np.ndarray, tensor_content: bool = True) -> tensor_pb2.TensorProto:
+    """A new TensorProto for `arr` (see fill_proto; tensor_content unless told otherwise)."""
+    return fill_proto(tensor_pb2.TensorProto(), arr, tensor_content)
 
 
 # -------------------------------------------------------------- validation
@@ -216,45 +248,18 @@ def check_input_aliases(sig: SignatureSpec, given: Sequence[str]) -> None:
                 f"Inputs expected to be in the set {{{','.join(expected)}}}.")
 
 
-def check_array(spec: TensorSpec, arr: np.ndarray) -> None:
-    """dtype and shape of one input against its signature spec."""
-    want = numpy_dtype(spec.dtype)
-    if arr.dtype != want and not (want.kind == "O" and arr.dtype.kind in "OSU"):
-        got = _NP_TO_DT.get(arr.dtype)
-        got_name = dtype_name(got) if got is not None else str(arr.dtype)
-        raise invalid_argument(
-            f"Expects arg for input '{spec.alias}' to be {dtype_name(spec.dtype)} "
-            f"but {got_name} is provided")
-    if spec.dims is None:
-        return
-    if arr.ndim != len(spec.dims):
-        raise invalid_argument(
-            f"input '{spec.alias}' must have rank {len(spec.dims)} (shape {spec.shape_text()}) "
-            f"but has rank {arr.ndim} (shape [{','.join(map(str, arr.shape))}])")
-    for i, (want_d, got_d) in enumerate(zip(spec.dims, arr.shape, strict=True)):
-        if want_d >= 0 and want_d != got_d:
-            raise invalid_argument(
-                f"input '{spec.alias}' dimension {i} must be {want_d} (shape {spec.shape_text()}) "
-                f"but is {got_d} (shape [{','.join(map(str, arr.shape))}])")
-
-
 def decode_inputs(sig: SignatureSpec, inputs: Mapping[str, tensor_pb2.TensorProto],
                   limit: int | None = None) -> dict[str, np.ndarray]:
-    """Validate a PredictRequest's inputs map and decode it to numpy arrays."""
+    """Check a PredictRequest's aliases and decode its tensors (sizes checked before
+    allocation). Shape and dtype against the signature are not checked here: like TF
+    Serving, the graph decides, and its errors are returned."""
     check_input_aliases(sig, list(inputs))
-    out = {}
-    for alias, proto in inputs.items():
-        arr = proto_to_ndarray(alias, proto, limit)
-        check_array(sig.inputs[alias], arr)
-        out[alias] = arr
-    return out
+    return {alias: proto_to_ndarray(alias, proto, limit) for alias, proto in inputs.items()}
 
 
 def check_arrays(sig: SignatureSpec, arrays: Mapping[str, np.ndarray]) -> None:
-    """Validate already-decoded inputs (REST path)."""
+    """Aliases of already-decoded inputs (REST path); shapes are the graph's to check."""
     check_input_aliases(sig, list(arrays))
-    for alias, arr in arrays.items():
-        check_array(sig.inputs[alias], arr)
 
 
 def select_outputs(sig: SignatureSpec, output_filter: Sequence[str]) -> list[str]:

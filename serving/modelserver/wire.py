@@ -32,7 +32,6 @@ from .limits import ByteBudget, Ticket, release_freed_memory
 from .tensors import (
     OwnedInputs,
     SignatureSpec,
-    check_array,
     check_input_aliases,
     check_size,
     decode_inputs,
@@ -239,9 +238,7 @@ class WirePredict:
         check_input_aliases(spec, list(self.tensors))
         out = OwnedInputs()
         for alias, tensor in self.tensors.items():
-            arr = tensor.to_ndarray(alias, self.limit)
-            check_array(spec.inputs[alias], arr)
-            out[alias] = arr
+            out[alias] = tensor.to_ndarray(alias, self.limit)
         self.tensors = None  # the arrays are the only views of the received bytes now
         return out
 

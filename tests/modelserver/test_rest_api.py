@@ -61,7 +61,7 @@ def test_predict_row_and_columnar_match_local(shared_server, demo_root):
     ("/v1/models/demo:predict", {"signature_name": "serving_default"}, 400, "Missing 'inputs' or 'instances' key"),
     ("/v1/models/demo:predict", {"inputs": {"images": [[0]]}}, 400, "input tensor alias not found in signature: images"),
     ("/v1/models/demo:predict", {"instances": [["a"]]}, 400, "'inputs'"),
-    ("/v1/models/demo:predict", {"instances": [[1.0, 2.0]]}, 400, "'inputs' must have rank 4"),
+    ("/v1/models/demo:predict", {"instances": [[1.0, 2.0]]}, 400, "Input to reshape is a tensor with 2 values"),
     ("/v1/models/demo:predict", {"instances": []}, 400, "empty"),
     ("/v1/models/demo:frobnicate", {"instances": [[0]]}, 404, "Malformed request"),
 ])

@@ -131,12 +131,11 @@ def test_input_checks_name_the_input():
                          "Inputs expected to be in the set {inputs}.")
     e = _err(decode_inputs, spec, {})
     assert e.code == grpc.StatusCode.INVALID_ARGUMENT and "Missing but required: {inputs}" in e.message
-    e = _err(decode_inputs, spec, {"inputs": tf.make_tensor_proto(np.zeros((1, 8, 8, 1), np.int32))})
-    assert "'inputs'" in e.message and "float" in e.message and "int32" in e.message
-    e = _err(decode_inputs, spec, {"inputs": tf.make_tensor_proto(np.zeros((1, 8, 8), np.float32))})
-    assert "'inputs'" in e.message and "rank 4" in e.message
-    e = _err(decode_inputs, spec, {"inputs": tf.make_tensor_proto(np.zeros((1, 8, 7, 1), np.float32))})
-    assert "'inputs' dimension 2 must be 8" in e.message
+    # dtype and shape are the graph's to check (as in TF Serving): decoding keeps what was sent
+    other = decode_inputs(spec, {"inputs": tf.make_tensor_proto(np.zeros((1, 8, 8, 1), np.int32))})
+    assert other["inputs"].dtype == np.int32
+    assert decode_inputs(spec, {"inputs": tf.make_tensor_proto(np.zeros((1, 8, 7), np.float32))}
+                         )["inputs"].shape == (1, 8, 7)
     bad = tf.make_tensor_proto(np.zeros((1, 8, 8, 1), np.float32))
     bad.tensor_content = bad.tensor_content[:-4]
     assert "tensor parsing error: inputs" in _err(decode_inputs, spec, {"inputs": bad}).message
@@ -173,7 +172,7 @@ def test_rest_codec_errors():
     assert "string" in _err(request_format, {"signature_name": 1, "inputs": 1}).message
     assert "'inputs'" in _err(decode_request, spec, {"instances": [[1, 2], [3]]}, "instances").message
     assert "'inputs'" in _err(decode_request, spec, {"instances": ["a"]}, "instances").message
-    assert "rank" in _err(decode_request, spec, {"instances": [1.0]}, "instances").message
+    assert decode_request(spec, {"instances": [1.0]}, "instances")["inputs"].shape == (1,)
 
 
 # ------------------------------------------------------------ config/flags
