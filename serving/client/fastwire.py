@@ -4,8 +4,10 @@ The protobuf runtime copies every bytes field when it is read, so a 38 MB
 `tensor_content` costs a full copy before numpy even sees it. Scanning the
 serialized response ourselves lets `np.frombuffer` view the tensor bytes where
 gRPC delivered them. Only the few fields that carry bulk data are scanned;
-anything else (typed value lists, shapes, the model spec) is handed to the
-generated message classes, so the scanner stays small.
+TF Serving answers in the typed fields by default (`float_val`, ...): packed
+`float_val` / `double_val` are little-endian arrays on the wire too, so they are
+viewed the same way. Anything else (varint lists, strings, shapes, the model
+spec) is handed to the generated message classes, so the scanner stays small.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from serving.client import codec
 from serving.client._generated import tfrollout_wire_pb2 as wire
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+# TensorProto field number → dtype it holds as packed fixed-width values (viewable as-is)
+_PACKED_FIXED = {5: (wire.DT_FLOAT, np.dtype("<f4")), 6: (wire.DT_DOUBLE, np.dtype("<f8"))}
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -55,7 +59,7 @@ def _fields(buf: memoryview, pos: int, end: int):
 
 def decode_tensor_bytes(buf: memoryview, start: int, end: int) -> np.ndarray:
     """Decode one serialized Tensor; `tensor_content` becomes a view into `buf`."""
-    dtype_code, shape, content = 0, None, None
+    dtype_code, shape, content, packed = 0, None, None, None
     for number, kind, value in _fields(buf, start, end):
         if number == 1 and kind == _VARINT:
             dtype_code = value
@@ -63,9 +67,13 @@ def decode_tensor_bytes(buf: memoryview, start: int, end: int) -> np.ndarray:
             shape = wire.Shape.FromString(buf[value[0]:value[1]].tobytes())
         elif number == 4 and kind == _LEN:
             content = value
-        elif number != 3:  # typed value lists or anything unusual: the generated class decides
+        elif number in _PACKED_FIXED and kind == _LEN and packed is None:
+            packed = number, value
+        elif number != 3:  # other value lists or anything unusual: the generated class decides
             return codec.decode(wire.Tensor.FromString(buf[start:end].tobytes()))
-    if dtype_code == wire.DT_STRING or content is None:
+    if packed is not None and content is None and _PACKED_FIXED[packed[0]][0] == dtype_code:
+        content = packed[1]  # a packed float_val/double_val is the tensor's bytes
+    elif dtype_code == wire.DT_STRING or content is None or packed is not None:
         return codec.decode(wire.Tensor.FromString(buf[start:end].tobytes()))
     tensor = wire.Tensor(dtype=cast(wire.DataType, dtype_code))
     if shape is not None:
@@ -73,6 +81,9 @@ def decode_tensor_bytes(buf: memoryview, start: int, end: int) -> np.ndarray:
     dims = codec._shape_of(tensor)
     dtype = codec.numpy_dtype(dtype_code)
     count = int(np.prod(dims, dtype=np.int64))
+    if packed is not None and content[1] - content[0] != count * dtype.itemsize:
+        # fewer values than elements (TF's last-value repetition): the generic rule applies
+        return codec.decode(wire.Tensor.FromString(buf[start:end].tobytes()))
     if content[1] - content[0] != count * dtype.itemsize:
         raise codec.CodecError(f"tensor_content has {content[1] - content[0]} bytes; shape "
                                f"{list(dims)} of {codec.dtype_name(dtype_code)} needs "

@@ -158,3 +158,27 @@ def test_zero_copy_response_scanner_matches_official(name: str) -> None:
     assert fast.model_spec.name == "m" and fast.model_spec.version.value == 7
     _assert_same(fast.outputs[name], CASES[name])
     _assert_same(fast.outputs["typed"], tf.make_ndarray(resp.outputs["typed"]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scanner_views_packed_typed_fields(dtype) -> None:
+    """TF Serving's default answer (float_val / double_val, packed) is viewed, not copied,
+    and decodes exactly as TensorFlow reads it; TF's last-value repetition still works."""
+    from serving.client.fastwire import FastPredictResponse
+
+    values = np.random.default_rng(3).standard_normal((64, 10)).astype(dtype)
+    resp = predict_pb2.PredictResponse()
+    resp.outputs["p"].CopyFrom(_typed_official(dtype, values.ravel().tolist()))
+    resp.outputs["p"].tensor_shape.ClearField("dim")
+    for d in values.shape:
+        resp.outputs["p"].tensor_shape.dim.add(size=d)
+    short = resp.outputs["short"]
+    short.CopyFrom(_typed_official(dtype, [1.5, 2.5]))
+    short.tensor_shape.ClearField("dim")
+    short.tensor_shape.dim.add(size=5)  # 2 values for 5 elements: the last one repeats
+    data = resp.SerializeToString()
+    fast = FastPredictResponse.FromString(data)
+    _assert_same(fast.outputs["p"], tf.make_ndarray(resp.outputs["p"]))
+    assert np.shares_memory(fast.outputs["p"], np.frombuffer(data, np.uint8))  # a view of the reply
+    _assert_same(fast.outputs["short"], tf.make_ndarray(short))
+    assert fast.outputs["short"].tolist() == [1.5, 2.5, 2.5, 2.5, 2.5]
