@@ -18,6 +18,7 @@ from pipeline.config import TransferConfig
 from pipeline.errors import TransferError
 from pipeline.model.data import Dataset, stratified_split
 from pipeline.model.freeze import LayerInfo, layers_to_unfreeze
+from pipeline.model.graph_cut import frozen_cut
 from pipeline.progress import Advance, Reporter
 
 
@@ -84,6 +85,8 @@ def time_to_accuracy(points: list[tuple[int, float, float]], target: float) -> f
 class PhaseResult:
     epochs_run: int
     wall_s: float
+    cached_below: str | None = None  # the layer whose output was computed once (see graph_cut)
+    setup_s: float = 0.0  # of wall_s: computing the cached activations
 
 
 @dataclass
@@ -220,13 +223,48 @@ def train_head(base: Any, head: Any, split: Split, cfg: TransferConfig, reporter
         _compile(head, cfg.learning_rate, min(CACHED_HEAD_STEPS_PER_EXECUTION, steps_per_epoch))
         result = _fit(head, f_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
                       "train head (cached features)", extra)
-        return PhaseResult(result.epochs_run, result.wall_s + extract_s)
+        return PhaseResult(result.epochs_run, result.wall_s + extract_s, setup_s=extract_s)
     model = assemble(base, head)
     _compile(model, cfg.learning_rate)
     val = split.validation
     callbacks = [curve.callback(model, *heldout)] if curve is not None and heldout is not None else []
     return _fit(model, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
                 "train head (frozen base)", callbacks)
+
+
+def cut_layer_name(model: Any, tensor: Any) -> str:
+    """The name of the layer of `model` that outputs `tensor` (for reports)."""
+    for layer in model.layers:
+        if any(out is tensor for out in keras.tree.flatten(layer.output)):
+            return str(layer.name)
+    return "cut"
+
+
+def fine_tune_cached(base: Any, head: Any, cut: Any, split: Split, cfg: TransferConfig,
+                     reporter: Reporter, curve: Curve | None,
+                     heldout: tuple[np.ndarray, np.ndarray]) -> PhaseResult:
+    """Fine-tune on the cached output of the frozen part below `cut` (see graph_cut).
+
+    The trained layers are the base's own (shared weights), called in inference mode
+    as `assemble` calls them, so the assembled model ends up exactly as trained."""
+    t0 = time.perf_counter()
+    bottom = keras.Model(base.inputs, cut, name="frozen_bottom")
+    top = keras.Model(cut, base.output, name="trained_top")
+    below = cut_layer_name(base, cut)
+
+    def features(x: np.ndarray) -> np.ndarray:
+        return bottom.predict(x, batch_size=256, verbose=0)
+
+    f_fit = features(split.x_fit)
+    val = None if split.validation is None else (features(split.validation[0]), split.validation[1])
+    inputs = keras.Input(tuple(cut.shape[1:]), name="cached")
+    model = keras.Model(inputs, head(top(inputs, training=False)), name="fine_tune_cached")
+    extra = [curve.callback(model, features(heldout[0]), heldout[1])] if curve is not None else []
+    extract_s = time.perf_counter() - t0
+    _compile(model, cfg.fine_tune_learning_rate)
+    result = _fit(model, f_fit, split.y_fit, val, split, cfg.fine_tune_epochs, cfg, reporter,
+                  f"fine-tune top layers (on cached {below} outputs)", extra)
+    return PhaseResult(result.epochs_run, result.wall_s + extract_s, cached_below=below, setup_s=extract_s)
 
 
 def layer_infos(model: Any) -> list[LayerInfo]:
@@ -273,10 +311,15 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
                 base.trainable = True
                 for layer in base.layers:
                     layer.trainable = layer.name in unfrozen
-                _compile(model, cfg.fine_tune_learning_rate)
-                phases["fine_tune"] = _fit(model, split.x_fit, split.y_fit, val, split,
-                                           cfg.fine_tune_epochs, cfg, reporter, "fine-tune top layers",
-                                           track(model))
+                cut = frozen_cut(base, set(unfrozen)) if cfg.cache_features else None
+                if cut is not None:
+                    phases["fine_tune"] = fine_tune_cached(base, head, cut, split, cfg, reporter,
+                                                           curve, heldout)
+                else:
+                    _compile(model, cfg.fine_tune_learning_rate)
+                    phases["fine_tune"] = _fit(model, split.x_fit, split.y_fit, val, split,
+                                               cfg.fine_tune_epochs, cfg, reporter, "fine-tune top layers",
+                                               track(model))
             else:
                 reporter.note("fine-tune: no base layer selected to unfreeze; keeping the frozen base")
     return TransferOutcome(model, accuracy(model, data.x_test, data.y_test), phases, unfrozen,

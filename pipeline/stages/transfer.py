@@ -87,7 +87,8 @@ def run(ctx: StageContext) -> TransferOutput:
         "transfer": {
             "test_accuracy": outcome.test_accuracy,
             "wall_s": round(outcome.wall_s, 3),
-            "phases": {name: {"epochs_run": p.epochs_run, "wall_s": round(p.wall_s, 3)}
+            "phases": {name: {"epochs_run": p.epochs_run, "wall_s": round(p.wall_s, 3),
+                              **({"cached_below": p.cached_below} if p.cached_below else {})}
                        for name, p in outcome.phases.items()},
         },
         "baseline": None if baseline is None else {

@@ -264,3 +264,50 @@ def test_the_baseline_trains_every_layer_even_after_transfer_froze_the_source(de
     assert len(base.trainable_weights) == len([w for w in base.weights if "moving" not in w.path])
     conv = base.get_layer("conv1").kernel.numpy()
     assert not np.array_equal(conv, source.get_layer("conv1").kernel.numpy())  # fresh weights
+
+
+def _residual_source(num_classes: int = 5):
+    """A small conv net with a residual block, so the cut has to skip over the block."""
+    import keras
+
+    inputs = keras.Input((8, 8, 1), name="inputs")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="block_a")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="block_b")(y)
+    x = keras.layers.Add(name="block_add")([x, y])
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="top_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_fine_tune_on_cached_activations_trains_the_same_model(data):
+    """The frozen part below the first trained layer runs once; the trained layers and
+    the held-out accuracy come out as when every step runs the whole base."""
+    import keras
+
+    from pipeline.model.graph_cut import frozen_cut
+    from pipeline.model.training import split_base, transfer
+
+    keras.utils.set_random_seed(0)
+    source = _residual_source()
+    weights = source.get_weights()
+    cut = frozen_cut(split_base(source, "pool"), {"top_conv"})
+    assert cut is not None and cut is source.get_layer("block_add").output  # not inside the block
+    assert frozen_cut(split_base(source, "pool"), {"block_b"}) is source.get_layer("stem").output
+    outcomes = {}
+    for cached in (True, False):
+        source.set_weights(weights)
+        cfg = TransferConfig(head_epochs=3, fine_tune_epochs=4, unfreeze_top=1, patience=50,
+                             cache_features=cached, record_curves=True)
+        outcomes[cached] = transfer(source, "pool", data, cfg, QUIET)
+        outcomes[cached].top = [w.copy() for w in source.get_layer("top_conv").get_weights()]
+    fast, slow = outcomes[True], outcomes[False]
+    assert fast.unfrozen == slow.unfrozen == ["top_conv"]
+    assert any(not np.allclose(a, b) for a, b in zip(fast.top, weights[-4:-2], strict=True))  # it trained
+    for a, b in zip(fast.top, slow.top, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert abs(fast.test_accuracy - slow.test_accuracy) <= 1 / len(data.y_test)
+    assert fast.phases["fine_tune"].epochs_run == slow.phases["fine_tune"].epochs_run == 4
+    assert fast.phases["fine_tune"].cached_below == "block_add" and slow.phases["fine_tune"].cached_below is None
+    assert len(fast.curve.points) == len(slow.curve.points) == 7  # curves cover both phases either way
