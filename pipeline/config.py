@@ -63,6 +63,18 @@ class DataConfig(_Section):
     labels_per_class: int = Field(default=5, ge=1, description="Demo: labelled examples per class.")
     test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
     seed: int = 0
+    preprocess: str = Field(
+        default="none", description="How raw pixels (0-255) become model inputs, baked into the exported "
+        "signature: none (the loaders' [0, 1] scale, no layer), raw, unit, symmetric, caffe, torch, or a "
+        "keras.applications family name (resnet50, mobilenet_v2, efficientnet, ...).")
+
+    @field_validator("preprocess")
+    @classmethod
+    def _known_preprocess(cls, value: str) -> str:
+        from pipeline.model.preprocess import resolve
+
+        resolve(value)  # ValueError names the choices
+        return value
 
     @field_validator("path")
     @classmethod

@@ -123,6 +123,8 @@ def run(ctx: StageContext) -> ExportOutput:
     cfg = ctx.config.export
     transferred = ctx.output(TransferOutput)
     loaded = ctx.output(LoadOutput)
+    import pipeline.model.preprocess_layer  # noqa: F401 - registers the PixelPreprocess layer
+
     model = ctx.transferred_model or keras.models.load_model(transferred.model_path)
     with np.load(transferred.heldout) as heldout:
         heldout_x = heldout["x"]
@@ -140,6 +142,9 @@ def run(ctx: StageContext) -> ExportOutput:
         "source_model": {"path": str(loaded.path), "format": loaded.format, "sha256": loaded.sha256,
                          "cut_layer": loaded.cut_layer},
         "classes": transferred.classes,
+        "preprocess": {"mode": transferred.preprocess,
+                       "inputs": "as the data loaders scale them" if transferred.preprocess == "none"
+                       else "raw pixels 0-255 (the mapping is the model's first layer)"},
         "metrics": {"test_accuracy": transferred.test_accuracy,
                     "baseline_test_accuracy": transferred.baseline_accuracy,
                     "strategy": transferred.strategy},

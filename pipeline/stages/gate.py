@@ -29,6 +29,8 @@ def candidate_probabilities(ctx: StageContext, transfer: TransferOutput, x: np.n
     if model is None:
         import keras
 
+        import pipeline.model.preprocess_layer  # noqa: F401 - registers the PixelPreprocess layer
+
         model = keras.models.load_model(transfer.model_path, compile=False)
         ctx.transferred_model = model
     return np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0))

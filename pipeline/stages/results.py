@@ -54,6 +54,7 @@ class TransferOutput(StageOutput):
     strategy: str
     test_accuracy: float
     baseline_accuracy: float | None
+    preprocess: str = "none"  # the resolved data.preprocess mode the saved model carries
 
 
 class GateOutput(StageOutput):

@@ -35,6 +35,27 @@ def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...]) -> Da
     return load_image_dir(cfg.path, input_shape, cfg.test_fraction, cfg.seed)
 
 
+def map_inputs(cfg: DataConfig, data: Dataset) -> tuple[str, Dataset, np.ndarray]:
+    """(mode, the data in the model's input scale, the held-out inputs as the saved model takes them).
+
+    With a preprocessing mode, training sees mapped pixels while the held-out set kept
+    for the gate, parity and golden outputs stays raw: the saved model maps it itself."""
+    from dataclasses import replace
+
+    from pipeline.model.preprocess import apply, needs_rgb, raw_pixels, resolve
+
+    mode = resolve(cfg.preprocess)
+    if mode == "none":
+        return mode, data, data.x_test
+    if needs_rgb(mode) and data.x_train.shape[-1] != 3:
+        raise DataError(f"data.preprocess = {cfg.preprocess!r} needs RGB images (3 channels); the model "
+                        f"input has {data.x_train.shape[-1]}")
+    raw_train, raw_test = raw_pixels(data.x_train, cfg.source), raw_pixels(data.x_test, cfg.source)
+    mapped = replace(data, x_train=apply(raw_train, mode).astype(np.float32),
+                     x_test=apply(raw_test, mode).astype(np.float32))
+    return mode, mapped, raw_test.astype(np.float32)
+
+
 def source_from(ctx: StageContext) -> SourceModel:
     """The model the load stage read: kept in memory by this process, else re-read from its path."""
     if ctx.source_model is not None:
@@ -73,9 +94,14 @@ def run(ctx: StageContext) -> TransferOutput:
     data = load_target_data(ctx.config.data, tuple(source.model.input_shape[1:]))
     ctx.reporter.note(f"target data: {len(data.y_train)} labelled, {len(data.y_test)} held out, "
                       f"{data.num_classes} classes ({', '.join(data.class_names)})")
+    mode, data, heldout_raw = map_inputs(ctx.config.data, data)
     outcome = transfer(source.model, source.cut_layer, data, cfg, ctx.reporter)
     baseline = (train_from_scratch(source.model, source.cut_layer, data, cfg, ctx.reporter)
                 if cfg.baseline else None)
+    if mode != "none":  # the exported model takes raw pixels: the mapping is its first layer
+        from pipeline.model.preprocess_layer import with_preprocess
+
+        outcome.model = with_preprocess(outcome.model, mode)
     report: dict[str, Any] = {
         "strategy": cfg.strategy,
         "seed": cfg.seed,
@@ -84,6 +110,8 @@ def run(ctx: StageContext) -> TransferOutput:
         "test_examples": int(len(data.y_test)),
         "classes": list(data.class_names),
         "unfrozen_layers": outcome.unfrozen,
+        "preprocess": {"setting": ctx.config.data.preprocess, "mode": mode,
+                       "signature_takes": "loader scale" if mode == "none" else "raw pixels 0-255"},
         "transfer": {
             "test_accuracy": outcome.test_accuracy,
             "wall_s": round(outcome.wall_s, 3),
@@ -111,7 +139,7 @@ def run(ctx: StageContext) -> TransferOutput:
     model_path = workdir / "transferred.keras"
     outcome.model.save(model_path)
     heldout_path = workdir / "heldout.npz"
-    np.savez(heldout_path, x=data.x_test, y=data.y_test)
+    np.savez(heldout_path, x=heldout_raw, y=data.y_test)  # what the saved model takes
     report_path = workdir / "transfer_report.json"
     report_path.write_text(json.dumps(report, indent=2))
     ctx.transferred_model = outcome.model
@@ -122,4 +150,5 @@ def run(ctx: StageContext) -> TransferOutput:
     return TransferOutput(model_path=model_path.resolve(), heldout=heldout_path.resolve(),
                           report=report_path.resolve(), classes=list(data.class_names), strategy=cfg.strategy,
                           test_accuracy=outcome.test_accuracy,
-                          baseline_accuracy=None if baseline is None else baseline.test_accuracy)
+                          baseline_accuracy=None if baseline is None else baseline.test_accuracy,
+                          preprocess=mode)

@@ -151,3 +151,39 @@ def test_a_model_below_the_quality_bar_stops_before_export(workdir: Path):
     manifest = json.loads(Path(json.loads(proc.stdout)["stages"]["export"]["outputs"]["manifest"]).read_text())
     assert manifest["quality_gate"]["overridden"] is True and manifest["quality_gate"]["passed"] is False
     assert manifest["quality_gate"]["checks"][0]["name"] == "min_accuracy"
+
+
+def test_preprocess_is_baked_into_the_signature(workdir: Path):
+    """data.preprocess: training sees mapped pixels, the SavedModel takes raw ones (0-255)."""
+    import tensorflow as tf
+
+    proc = run_cli("deploy", "--json", "--until", "export", *FAST, "--set", "data.preprocess=symmetric",
+                   "--set", "gate.min_accuracy=0", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    stages = json.loads(proc.stdout)["stages"]
+    export = stages["export"]["outputs"]
+    manifest = json.loads(Path(export["manifest"]).read_text())
+    assert manifest["preprocess"]["mode"] == "symmetric" and "raw pixels" in manifest["preprocess"]["inputs"]
+    report = json.loads(Path(stages["transfer"]["outputs"]["report"]).read_text())
+    assert report["preprocess"] == {"setting": "symmetric", "mode": "symmetric",
+                                    "signature_takes": "raw pixels 0-255"}
+    with np.load(stages["transfer"]["outputs"]["heldout"]) as heldout:
+        raw = heldout["x"]
+    assert raw.max() > 200 and raw.min() >= 0  # the demo's pixels, unscaled
+    served = tf.saved_model.load(export["version_dir"]).signatures["serving_default"]
+    out = served(inputs=tf.constant(raw[:8]))["probabilities"].numpy()
+    transferred = Path(stages["transfer"]["outputs"]["model_path"])
+    import keras
+
+    import pipeline.model.preprocess_layer  # noqa: F401 - registers the layer
+    keras_model = keras.models.load_model(transferred)
+    np.testing.assert_allclose(out, keras_model(raw[:8]).numpy(), atol=1e-5)
+    inner = keras_model.layers[-1]  # the trained model behind the preprocessing layer
+    np.testing.assert_allclose(out, inner(raw[:8] / 127.5 - 1.0).numpy(), atol=1e-5)
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_preprocess_that_needs_rgb_refuses_grey_images(workdir: Path):
+    proc = run_cli("deploy", "--until", "transfer", *FAST, "--set", "data.preprocess=resnet50", cwd=workdir)
+    assert proc.returncode != 0
+    assert_one_line_error(proc, "data.preprocess = 'resnet50' needs RGB images (3 channels); the model input has 1")
