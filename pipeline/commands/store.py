@@ -126,6 +126,28 @@ def list_store(cfg: DeployConfig, model: str | None) -> dict[str, Any]:
                          for (m, n), h in sorted(reserved.items())]}
 
 
+def evaluation_text(export: dict[str, Any] | None) -> str:
+    """`acc 0.812 vs scratch 0.790, gate passed` from a version's export manifest (pure)."""
+    if not export:
+        return ""
+    metrics = export.get("metrics") or {}
+    parts = []
+    if isinstance(metrics.get("test_accuracy"), (int, float)):
+        text = f"acc {metrics['test_accuracy']:.3f}"
+        if isinstance(metrics.get("baseline_test_accuracy"), (int, float)):
+            text += f" vs scratch {metrics['baseline_test_accuracy']:.3f}"
+        parts.append(text)
+    gate = export.get("quality_gate")
+    if isinstance(gate, dict):
+        if gate.get("passed") is True:
+            parts.append("gate passed")
+        elif gate.get("overridden"):
+            parts.append("gate FAILED, published with gate.enforce=false")
+        else:
+            parts.append("gate not passed")
+    return ", ".join(parts)
+
+
 def listing_lines(report: dict[str, Any]) -> list[str]:
     """The human listing of `list_store`'s report (pure)."""
     versions, pushing, reserved = report["versions"], report["pushing"], report.get("reserved", [])
@@ -138,8 +160,9 @@ def listing_lines(report: dict[str, Any]) -> list[str]:
         if (v["model"], v["version"]) in busy:
             state += f"; push in progress by {busy[(v['model'], v['version'])]}"
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["last_modified"]))
+        evaluation = evaluation_text(v.get("export"))
         lines.append(f"{v['model']:<20} {v['version']:>6}  {human_bytes(v['bytes']):>9}  {v['files']:>3} files"
-                     f"  {stamp}  {state}")
+                     f"  {stamp}  {state}{'  ' + evaluation if evaluation else ''}")
     listed = {(v["model"], v["version"]) for v in versions}
     for (name, number), owner in sorted(busy.items()):
         if (name, number) not in listed:

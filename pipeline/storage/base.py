@@ -64,7 +64,8 @@ class VersionInfo:
         if self.manifest is not None:
             out["committed_at"] = self.manifest.committed_at
             out["export"] = {k: self.manifest.export.get(k) for k in
-                             ("signature", "metrics", "exported_at") if k in self.manifest.export}
+                             ("signature", "metrics", "exported_at", "quality_gate", "preprocess")
+                             if k in self.manifest.export}
         return out
 
 

@@ -189,3 +189,20 @@ def test_config_edge_cases_are_one_line_errors(tmp_path):
         build_config({}, {}, ["transfer.batch_size=10000000000000000000000"])
     assert build_config({}, {}, ['model.cut_layer=""']).model.cut_layer is None
     assert build_config({}, {"TFROLLOUT_MODEL__CUT_LAYER": ""}).model.cut_layer is None
+
+
+def test_listing_shows_each_versions_evaluation():
+    from pipeline.commands.store import evaluation_text
+
+    passed = {"metrics": {"test_accuracy": 0.8125, "baseline_test_accuracy": 0.79},
+              "quality_gate": {"passed": True, "overridden": False}}
+    forced = {"metrics": {"test_accuracy": 0.2, "baseline_test_accuracy": None},
+              "quality_gate": {"passed": False, "overridden": True}}
+    assert evaluation_text(passed) == "acc 0.812 vs scratch 0.790, gate passed"
+    assert evaluation_text(forced) == "acc 0.200, gate FAILED, published with gate.enforce=false"
+    assert evaluation_text({"quality_gate": {"passed": None}}) == "gate not passed"  # unknown is not a pass
+    assert evaluation_text(None) == evaluation_text({}) == ""
+    report = {"uri": "s3://b", "pushing": [], "versions": [
+        {"model": "digits", "version": 4, "committed": True, "problems": [], "bytes": 10, "files": 5,
+         "last_modified": 0.0, "export": passed}]}
+    assert listing_lines(report)[0].endswith("committed  acc 0.812 vs scratch 0.790, gate passed")
