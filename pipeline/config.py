@@ -119,6 +119,10 @@ class ExportConfig(_Section):
     warmup_records: int = Field(default=8, ge=0, le=1000)
     golden_size: int = Field(default=64, ge=1, le=100_000)
     parity_atol: float = Field(default=1e-5, gt=0.0)
+    quantize: Literal["none", "float16", "int8"] = Field(
+        default="none", description="float16: weights stored as float16, compute float32; int8: Keras "
+        "quantize('int8') (Dense/EinsumDense/Embedding kernels only). The gate's max_quantization_drop "
+        "bounds the accuracy cost.")
     version_from_store: bool = Field(
         default=True, description="Number a new version one above everything the store (storage.uri) "
         "holds, pushes or reserves and reserve it there, so fresh checkouts sharing a store never collide; "
@@ -177,6 +181,9 @@ class GateConfig(_Section):
         description="Refuse a candidate this much less accurate than the served stable version "
                     "(evaluated over gRPC on the same held-out set); skipped when nothing is served.")
     serving_deadline_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    max_quantization_drop: float | None = Field(
+        default=0.01, ge=0.0, le=1.0, description="With export.quantize: refuse a quantized model whose "
+        "held-out accuracy is this much below the float32 model's (checked at export, before publishing).")
 
 
 class VerifyConfig(_Section):

@@ -150,9 +150,50 @@ def library_versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+def quantization_report(model: Any, signature: Any, spec: ExportSpec, staging: Path, mode: str,
+                        touched: list[str], x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
+    """Bytes, in-process latency (batch 1 and 64) and held-out accuracy, quantized vs float32.
+
+    The float32 numbers come from a float32 SavedModel written beside the staging dir
+    for the comparison and removed afterwards: same runtime, same inputs."""
+    from pipeline.model.quantize import accuracy_of, directory_bytes, signature_latency_ms
+
+    scratch = staging.with_name(staging.name + ".float32")
+    try:
+        write_saved_model(model, scratch, spec.input_name, spec.output_name)
+        float_sig = tf.saved_model.load(str(scratch)).signatures[SIGNATURE_NAME]
+        float_bytes = directory_bytes(scratch / "variables")
+        latency = {f"batch{b}": {"float32_ms": signature_latency_ms(float_sig, spec.input_name, x, b),
+                                 "quantized_ms": signature_latency_ms(signature, spec.input_name, x, b)}
+                   for b in (1, 64)}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report: dict[str, Any] = {
+        "mode": mode, "layers_changed": touched,
+        "variables_bytes": {"float32": float_bytes, "quantized": directory_bytes(staging / "variables")},
+        "latency_in_process": latency,
+    }
+    if y is not None:
+        def run(batch: np.ndarray) -> np.ndarray:
+            return signature(**{spec.input_name: tf.constant(batch)})[spec.output_name].numpy()
+
+        before = accuracy_of(lambda b: model(b, training=False), x, y)
+        after = accuracy_of(run, x, y)
+        report["accuracy"] = {"float32": before, "quantized": after, "drop": before - after,
+                              "examples": int(len(y))}
+    return report
+
+
 def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
-                 metadata: dict[str, Any]) -> ExportResult:
-    """Write, check and publish one version; nothing is left behind on failure."""
+                 metadata: dict[str, Any], *, quantize: str = "none", heldout_y: np.ndarray | None = None,
+                 check_quantized: Any = None) -> ExportResult:
+    """Write, check and publish one version; nothing is left behind on failure.
+
+    With `quantize`, the SavedModel is checked for parity against the Keras reference
+    of that mode (see quantize.py), the cost is measured (`quantization` in the
+    manifest) and `check_quantized(report)` may refuse it before anything is published."""
+    from pipeline.model.quantize import reference_model, write_float16_saved_model
+
     model_dir = spec.root / spec.model_name
     version = choose_version(existing_versions(model_dir), spec.version, model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -160,10 +201,14 @@ def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
     staging = model_dir / f"{STAGING_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     final = model_dir / str(version)
     try:
-        write_saved_model(model, staging, spec.input_name, spec.output_name)
+        reference, touched = reference_model(model, quantize)
+        if quantize == "float16":
+            write_float16_saved_model(model, staging, spec.input_name, spec.output_name, SIGNATURE_NAME)
+        else:
+            write_saved_model(reference, staging, spec.input_name, spec.output_name)
         signature = tf.saved_model.load(str(staging)).signatures[SIGNATURE_NAME]
         golden_x = heldout_x[: spec.golden_size]
-        max_diff = parity(model, signature, spec, heldout_x)
+        max_diff = parity(reference, signature, spec, heldout_x)
         if not max_diff <= spec.parity_atol:  # NaN-safe: only a positive pass passes
             raise ExportError(f"parity check failed: SavedModel differs from the Keras model by "
                               f"{max_diff:.3g} (> {spec.parity_atol:g}) on {len(heldout_x)} held-out inputs")
@@ -174,6 +219,12 @@ def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
         # numpy's stub matches **arrays against savez's keyword allow_pickle (numpy >= 2.1;
         # not passed, this project allows numpy 1.26): a false positive of the stub
         np.savez(staging / GOLDEN_FILE, **golden)  # type: ignore[arg-type]
+        quantization = None
+        if quantize != "none":
+            quantization = quantization_report(model, signature, spec, staging, quantize, touched,
+                                               heldout_x, heldout_y)
+            if check_quantized is not None:
+                check_quantized(quantization)  # raises to refuse: the staging dir is removed below
         sig = signature_spec(signature)
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -185,6 +236,7 @@ def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
             "golden": {"path": str(GOLDEN_FILE), "examples": int(len(golden_x)), "batch_size": 1},
             "versions": library_versions(),
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quantization": quantization or {"mode": "none"},
             **metadata,
         }
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))

@@ -7,7 +7,10 @@ checkouts exporting against one store get two numbers.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -115,6 +118,37 @@ def _claim_pinned(store: Store, config: DeployConfig, pinned: int, local: list[i
     return VersionClaim(pinned, store, holder)
 
 
+def quantization_line(q: dict[str, Any]) -> str:
+    """One line of the quantization report (pure)."""
+    size = q["variables_bytes"]
+    acc = q.get("accuracy") or {}
+    lat = q["latency_in_process"]
+    return (f"quantized {q['mode']}: weights {size['float32'] / 1e6:.2f} MB -> {size['quantized'] / 1e6:.2f} MB, "
+            f"held-out accuracy {acc.get('float32', float('nan')):.3f} -> {acc.get('quantized', float('nan')):.3f}, "
+            f"batch-1 {lat['batch1']['float32_ms']:.2f} -> {lat['batch1']['quantized_ms']:.2f} ms, "
+            f"batch-64 {lat['batch64']['float32_ms']:.2f} -> {lat['batch64']['quantized_ms']:.2f} ms "
+            f"({len(q['layers_changed'])} layers changed)")
+
+
+def check_quantization(ctx: StageContext, report: dict[str, Any]) -> None:
+    """gate.max_quantization_drop: fail closed (an accuracy that could not be measured fails)."""
+    limit = ctx.config.gate.max_quantization_drop
+    if limit is None:
+        return
+    drop = (report.get("accuracy") or {}).get("drop")
+    ok = isinstance(drop, (int, float)) and math.isfinite(drop) and drop <= limit
+    if ok:
+        return
+    why = (f"quantized ({report['mode']}) held-out accuracy dropped by {drop:.3f} > max_quantization_drop "
+           f"{limit:g}" if isinstance(drop, (int, float)) and math.isfinite(drop)
+           else f"the quantized ({report['mode']}) model's held-out accuracy could not be measured")
+    if ctx.config.gate.enforce:
+        raise GateError(f"quality gate failed: {why}; nothing is exported (export.quantize = \"none\" "
+                        "keeps float32, or raise gate.max_quantization_drop)")
+    ctx.reporter.note(f"{why} — exported anyway (gate.enforce = false)")
+    report["gate_overridden"] = True
+
+
 def run(ctx: StageContext) -> ExportOutput:
     import keras  # TensorFlow: only when the stage runs
 
@@ -127,7 +161,7 @@ def run(ctx: StageContext) -> ExportOutput:
 
     model = ctx.transferred_model or keras.models.load_model(transferred.model_path)
     with np.load(transferred.heldout) as heldout:
-        heldout_x = heldout["x"]
+        heldout_x, heldout_y = heldout["x"], heldout["y"]
     gate = ctx.output(GateOutput)  # nothing is exported that the quality gate did not see
     if not gate.passed and ctx.config.gate.enforce:
         raise GateError("the quality gate failed for this run's model and gate.enforce is true; "
@@ -155,10 +189,14 @@ def run(ctx: StageContext) -> ExportOutput:
                          "checks": gate.checks},
     }
     try:
-        result = export_model(model, spec, heldout_x, metadata)
+        result = export_model(model, spec, heldout_x, metadata, quantize=cfg.quantize, heldout_y=heldout_y,
+                              check_quantized=lambda report: check_quantization(ctx, report))
     except BaseException:
         claim.release(cfg.model_name)
         raise
+    if cfg.quantize != "none":
+        q = json.loads((result.version_dir / MANIFEST_FILE).read_text())["quantization"]
+        ctx.reporter.note(quantization_line(q))
     ctx.reporter.note(f"exported {cfg.model_name} version {result.version} to {result.version_dir} "
                       f"(parity max abs diff {result.max_abs_diff:.2g})")
     version_dir = result.version_dir.resolve()

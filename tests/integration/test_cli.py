@@ -187,3 +187,31 @@ def test_preprocess_that_needs_rgb_refuses_grey_images(workdir: Path):
     proc = run_cli("deploy", "--until", "transfer", *FAST, "--set", "data.preprocess=resnet50", cwd=workdir)
     assert proc.returncode != 0
     assert_one_line_error(proc, "data.preprocess = 'resnet50' needs RGB images (3 channels); the model input has 1")
+
+
+@pytest.mark.parametrize("mode", ["int8", "float16"])
+def test_quantized_export_reports_bytes_latency_accuracy_and_keeps_parity(workdir: Path, mode: str):
+    import tensorflow as tf
+
+    proc = run_cli("deploy", "--json", "--until", "export", *FAST, "--set", f"export.quantize={mode}",
+                   "--set", "gate.min_accuracy=0", "--set", "gate.max_quantization_drop=1", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    export = json.loads(proc.stdout)["stages"]["export"]["outputs"]
+    manifest = json.loads(Path(export["manifest"]).read_text())
+    q = manifest["quantization"]
+    assert q["mode"] == mode and manifest["parity"]["max_abs_diff"] <= 1e-5  # against the mode's reference
+    sizes = q["variables_bytes"]
+    assert sizes["quantized"] < (0.6 if mode == "float16" else 0.8) * sizes["float32"]
+    if mode == "int8":
+        assert "head_output" in q["layers_changed"] and not any("conv" in n for n in q["layers_changed"])
+    acc = q["accuracy"]
+    assert 0 <= acc["quantized"] <= 1 and acc["drop"] == pytest.approx(acc["float32"] - acc["quantized"])
+    for batch in ("batch1", "batch64"):
+        assert q["latency_in_process"][batch]["quantized_ms"] > 0
+    # the golden set (what verify compares served outputs with) is the quantized model's own output
+    with np.load(Path(export["golden"])) as golden:
+        x, expected = golden["input.inputs"], golden["output.probabilities"]
+    served = tf.saved_model.load(export["version_dir"]).signatures["serving_default"]
+    got = np.concatenate([served(inputs=tf.constant(row[None]))["probabilities"].numpy() for row in x[:4]])
+    np.testing.assert_allclose(got, expected[:4], atol=1e-6)
+    assert f"quantized {mode}: weights" in " ".join(proc.stderr.split())

@@ -88,3 +88,36 @@ def test_time_to_accuracy_is_the_first_epoch_that_reaches_the_target():
     assert time_to_accuracy(points, 0.9) == 2.0
     assert time_to_accuracy(points, 0.95) is None
     assert time_to_accuracy([], 0.1) is None
+
+
+def _ctx(enforce: bool, limit):
+    from types import SimpleNamespace
+
+    from pipeline.config import DeployConfig
+
+    notes: list[str] = []
+    cfg = DeployConfig.model_validate({"gate": {"enforce": enforce, "max_quantization_drop": limit}})
+    return SimpleNamespace(config=cfg, reporter=SimpleNamespace(note=notes.append)), notes
+
+
+def test_quantization_drop_is_checked_fail_closed():
+    import pytest
+
+    from pipeline.errors import GateError
+    from pipeline.stages.export import check_quantization
+
+    ctx, _ = _ctx(True, 0.01)
+    check_quantization(ctx, {"mode": "int8", "accuracy": {"drop": 0.005}})  # within the bar
+    check_quantization(ctx, {"mode": "int8", "accuracy": {"drop": -0.02}})  # better than float32
+    with pytest.raises(GateError, match=r"quantized \(int8\) held-out accuracy dropped by 0.050 > "
+                                        r"max_quantization_drop 0.01"):
+        check_quantization(ctx, {"mode": "int8", "accuracy": {"drop": 0.05}})
+    for unmeasured in ({"mode": "int8", "accuracy": {"drop": float("nan")}}, {"mode": "float16"}):
+        with pytest.raises(GateError, match="could not be measured"):
+            check_quantization(ctx, unmeasured)
+    ctx, notes = _ctx(False, 0.01)
+    report = {"mode": "int8", "accuracy": {"drop": 0.05}}
+    check_quantization(ctx, report)
+    assert report["gate_overridden"] is True and "exported anyway (gate.enforce = false)" in notes[0]
+    ctx, _ = _ctx(True, None)
+    check_quantization(ctx, {"mode": "int8", "accuracy": {"drop": 0.5}})  # no bar set: not checked
