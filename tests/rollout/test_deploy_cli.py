@@ -45,7 +45,12 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
         first = json.loads(cli("deploy", "--config", str(REPO_CONFIG), "--json").stdout)
         assert first["ran"] == ["load", "transfer", "gate", "export", "push", "rollout", "verify"]
         assert first["stages"]["rollout"]["outputs"]["action"] == "first-deploy"
-        second = json.loads(cli("deploy", "--config", str(REPO_CONFIG), "--json").stdout)
+        # the update is an int8 export: quantization, its gate, canary verify and verify end to end
+        second = json.loads(cli("deploy", "--config", str(REPO_CONFIG), "--json",
+                                "--set", "export.quantize=int8").stdout)
+        manifest = json.loads(Path(second["stages"]["export"]["outputs"]["manifest"]).read_text())
+        assert manifest["quantization"]["mode"] == "int8" and manifest["quantization"]["layers_changed"]
+        assert manifest["quantization"]["accuracy"]["drop"] <= 0.01  # deploy.toml's gate let it through
         gate = second["stages"]["gate"]["outputs"]  # the second run is scored against what is served
         assert gate["serving_version"] == 1 and gate["serving_note"] is None
         assert gate["serving_accuracy"] == first["stages"]["gate"]["outputs"]["accuracy"]
