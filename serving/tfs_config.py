@@ -5,9 +5,9 @@ Shared by the rollout stage (which writes `models.config`, `batching.config`,
 the exact formats the official server accepts. Parsing is
 `google.protobuf.text_format` on the official message types.
 
-`model_server_config_pb2` ships with `tensorflow-serving-api`; the batching and
-monitoring messages (`session_bundle_config.proto`, `monitoring_config.proto`)
-do not ship in that wheel, so when they are not importable the same messages
+`model_server_config_pb2` ships with `tensorflow-serving-api`; the batching,
+monitoring and TLS messages (`session_bundle_config.proto`, `monitoring_config.proto`,
+`ssl_config.proto`) do not ship in that wheel, so when they are not importable the same messages
 (same package, names and field numbers) are registered from a descriptor in a
 private pool.
 """
@@ -88,6 +88,26 @@ if BatchingParameters is None or MonitoringConfig is None:
     _bp, _mc = _private_messages()
     BatchingParameters = BatchingParameters or _bp
     MonitoringConfig = MonitoringConfig or _mc
+
+
+def _private_ssl_config() -> type:
+    """SSLConfig (config/ssl_config.proto) built from a descriptor: not in the wheel."""
+    pool = descriptor_pool.DescriptorPool()
+    F = descriptor_pb2.FieldDescriptorProto
+    fd = descriptor_pb2.FileDescriptorProto(
+        name="tfrollout/ssl_config.proto", package="tensorflow.serving", syntax="proto3")
+    msg = fd.message_type.add(name="SSLConfig")
+    for name, number, ftype in (("server_key", 1, F.TYPE_STRING), ("server_cert", 2, F.TYPE_STRING),
+                                ("custom_ca", 3, F.TYPE_STRING), ("client_verify", 4, F.TYPE_BOOL)):
+        msg.field.add(name=name, number=number, type=ftype, label=F.LABEL_OPTIONAL)
+    pool.Add(fd)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.SSLConfig"))
+
+
+try:  # pragma: no cover
+    from tensorflow_serving.config.ssl_config_pb2 import SSLConfig
+except ImportError:
+    SSLConfig = _private_ssl_config()
 
 
 # ---------------------------------------------------------------- builders
@@ -184,8 +204,19 @@ class ConfigFileError(ValueError):
     """A config file that cannot be read or parsed; the text is TF Serving's start-up error."""
 
 
-def read_config_file(path: str | Path, message):
-    """Parse the text proto at `path` into `message`; ConfigFileError in TF Serving's words."""
+class CheckFailedError(ConfigFileError):
+    """A file TF Serving reads under TF_CHECK_OK (--ssl_config_file): a failure aborts the
+    process. `check` is the failed expression as its fatal log line names it."""
+
+    def __init__(self, message: str, check: str):
+        super().__init__(message)
+        self.check = check
+
+
+def read_config_file(path: str | Path, message, descriptor_pool=None):
+    """Parse the text proto at `path` into `message`; ConfigFileError in TF Serving's words.
+
+    `descriptor_pool` resolves `[type.googleapis.com/...]` Any payloads."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -193,7 +224,7 @@ def read_config_file(path: str | Path, message):
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigFileError(f"FAILED_PRECONDITION: {path}; {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        return text_format.Parse(text, message)
+        return text_format.Parse(text, message, descriptor_pool=descriptor_pool)
     except text_format.ParseError as exc:
         detail = str(exc)
         line, col = exc.GetLine(), exc.GetColumn()
@@ -215,3 +246,17 @@ def read_batching_parameters(path: str | Path):
 
 def read_monitoring_config(path: str | Path):
     return read_config_file(path, MonitoringConfig())
+
+
+def build_ssl_config(server_key: str, server_cert: str, custom_ca: str = "", client_verify: bool = False):
+    """SSLConfig as written to `--ssl_config_file` (PEM texts, not paths)."""
+    return SSLConfig(server_key=server_key, server_cert=server_cert, custom_ca=custom_ca,
+                     client_verify=client_verify)
+
+
+def read_ssl_config(path: str | Path):
+    """`--ssl_config_file`; TF Serving parses it under TF_CHECK_OK, so errors are fatal checks."""
+    try:
+        return read_config_file(path, SSLConfig())
+    except ConfigFileError as err:
+        raise CheckFailedError(str(err), "ParseProtoTextFile<SSLConfig>(ssl_config_file, &ssl_config)") from None

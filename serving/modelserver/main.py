@@ -9,6 +9,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 START_FAILED = 255  # tensorflow_model_server returns -1
+CHECK_FAILED = 134  # a failed TF_CHECK_OK aborts it: SIGABRT, which a shell reports as 134
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,15 +24,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
     log_inert_flags(flags)
-    from serving.tfs_config import ConfigFileError
+    from serving.tfs_config import CheckFailedError, ConfigFileError
 
     try:
-        configure_tensorflow(flags)
+        if not flags.platform_config_file:  # else its session_config decides (ModelServer)
+            configure_tensorflow(flags)
         from .server import ModelServer
 
         server = ModelServer(flags)
         stop_requested = server.install_signal_handlers()
         server.start()
+    except CheckFailedError as err:
+        lines = str(err).splitlines()
+        for line in lines[:-1]:
+            print(line, file=sys.stderr)
+        print(f"Non-OK-status: {err.check} status: {lines[-1]}", file=sys.stderr)
+        return CHECK_FAILED
     except ConfigFileError as err:
         lines = str(err).splitlines()
         for line in lines[:-1]:

@@ -1,4 +1,7 @@
-"""One loaded model version, run as TF Serving runs every SavedModel: its
+"""A loaded model version. `Servable` is what the manager and predictor use (signatures,
+`run()`, extras); `SavedModelServable` (here) and `tflite.TfLiteServable` load a format.
+
+The SavedModel servable runs a version as TF Serving runs every SavedModel: its
 MetaGraphDef (selected by tags) imported into a Session, each signature fed and
 fetched by tensor name. So TF1 and TF2 SavedModels both load, and inputs are
 checked by the graph itself (TF's own shape and dtype errors), not by a rank
@@ -60,46 +63,23 @@ def session_config() -> config_pb2.ConfigProto:
 
 
 class Servable:
-    """A loaded version. Thread-safe to run concurrently; holds per-signature extras
-    (e.g. batch schedulers) that are closed when the version is unloaded."""
+    """A loaded version as the manager and predictor see it: its SignatureDefs (metadata,
+    validation), `run()`, and per-version extras (e.g. batch schedulers) closed on unload.
+    Subclasses load one model format and implement `run()`; it must be safe to call
+    concurrently."""
 
-    def __init__(self, name: str, version: int, path: str | Path, tags: Sequence[str] = ("serve",)):
+    def __init__(self, name: str, version: int, path: str | Path,
+                 meta_graph: meta_graph_pb2.MetaGraphDef):
         self.name = name
         self.version = version
         self.path = Path(path)
-        self.meta_graph = read_meta_graph(self.path, tags)
-        self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config())
-        with self._graph.as_default():
-            tf.compat.v1.saved_model.loader.load(self._session, list(tags), str(self.path))
-            missing = self._unrestored_variables()
-        # A Keras 3 model saved with tf.saved_model.save restores its variables only through
-        # the TF2 object graph (the session restore leaves them unset, and TF Serving fails
-        # every request); such a version is served through tf.saved_model.load instead.
-        self._functions: dict[str, Callable] | None = None
-        if missing:
-            log.warning("%s: %d variables (e.g. %s) are not restored by the SavedModel's saver; "
-                        "serving it through its TF2 object graph", self.path, len(missing), missing[0])
-            loaded = tf.saved_model.load(str(self.path), tags=list(tags))
-            self._functions = dict(loaded.signatures)
-            self._loaded = loaded
+        self.meta_graph = meta_graph
         self.specs: dict[str, SignatureSpec] = {
             key: SignatureSpec.from_signature_def(key, sig)
             for key, sig in self.meta_graph.signature_def.items()
         }
-        self._callables: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Callable] = {}
-        self._callables_lock = threading.Lock()
         self.extras: dict[str, object] = {}
         self._extras_lock = threading.Lock()
-
-    def _unrestored_variables(self) -> list[str]:
-        """Resource variables of the loaded graph that hold no value."""
-        handles = [op for op in self._graph.get_operations() if op.type == "VarHandleOp"]
-        if not handles:
-            return []
-        checks = [tf.raw_ops.VarIsInitializedOp(resource=op.outputs[0]) for op in handles]
-        done = self._session.run(checks)
-        return [op.name for op, ok in zip(handles, done, strict=True) if not ok]
 
     @property
     def signature_defs(self):
@@ -112,61 +92,10 @@ class Servable:
         except KeyError:
             raise failed_precondition(f'Serving signature key "{key}" not found.') from None
 
-    def _callable(self, spec: SignatureSpec, feeds: tuple[str, ...], fetches: tuple[str, ...]) -> Callable:
-        """A session callable feeding and fetching tensor names (made once per combination).
-
-        Session callables run the graph without Python's feed-shape check, as TF
-        Serving's Session::Run does: the graph's ops decide what they accept."""
-        key = (spec.key, feeds, fetches)
-        with self._callables_lock:
-            fn = self._callables.get(key)
-            if fn is None:
-                options = config_pb2.CallableOptions(
-                    feed=[spec.inputs[a].name for a in feeds],
-                    fetch=[spec.outputs[a].name for a in fetches])
-                fn = self._callables[key] = self._session._make_callable_from_options(options)
-            return fn
-
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Run the signature; returns the requested outputs (all when None)."""
-        spec = self.spec(signature_name)
-        feeds = tuple(sorted(inputs))
-        fetches = tuple(outputs) if outputs is not None else tuple(sorted(spec.outputs))
-        unknown = [a for a in feeds if a not in spec.inputs]
-        if unknown:
-            raise invalid_argument(f"input tensor alias not found in signature: {unknown[0]}. "
-                                   f"Inputs expected to be in the set {{{','.join(sorted(spec.inputs))}}}.")
-        if self._functions is not None:
-            return self._run_eager(spec.key, inputs, fetches)
-        args = [inputs[a] for a in feeds]
-        if isinstance(inputs, OwnedInputs):
-            inputs.clear()  # the feed list is now the only holder of the request's arrays
-        try:
-            values = self._callable(spec, feeds, fetches)(*args)
-        except tf.errors.OpError as exc:
-            raise from_tf_error(exc) from None
-        except (TypeError, ValueError) as exc:
-            raise invalid_argument(str(exc)) from None
-        finally:
-            del args
-        return {a: np.asarray(v) for a, v in zip(fetches, values, strict=True)}
-
-    def _run_eager(self, key: str, inputs: Mapping[str, np.ndarray],
-                   fetches: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """The TF2 path (object-graph models): the signature function checks its own specs."""
-        assert self._functions is not None
-        try:
-            tensors = {k: tf.constant(v) if v.dtype != object else tf.constant(v.tolist())
-                       for k, v in inputs.items()}
-            if isinstance(inputs, OwnedInputs):
-                inputs.clear()
-            result = self._functions[key](**tensors)
-        except tf.errors.OpError as exc:
-            raise from_tf_error(exc) from None
-        except (TypeError, ValueError) as exc:
-            raise invalid_argument(str(exc)) from None
-        return {k: result[k].numpy() for k in fetches}
+        raise NotImplementedError
 
     def extra(self, key: str, factory: Callable[[], T]) -> T:
         """Get or create a per-servable helper (created once, closed on unload).
@@ -199,3 +128,97 @@ class Servable:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {file}")
         return records
+
+
+def check_input_aliases(spec: SignatureSpec, feeds: Sequence[str]) -> None:
+    """Every fed alias must be a signature input (TF Serving's error text)."""
+    unknown = [a for a in feeds if a not in spec.inputs]
+    if unknown:
+        raise invalid_argument(f"input tensor alias not found in signature: {unknown[0]}. "
+                               f"Inputs expected to be in the set {{{','.join(sorted(spec.inputs))}}}.")
+
+
+class SavedModelServable(Servable):
+    """A SavedModel version run in a Session (see the module docstring)."""
+
+    def __init__(self, name: str, version: int, path: str | Path, tags: Sequence[str] = ("serve",)):
+        super().__init__(name, version, path, read_meta_graph(Path(path), tags))
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config())
+        with self._graph.as_default():
+            tf.compat.v1.saved_model.loader.load(self._session, list(tags), str(self.path))
+            missing = self._unrestored_variables()
+        # A Keras 3 model saved with tf.saved_model.save restores its variables only through
+        # the TF2 object graph (the session restore leaves them unset, and TF Serving fails
+        # every request); such a version is served through tf.saved_model.load instead.
+        self._functions: dict[str, Callable] | None = None
+        if missing:
+            log.warning("%s: %d variables (e.g. %s) are not restored by the SavedModel's saver; "
+                        "serving it through its TF2 object graph", self.path, len(missing), missing[0])
+            loaded = tf.saved_model.load(str(self.path), tags=list(tags))
+            self._functions = dict(loaded.signatures)
+            self._loaded = loaded
+        self._callables: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Callable] = {}
+        self._callables_lock = threading.Lock()
+
+    def _unrestored_variables(self) -> list[str]:
+        """Resource variables of the loaded graph that hold no value."""
+        handles = [op for op in self._graph.get_operations() if op.type == "VarHandleOp"]
+        if not handles:
+            return []
+        checks = [tf.raw_ops.VarIsInitializedOp(resource=op.outputs[0]) for op in handles]
+        done = self._session.run(checks)
+        return [op.name for op, ok in zip(handles, done, strict=True) if not ok]
+
+    def _callable(self, spec: SignatureSpec, feeds: tuple[str, ...], fetches: tuple[str, ...]) -> Callable:
+        """A session callable feeding and fetching tensor names (made once per combination).
+
+        Session callables run the graph without Python's feed-shape check, as TF
+        Serving's Session::Run does: the graph's ops decide what they accept."""
+        key = (spec.key, feeds, fetches)
+        with self._callables_lock:
+            fn = self._callables.get(key)
+            if fn is None:
+                options = config_pb2.CallableOptions(
+                    feed=[spec.inputs[a].name for a in feeds],
+                    fetch=[spec.outputs[a].name for a in fetches])
+                fn = self._callables[key] = self._session._make_callable_from_options(options)
+            return fn
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+            outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the signature; returns the requested outputs (all when None)."""
+        spec = self.spec(signature_name)
+        feeds = tuple(sorted(inputs))
+        fetches = tuple(outputs) if outputs is not None else tuple(sorted(spec.outputs))
+        check_input_aliases(spec, feeds)
+        if self._functions is not None:
+            return self._run_eager(spec.key, inputs, fetches)
+        args = [inputs[a] for a in feeds]
+        if isinstance(inputs, OwnedInputs):
+            inputs.clear()  # the feed list is now the only holder of the request's arrays
+        try:
+            values = self._callable(spec, feeds, fetches)(*args)
+        except tf.errors.OpError as exc:
+            raise from_tf_error(exc) from None
+        except (TypeError, ValueError) as exc:
+            raise invalid_argument(str(exc)) from None
+        finally:
+            del args
+        return {a: np.asarray(v) for a, v in zip(fetches, values, strict=True)}
+
+    def _run_eager(self, key: str, inputs: Mapping[str, np.ndarray],
+                   fetches: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The TF2 path (object-graph models): the signature function checks its own specs."""
+        assert self._functions is not None
+        try:
+            tensors = {k: tf.constant(v) if v.dtype != object else tf.constant(v.tolist())
+                       for k, v in inputs.items()}
+            if isinstance(inputs, OwnedInputs):
+                inputs.clear()
+            result = self._functions[key](**tensors)
+        except tf.errors.OpError as exc:
+            raise from_tf_error(exc) from None
+        except (TypeError, ValueError) as exc:
+            raise invalid_argument(str(exc)) from None
+        return {k: result[k].numpy() for k in fetches}

@@ -16,7 +16,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 
 from serving import tfs_config
 
-from . import admin
+from . import admin, tls
 from .batching import BatchOptions
 from .errors import ServingError
 from .flags import Flags, parse_channel_arguments
@@ -24,9 +24,11 @@ from .grpc_service import BudgetGate, ModelService, PredictionService
 from .limits import GRPC_FRAMING_SLACK, ByteBudget
 from .manager import ModelManager
 from .metrics import Metrics
+from .platform_config import BundleOptions, apply_threads, bundle_options
 from .predict import Predictor
 from .rest import RestApp, RestServer
-from .servable import Servable
+from .servable import SavedModelServable, Servable
+from .tflite import TfLiteServable, has_tflite_model
 
 log = logging.getLogger("modelserver")
 
@@ -58,7 +60,11 @@ def grpc_addresses(flags: Flags) -> list[str]:
     return out
 
 
-def batch_options(flags: Flags) -> BatchOptions | None:
+def batch_options(flags: Flags, bundle: BundleOptions) -> BatchOptions | None:
+    """--enable_batching (+ --batching_parameters_file); with --platform_config_file,
+    the SessionBundleConfig's batching_parameters instead."""
+    if flags.platform_config_file:
+        return None if bundle.batching is None else BatchOptions.from_proto(bundle.batching)
     if not flags.enable_batching:
         return None
     params = (tfs_config.read_batching_parameters(flags.batching_parameters_file)
@@ -83,13 +89,18 @@ class ModelServer:
         self.flags = flags
         self._stopped = threading.Event()
         self.metrics = Metrics()
+        # how versions load: the flags, or --platform_config_file (checked against the models)
+        self.bundle = bundle_options(flags, initial_config(flags) if flags.platform_config_file else None)
+        if flags.platform_config_file:
+            apply_threads(self.bundle)
+        self.credentials = tls.read_credentials(flags.ssl_config_file)  # None: plaintext gRPC
         # the loader (self._load) uses self.predictor only when a load runs, after __init__
         self.manager = ModelManager(self._load, allow_unavailable_labels=flags.allow_version_labels_for_unavailable_models,
                                     max_load_retries=flags.max_num_load_retries,
                                     retry_interval_s=flags.load_retry_interval_micros / 1e6,
                                     load_threads=flags.num_load_threads,
                                     unload_threads=flags.num_unload_threads)
-        self.predictor = Predictor(self.manager, batch_options(flags), self.metrics.observe_batch,
+        self.predictor = Predictor(self.manager, batch_options(flags, self.bundle), self.metrics.observe_batch,
                                    max_request_bytes=flags.max_request_bytes,
                                    tensor_content=flags.enable_serialization_as_tensor_content,
                                    check_method_name=flags.enable_signature_method_name_check)
@@ -110,10 +121,10 @@ class ModelServer:
     def _load(self, name: str, version: int, path: Path) -> Servable:
         """Load + warmup; the version becomes AVAILABLE only after warmup succeeded."""
         try:
-            servable = Servable(name, version, path, tags=self.flags.tags)
-            if self.flags.enable_model_warmup:
+            servable = self._open(name, version, path)
+            if self.bundle.enable_model_warmup:
                 try:
-                    n = self.predictor.warmup(servable, self.flags.num_request_iterations_for_warmup)
+                    n = self.predictor.warmup(servable, self.bundle.warmup_iterations)
                 except ServingError as err:
                     servable.close()
                     raise ServingError(err.code, f"Failed to warm up model {name} version {version}: {err.message}") from None
@@ -124,6 +135,15 @@ class ModelServer:
             raise
         self.metrics.observe_load(str(path), ok=True)
         return servable
+
+    def _open(self, name: str, version: int, path: Path) -> Servable:
+        """model.tflite when preferred and present (TF Serving falls back to the SavedModel)."""
+        b = self.bundle
+        if b.prefer_tflite_model and has_tflite_model(path):
+            return TfLiteServable(name, version, path, num_pools=b.num_tflite_pools,
+                                  interpreters_per_pool=b.num_tflite_interpreters_per_pool,
+                                  num_threads=b.intra_op_threads or None)
+        return SavedModelServable(name, version, path, tags=b.tags)
 
     def start(self) -> None:
         cfg = initial_config(self.flags)
@@ -194,7 +214,8 @@ class ModelServer:
         addresses = grpc_addresses(self.flags)
         for address in addresses:
             try:
-                bound = server.add_insecure_port(address)
+                bound = (server.add_insecure_port(address) if self.credentials is None
+                         else server.add_secure_port(address, self.credentials))
             except RuntimeError as exc:
                 raise SystemExit(f"Failed to bind gRPC server to {address}: {exc}") from None
             if not bound:
@@ -206,7 +227,8 @@ class ModelServer:
 
             self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         for address in addresses:
-            log.info("Running gRPC ModelServer at %s ...", address)
+            log.info("Running gRPC ModelServer at %s%s ...", address,
+                     "" if self.credentials is None else " (TLS)")
 
     def _on_reload(self, config) -> None:
         self._config_text = text_format.MessageToString(config)

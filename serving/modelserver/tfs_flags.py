@@ -13,7 +13,7 @@ class Effect(Enum):
     """What setting a flag does here."""
 
     APPLIED = "applied"  # implemented with TF Serving's meaning
-    NO_EFFECT = "no effect on a CPU-only host"  # hardware, ALTS, TFLite, caches, profiler
+    NO_EFFECT = "no effect on a CPU-only host"  # hardware, caches, profiler
     NOT_IMPLEMENTED = "not implemented yet"  # accepted; a set value is logged (or refused)
 
 
@@ -71,9 +71,10 @@ TFS_FLAGS: tuple[FlagDef, ...] = (
     FlagDef("tensorflow_inter_op_parallelism", int, 0, A, "ops run at once (0: auto)"),
     FlagDef("use_alts_credentials", bool, False, X, "Google ALTS credentials (refused when set)",
             refuse_if_set=True),
-    FlagDef("ssl_config_file", str, "", X, "SSLConfig text proto for TLS (refused when set)",
-            refuse_if_set=True),
-    FlagDef("platform_config_file", str, "", X, "PlatformConfigMap text proto"),
+    FlagDef("ssl_config_file", str, "", A,
+            "SSLConfig text proto: TLS (client_verify: mutual TLS) on every gRPC listener"),
+    FlagDef("platform_config_file", str, "", A,
+            "PlatformConfigMap text proto; replaces the flags that configure model loading"),
     FlagDef("per_process_gpu_memory_fraction", float, 0.0, N, "GPU memory fraction"),
     FlagDef("saved_model_tags", str, "", A, "comma-separated MetaGraphDef tags (empty: serve)"),
     FlagDef("grpc_channel_arguments", str, "", A,
@@ -86,9 +87,11 @@ TFS_FLAGS: tuple[FlagDef, ...] = (
     FlagDef("monitoring_config_file", str, "", A, "MonitoringConfig text proto"),
     FlagDef("remove_unused_fields_from_bundle_metagraph", bool, True, N,
             "drop unused MetaGraphDef fields"),
-    FlagDef("prefer_tflite_model", bool, False, X, "prefer model.tflite in the SavedModel dir"),
-    FlagDef("num_tflite_pools", int, _cpus(), N, "TFLite interpreter pools"),
-    FlagDef("num_tflite_interpreters_per_pool", int, 1, N, "TFLite interpreters per pool"),
+    FlagDef("prefer_tflite_model", bool, False, A,
+            "serve model.tflite (tf.lite.Interpreter) when the version dir has one"),
+    FlagDef("num_tflite_pools", int, _cpus(), A, "TFLite interpreter pools: requests run at once"),
+    FlagDef("num_tflite_interpreters_per_pool", int, 1, A,
+            "TFLite interpreters per pool: a request's rows are split over them"),
     FlagDef("enable_signature_method_name_check", bool, False, A,
             "Predict requires method_name tensorflow/serving/predict"),
     FlagDef("xla_cpu_compilation_enabled", bool, False, N, "XLA:CPU JIT"),
