@@ -216,6 +216,8 @@ def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
                               heldout_x[: spec.warmup_records])
         golden = {f"input.{spec.input_name}": golden_x,
                   f"output.{spec.output_name}": golden_outputs(signature, spec, golden_x)}
+        if heldout_y is not None:  # lets the rollout score the served canary before promoting it
+            golden["label"] = np.asarray(heldout_y[: spec.golden_size], np.int64)
         # numpy's stub matches **arrays against savez's keyword allow_pickle (numpy >= 2.1;
         # not passed, this project allows numpy 1.26): a false positive of the stub
         np.savez(staging / GOLDEN_FILE, **golden)  # type: ignore[arg-type]

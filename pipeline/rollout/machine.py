@@ -192,7 +192,7 @@ class Machine:
         outcome = self.verifier(version, label, self.d.verify)
         report.verify = {"ok": outcome.ok, "reason": outcome.reason,
                          **{k: outcome.report.get(k) for k in
-                            ("max_abs_diff", "agreement", "served_versions", "requests", "latency_ms")
+                            ("max_abs_diff", "agreement", "served_versions", "requests", "latency_ms", "gate")
                             if k in outcome.report}}
         if not outcome.ok:
             which = f"label {label!r}" if label else f"version {version}"

@@ -18,7 +18,8 @@ from pipeline.storage import Store, open_store
 from pipeline.targets import ServingTarget, open_target
 from pipeline.verify.compare import Tolerance
 from pipeline.verify.golden import GOLDEN_FILE, load_golden
-from pipeline.verify.runner import ServedModel, verify_endpoint, verify_served
+from pipeline.verify.promote_gate import accuracy, gate_applies, promote_verdict, score_label
+from pipeline.verify.runner import ServedModel, make_client, verify_endpoint, verify_served
 
 
 @dataclass
@@ -61,7 +62,32 @@ def golden_verifier(cfg: DeployConfig, address: str, model: str, golden: Path) -
                                    batch_size=v.batch_size)
         except TfRolloutError as exc:
             return VerifyOutcome(False, str(exc), {})
+        if report["ok"] and label == cfg.rollout.canary_label and gate_applies(cfg.gate):
+            return gate_canary(report, min(v.deadline_s, timeout_s))
         return VerifyOutcome(bool(report["ok"]), str(report.get("reason") or ""), report)
+
+    def gate_canary(report: dict, deadline_s: float) -> VerifyOutcome:
+        """The quality gate on the served canary vs stable (promote_gate), fail closed."""
+        if data.labels is None:
+            reason = (f"quality gate before promote: the golden set {data.path} has no labels (exported "
+                      "before they were recorded); re-export, or set gate.enforce = false")
+            report["gate"] = {"passed": False, "reason": reason}
+            return VerifyOutcome(not cfg.gate.enforce, reason, report)
+        try:
+            with make_client(endpoint, deadline_s) as client:
+                canary = accuracy(score_label(client, model, cfg.rollout.canary_label, v.signature, data.inputs),
+                                  data.labels)
+                stable = None
+                if cfg.gate.max_drop_vs_serving is not None:
+                    stable = accuracy(score_label(client, model, cfg.rollout.stable_label, v.signature,
+                                                  data.inputs), data.labels)
+        except Exception as exc:  # noqa: BLE001 - a check that could not run is a failure
+            reason = f"quality gate before promote: could not score the served model: {exc}"
+            report["gate"] = {"passed": False, "reason": reason}
+            return VerifyOutcome(False, reason, report)
+        verdict = promote_verdict(cfg.gate, canary, stable, int(len(data.labels)))
+        report["gate"] = {**verdict.report, "reason": verdict.reason}
+        return VerifyOutcome(verdict.ok, verdict.reason, report)
 
     return verify
 

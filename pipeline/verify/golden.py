@@ -1,4 +1,5 @@
-"""The golden set: `input.<name>` and `output.<name>` arrays in one .npz next to the export."""
+"""The golden set: `input.<name>` and `output.<name>` arrays in one .npz next to the export,
+plus `label` (the examples' true classes) when the export knew them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class Golden:
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     path: Path
+    labels: np.ndarray | None = None
 
     @property
     def examples(self) -> int:
@@ -49,4 +51,7 @@ def load_golden(path: Path) -> Golden:
     sizes = {v.shape[0] if v.ndim else -1 for v in (*inputs.values(), *outputs.values())}
     if len(sizes) != 1 or -1 in sizes:
         raise VerifyError(f"golden set {path}: arrays disagree on the number of examples ({sorted(sizes)})")
-    return Golden(inputs, outputs, path)
+    labels = arrays.get("label")
+    if labels is not None and labels.shape != (next(iter(sizes)),):
+        raise VerifyError(f"golden set {path}: label has shape {labels.shape}, expected one per example")
+    return Golden(inputs, outputs, path, labels)

@@ -59,13 +59,27 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
         assert rollout["action"] == "update" and rollout["previous"] == 1 and rollout["version"] == 2
         assert rollout["served"] == {"model": "digits", "versions": [2], "labels": {"stable": 2}}
         assert second["stages"]["verify"]["outputs"]["served_versions"] == [2]
+        canary_gate = json.loads((tmp_path / rollout["report"]).read_text())["verify"]["gate"]
+        assert canary_gate["passed"] and canary_gate["examples"] > 0  # scored on the served canary
+        assert canary_gate["stable_accuracy"] == pytest.approx(gate["serving_accuracy"], abs=0.2)
+
+        # the gate again before promote: a canary below the bar is not promoted, stable stays
+        third = json.loads(cli("deploy", "--config", str(REPO_CONFIG), "--json", "--until", "push").stdout)
+        assert third["stages"]["push"]["outputs"]["version"] == 3
+        refused = cli("deploy", "--config", str(REPO_CONFIG), "--json", "--from", "rollout", "--until",
+                      "rollout", "--set", "gate.min_accuracy=0.999", check=False)
+        assert refused.returncode != 0
+        assert "quality gate before promote: canary accuracy" in refused.stderr
+        assert "< min_accuracy 0.999" in refused.stderr
+        status = json.loads(cli("status", "--json", without_tf=True).stdout)
+        assert status["config"]["labels"] == {"stable": 2}
 
         np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 1), np.float32))
         predicted = json.loads(cli("predict", "-i", "x.npy", "--json").stdout)
         assert predicted["version"] == 2 and predicted["outputs"]["probabilities"]["shape"] == [1, 5]
         status = json.loads(cli("status", "--json", without_tf=True).stdout)
         assert status["running"] and status["config"]["labels"] == {"stable": 2}
-        assert status["states"]["2"] == "AVAILABLE" and status["on_host"] == [1, 2]
+        assert status["states"]["2"] == "AVAILABLE" and status["on_host"] == [1, 2, 3]  # v3 refused, kept
         back = json.loads(cli("rollback", "--json", without_tf=True).stdout)
         assert back["action"] == "rollback" and back["served"]["labels"] == {"stable": 1}
         assert "Traceback" not in cli("status").stderr

@@ -121,3 +121,25 @@ def test_quantization_drop_is_checked_fail_closed():
     assert report["gate_overridden"] is True and "exported anyway (gate.enforce = false)" in notes[0]
     ctx, _ = _ctx(True, None)
     check_quantization(ctx, {"mode": "int8", "accuracy": {"drop": 0.5}})  # no bar set: not checked
+
+
+def test_promote_verdict_fails_closed():
+    import math
+
+    from pipeline.config import GateConfig
+    from pipeline.verify.promote_gate import accuracy, promote_verdict
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert accuracy(probs, np.array([0, 1, 1])) == 2 / 3
+    assert math.isnan(accuracy(np.array([[np.nan, 0.1]]), np.array([0])))
+    assert math.isnan(accuracy(probs, np.array([], np.int64)))
+    cfg = GateConfig(min_accuracy=0.5, max_drop_vs_serving=0.02)
+    assert promote_verdict(cfg, 0.8, 0.81, 64).ok
+    v = promote_verdict(cfg, 0.7, 0.8, 64)
+    assert not v.ok and "canary accuracy 0.700 is 0.100 below stable's 0.800 (> max_drop_vs_serving 0.02)" in v.reason
+    v = promote_verdict(cfg, math.nan, 0.8, 64)
+    assert not v.ok and "canary accuracy nan < min_accuracy 0.5" in v.reason
+    assert not promote_verdict(cfg, 0.9, None, 64).ok  # stable could not be scored
+    lenient = GateConfig(min_accuracy=0.95, enforce=False)
+    v = promote_verdict(lenient, 0.9, None, 64)
+    assert v.ok and v.report["overridden"] and "promoted anyway" in v.reason
