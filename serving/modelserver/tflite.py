@@ -1,7 +1,7 @@
 """A version served from its `model.tflite` (--prefer_tflite_model), the way TF Serving's
 TfLiteSession does it, but on TensorFlow's own `tf.lite.Interpreter`:
 
-* Signatures: the SignatureDefs stored in the model's `signature_defs` metadata (what
+* Signatures: the SignatureDefs stored in the model's `signature_defs_metadata` entry (what
   TF Serving reads); without them, one `serving_default` (method predict) whose aliases
   are the main subgraph's input/output tensor names minus a `:N` suffix, and whose
   TensorInfos carry the tensor name, dtype and the interpreter's current dims. TF
@@ -31,7 +31,7 @@ from .servable import DEFAULT_SIGNATURE, Servable, check_input_aliases
 from .tensors import OwnedInputs, SignatureSpec
 
 TFLITE_FILE = "model.tflite"
-SIGNATURE_DEFS_METADATA = b"signature_defs"
+SIGNATURE_DEFS_METADATA = b"signature_defs_metadata"  # tflite kSignatureDefsMetadataName
 PREDICT_METHOD = "tensorflow/serving/predict"
 
 log = logging.getLogger("modelserver.tflite")
@@ -70,7 +70,7 @@ def resolve_name(name: str, known: Mapping[str, int]) -> str:
 
 
 def metadata_signature_defs(model: bytes) -> dict[str, meta_graph_pb2.SignatureDef]:
-    """The `signature_defs` metadata (a flexbuffer map: key → serialized SignatureDef)."""
+    """The `signature_defs_metadata` entry (a flexbuffer map: key → serialized SignatureDef)."""
     from flatbuffers import flexbuffers  # type: ignore[import-untyped]
     from tensorflow.lite.python import schema_py_generated as schema
 

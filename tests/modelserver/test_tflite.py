@@ -36,7 +36,7 @@ def _half_plus_two(version_dir: Path) -> bytes:
 
 
 def _with_signature_defs(model: bytes, defs: dict[str, meta_graph_pb2.SignatureDef]) -> bytes:
-    """The model plus TF Serving's `signature_defs` metadata (flexbuffer map key →
+    """The model plus the `signature_defs_metadata` entry TF Serving reads (flexbuffer map key →
     serialized SignatureDef, as tflite's signature_def_util writes it)."""
     fbb = flexbuffers.Builder()
     with fbb.Map():
@@ -49,7 +49,7 @@ def _with_signature_defs(model: bytes, defs: dict[str, meta_graph_pb2.SignatureD
     buf.data = np.frombuffer(bytes(payload), np.uint8)
     m.buffers.append(buf)
     md = flatbuffer_utils.schema_fb.MetadataT()
-    md.name, md.buffer = "signature_defs", len(m.buffers) - 1
+    md.name, md.buffer = "signature_defs_metadata", len(m.buffers) - 1  # tflite kSignatureDefsMetadataName
     m.metadata = (m.metadata or []) + [md]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
 
