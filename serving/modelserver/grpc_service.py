@@ -8,19 +8,24 @@ import time
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from . import wire
 from .admin import ReloadGuard
 from .errors import ServingError, invalid_argument
-from .limits import ByteBudget
+from .inference import InferenceRunner
+from .limits import ByteBudget, Ticket
 from .manager import ModelManager
 from .metrics import Metrics
 from .predict import Predictor, spec_target
@@ -34,11 +39,16 @@ def _abort(context: grpc.ServicerContext, err: ServingError):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata; Classify/Regress/MultiInference are UNIMPLEMENTED."""
+    """Predict, Classify, Regress, MultiInference and GetModelMetadata."""
 
     def __init__(self, predictor: Predictor, metrics: Metrics | None = None):
         self._predictor = predictor
         self._metrics = metrics
+        self._inference = InferenceRunner(predictor)
+
+    def _observe(self, model: str, api: str, status: str, start: float) -> None:
+        if self._metrics:
+            self._metrics.observe_request(model, api, "GRPC", status, time.perf_counter() - start)
 
     def Predict(self, request: WirePredict, context):
         """`request` comes from wire.read_predict (see `add_to_server`), not protobuf."""
@@ -51,9 +61,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             _abort(context, err)
         finally:
             request.release()
-            if self._metrics:
-                self._metrics.observe_request(request.model_name, "predict", "GRPC", status,
-                                              time.perf_counter() - start)
+            self._observe(request.model_name, "predict", status, start)
 
     def GetModelMetadata(self, request, context):
         try:
@@ -61,40 +69,116 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as err:
             _abort(context, err)
 
-    # answered explicitly: the generated base raises NotImplementedError, which gRPC
-    # logs as a traceback for every call
+    def _infer(self, request: ChargedRequest, context, api: str, run: Callable):
+        """One Classify/Regress/MultiInference call; the request's bytes stay charged
+        to the in-flight budget until it is answered."""
+        start = time.perf_counter()
+        status = "OK"
+        try:
+            message = request.message()
+            ticket = request.ticket
+            return run(message, ticket.grow if ticket is not None else None)
+        except ServingError as err:
+            status = err.code.name
+            _abort(context, err)
+        finally:
+            request.release()
+            self._observe(request.model_name, api, status, start)
+
     def Classify(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not supported by this server")
+        return self._infer(request, context, "classify", self._inference.classify)
 
     def Regress(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not supported by this server")
+        return self._infer(request, context, "regress", self._inference.regress)
 
     def MultiInference(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not supported by this server")
+        return self._infer(request, context, "multi_inference", self._inference.multi_inference)
 
     def add_to_server(self, server: grpc.Server, limit: int | None, budget: ByteBudget | None) -> None:
-        """Register the service; Predict reads requests with the zero-copy, size-checked reader."""
+        """Register the service; Predict reads requests with the zero-copy, size-checked
+        reader, the example-based methods charge their bytes to the budget before parsing."""
         predict = grpc.unary_unary_rpc_method_handler(
             self.Predict, request_deserializer=wire.deserializer(limit, budget),
             response_serializer=predict_pb2.PredictResponse.SerializeToString)
+        handlers = {"Predict": predict}
+        for method, (req_cls, resp_cls) in INFERENCE_METHODS.items():
+            handlers[method] = grpc.unary_unary_rpc_method_handler(
+                getattr(self, method), request_deserializer=charged_reader(req_cls, budget),
+                response_serializer=resp_cls.SerializeToString)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "tensorflow.serving.PredictionService", {"Predict": predict}),))
+            "tensorflow.serving.PredictionService", handlers),))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self, server)
 
 
+INFERENCE_METHODS = {
+    "Classify": (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
+    "Regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+    "MultiInference": (inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+}
+# Parsing a message and holding its Example protos takes about this many times its size
+PARSE_FACTOR = 3
+
+
+class ChargedRequest:
+    """A parsed request with the budget bytes it holds (or the error to answer with)."""
+
+    def __init__(self, request=None, ticket: Ticket | None = None, error: ServingError | None = None):
+        self.request = request
+        self.ticket = ticket
+        self.error = error
+
+    @property
+    def model_name(self) -> str:
+        if self.request is None:
+            return ""
+        if isinstance(self.request, inference_pb2.MultiInferenceRequest):
+            return self.request.tasks[0].model_spec.name if self.request.tasks else ""
+        return self.request.model_spec.name
+
+    def message(self):
+        if self.error is not None:
+            raise self.error
+        return self.request
+
+    def release(self) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
+
+
+def charged_reader(message_cls, budget: ByteBudget | None) -> Callable[[bytes], ChargedRequest]:
+    """request_deserializer: admit PARSE_FACTOR × the message to the budget, then parse.
+    Errors are handed to the handler (a raising deserializer would log a traceback)."""
+    def read(raw: bytes) -> ChargedRequest:
+        ticket = None
+        try:
+            if budget is not None:
+                ticket = budget.admit(PARSE_FACTOR * len(raw))
+            return ChargedRequest(message_cls.FromString(raw), ticket)
+        except ServingError as err:
+            return ChargedRequest(error=err)
+        except DecodeError as exc:
+            if ticket is not None:
+                ticket.release()
+            return ChargedRequest(error=invalid_argument(
+                f"Could not parse {message_cls.DESCRIPTOR.name}: {exc}"))
+    return read
+
+
 class BudgetGate(grpc.ServerInterceptor):
-    """Refuses a Predict before its message is read while the in-flight budget is full."""
+    """Refuses a Predict (or Classify, Regress, MultiInference) before its message is read while the in-flight budget is full."""
 
     def __init__(self, budget: ByteBudget):
         self._budget = budget
 
     def intercept_service(self, continuation, handler_call_details):
-        if handler_call_details.method == PREDICT_METHOD and self._budget.full():
+        if handler_call_details.method in BUDGETED_METHODS and self._budget.full():
             return _REFUSE_FULL
         return continuation(handler_call_details)
 
 
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+BUDGETED_METHODS = frozenset([PREDICT_METHOD] + [
+    f"/tensorflow.serving.PredictionService/{m}" for m in ("Classify", "Regress", "MultiInference")])
 
 
 def _refuse_full(_request_iterator, context):

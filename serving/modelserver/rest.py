@@ -16,14 +16,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    regression_pb2,
+)
 
 from .errors import ServingError, invalid_argument
+from .example_json import classification_json, fill_request, regression_json
 from .grpc_service import model_metadata, model_status
+from .inference import InferenceRunner
 from .limits import ByteBudget, Ticket
 from .metrics import Metrics
 from .predict import Predictor
-from .rest_codec import decode_request, encode_response, parse_body, parse_cost, request_format
+from .rest_codec import (
+    decode_request,
+    encode_response,
+    parse_body,
+    parse_cost,
+    parse_json,
+    request_format,
+)
 
 log = logging.getLogger("modelserver.rest")
 
@@ -45,6 +59,7 @@ class RestApp:
                  max_body_bytes: int | None = None, timeout_ms: int = 0,
                  budget: ByteBudget | None = None, cors: bool = False):
         self.predictor = predictor
+        self.inference = InferenceRunner(predictor)
         self.cors = cors  # --rest_api_enable_cors_support
         self.budget = budget  # the in-flight budget shared with gRPC
         self.metrics = metrics
@@ -78,7 +93,7 @@ class RestApp:
             elif m["verb"] == "predict":
                 doc = self._predict(name, version, label, body)
             elif m["verb"] in ("classify", "regress"):
-                raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{m['verb']} is not supported by this server")
+                return 200, "application/json", self._classify_regress(m["verb"], name, version, label, body)
             else:
                 raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}")
             return 200, "application/json", json.dumps(doc).encode()
@@ -120,10 +135,30 @@ class RestApp:
         finally:
             ticket.release()
 
-    def _admit(self, body: bytes) -> Ticket:
+    def _classify_regress(self, verb: str, name, version, label, body: bytes) -> bytes:
+        """`:classify` / `:regress`: JSON examples → Input → the same run as gRPC; the body,
+        its parse and the Example protos are charged before parsing, the example tensor
+        (context copied into every example) before it is built."""
+        ticket = self._admit(body, extra=EXAMPLE_FACTOR * len(body))
+        try:
+            request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest
+            request = (classification_pb2.ClassificationRequest() if verb == "classify"
+                       else regression_pb2.RegressionRequest())
+            request.model_spec.name = name
+            _set_target(request.model_spec, version, label)
+            fill_request(parse_json(body), request)
+            if isinstance(request, classification_pb2.ClassificationRequest):
+                response = self.inference.classify(request, ticket.grow, self.timeout)
+                return classification_json(response.result)
+            regression = self.inference.regress(request, ticket.grow, self.timeout)
+            return regression_json(regression.result)
+        finally:
+            ticket.release()
+
+    def _admit(self, body: bytes, extra: int = 0) -> Ticket:
         """Charge the body and what parsing it may take; refuse what can never fit (413)
         or does not fit now (429), before parsing."""
-        cost = len(body) + parse_cost(body)
+        cost = len(body) + parse_cost(body) + extra
         if self.budget is None:
             return Ticket(None, cost)
         if cost > self.budget.limit:
@@ -138,6 +173,10 @@ class RestApp:
                                                lambda spec: decode_request(spec, doc, fmt),
                                                timeout=self.timeout)
         return encode_response(outputs, fmt)
+
+
+# Example protos (and their serialized copies) built from a JSON body, per body byte
+EXAMPLE_FACTOR = 4
 
 
 def _set_target(model_spec, version, label) -> None:

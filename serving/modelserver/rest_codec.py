@@ -28,14 +28,26 @@ def parse_cost(body: bytes) -> int:
     return 2 * len(body) + _BYTES_PER_VALUE * values
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    """JSON object or TF Serving-style parse error."""
+def parse_json(body: bytes) -> Any:
+    """Any JSON document, or TF Serving-style parse error (never a Python exception:
+    nesting past the recursion limit and over-long integers are parse errors too)."""
+    if not body:
+        raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        doc = json.loads(body.decode("utf-8") if body else "")
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise invalid_argument(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
+    except RecursionError:
+        raise invalid_argument("JSON Parse error: The document is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts
+        raise invalid_argument(f"JSON Parse error: {exc}") from None
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """JSON object or TF Serving-style parse error."""
+    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise invalid_argument("JSON Value not an object")
     return doc

@@ -129,9 +129,19 @@ def test_oversized_request_is_resource_exhausted(shared_server):
     shared_server.predict.Predict(_request(x=_x(1)), timeout=10)  # still serving
 
 
-def test_classify_is_unimplemented(shared_server):
+def test_classify_checks_the_signature_and_message_size(shared_server):
+    """Classify is served (tests/modelserver/test_classify_regress.py); on a predict
+    signature it fails TF Serving's structure check, and gRPC's receive limit bounds it."""
     req = classification_pb2.ClassificationRequest()
     req.model_spec.name = "demo"
+    req.input.example_list.examples.add()
     with pytest.raises(grpc.RpcError) as e:
         shared_server.predict.Classify(req, timeout=10)
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details().startswith(
+        'Expected classification signature outputs to contain at least one of "classes" or "scores".')
+    feature = req.input.example_list.examples[0].features.feature["pad"]
+    feature.bytes_list.value.append(b"p" * (MAX_MESSAGE + 1))
+    with pytest.raises(grpc.RpcError) as e:
+        shared_server.predict.Classify(req, timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
