@@ -200,9 +200,15 @@ def make_model_spec(spec, name: str, signature_name: str, version: int) -> None:
 
 
 def check_tasks(tasks: Sequence[inference_pb2.InferenceTask], signature_defs: Mapping[str, Any],
-                check_method_name: bool) -> list[tuple[str, str, list[str]]]:
+                check_method_name: bool, shared_input: bool = True) -> list[tuple[str, str, list[str]]]:
     """TensorFlowMultiInferenceRunner::Infer's checks: one model, distinct signatures,
-    classify/regress tasks only, one shared input tensor. Returns (key, method, aliases)."""
+    classify/regress tasks only, and (`shared_input`) one shared input tensor.
+    Returns (key, method, aliases).
+
+    TF2 SavedModels give every signature its own input placeholder, so the shared-tensor
+    rule would refuse every multi-task request on them; TF Serving's TF2 runner
+    (tfrt_multi_inference.cc) instead feeds the same examples to each signature, and
+    its own testMultiInferenceTf2 expects that. `shared_input=False` is that rule."""
     model_name, input_name = "", ""
     seen: set[str] = set()
     plan = []
@@ -228,7 +234,7 @@ def check_tasks(tasks: Sequence[inference_pb2.InferenceTask], signature_defs: Ma
         tensor = sig.inputs[alias].name
         if not input_name:
             input_name = tensor
-        elif tensor != input_name:
+        elif tensor != input_name and shared_input:
             raise invalid_argument("Input tensor must be the same for all Signatures.")
         plan.append((key, task.method_name, aliases))
     return plan
@@ -299,7 +305,8 @@ class InferenceRunner:
         first = request.tasks[0].model_spec if request.tasks else None
         version, label = spec_target(first) if first is not None else (None, None)
         servable = self.predictor.manager.resolve(first.name if first is not None else "", version, label)
-        plan = check_tasks(request.tasks, servable.signature_defs, self.predictor.check_method_name)
+        plan = check_tasks(request.tasks, servable.signature_defs, self.predictor.check_method_name,
+                           shared_input=not getattr(servable, "is_tf2", False))
         examples = self._input(request.input, charge)
         response = inference_pb2.MultiInferenceResponse()
         for task, (key, method, aliases) in zip(request.tasks, plan, strict=True):

@@ -97,6 +97,11 @@ class Servable:
         """Run the signature; returns the requested outputs (all when None)."""
         raise NotImplementedError
 
+    @property
+    def is_tf2(self) -> bool:
+        """Written by TF2's tf.saved_model.save (it has an object graph); TF1 builders write none."""
+        return bool(self.meta_graph.object_graph_def.nodes)
+
     def extra(self, key: str, factory: Callable[[], T]) -> T:
         """Get or create a per-servable helper (created once, closed on unload).
 
