@@ -12,6 +12,14 @@ START_FAILED = 255  # tensorflow_model_server returns -1
 CHECK_FAILED = 134  # a failed TF_CHECK_OK aborts it: SIGABRT, which a shell reports as 134
 
 
+def _print_error(text: str, last_prefix: str) -> None:
+    """TF Serving's start-up failure: the detail lines, then the status line it ends with."""
+    lines = text.splitlines() or [""]
+    for line in lines[:-1]:
+        print(line, file=sys.stderr)
+    print(f"{last_prefix}{lines[-1]}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .flags import log_inert_flags, parse_flags
 
@@ -35,16 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         stop_requested = server.install_signal_handlers()
         server.start()
     except CheckFailedError as err:
-        lines = str(err).splitlines()
-        for line in lines[:-1]:
-            print(line, file=sys.stderr)
-        print(f"Non-OK-status: {err.check} status: {lines[-1]}", file=sys.stderr)
+        _print_error(str(err), f"Non-OK-status: {err.check} status: ")
         return CHECK_FAILED
     except ConfigFileError as err:
-        lines = str(err).splitlines()
-        for line in lines[:-1]:
-            print(line, file=sys.stderr)
-        print(f"Failed to start server. Error: {lines[-1]}", file=sys.stderr)
+        _print_error(str(err), "Failed to start server. Error: ")
         return START_FAILED
     while not stop_requested.wait(0.5):
         pass
