@@ -211,3 +211,33 @@ def test_tensor_content_only_with_the_flag(quickstart_root, server_factory):
     out = server.predict.Predict(_predict("half_plus_two", x), timeout=30).outputs["y"]
     assert len(out.float_val) == 0 and len(out.tensor_content) == 12
     assert np.array_equal(tf.make_ndarray(out), 0.5 * x + 2.0)
+
+
+def test_demo_model_answers_in_typed_fields_unless_the_flag_is_set(tmp_path, server_factory):
+    """The pipeline's own export (Keras 3 ExportArchive) as a TF Serving client reads it:
+    outputs["probabilities"].float_val by default, tensor_content only with the flag."""
+    from pipeline.model.demo import build_digits_cnn
+    from pipeline.model.exporter import write_saved_model
+
+    version_dir = tmp_path / "digits" / "1"
+    write_saved_model(build_digits_cnn(5), version_dir, "inputs", "probabilities")
+    x = np.random.default_rng(1).random((3, 8, 8, 1), dtype=np.float32)
+    expected = tf.saved_model.load(str(version_dir)).signatures["serving_default"](
+        inputs=tf.constant(x))["probabilities"].numpy()
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "digits"
+    req.inputs["inputs"].CopyFrom(tf.make_tensor_proto(x))
+    for flag, typed in (([], True), (["--enable_serialization_as_tensor_content=true"], False)):
+        server = server_factory(["--model_name=digits", f"--model_base_path={tmp_path / 'digits'}", *flag],
+                                rest=False)
+        server.wait_available("digits", 1)
+        out = server.predict.Predict(req, timeout=30).outputs["probabilities"]
+        assert [d.size for d in out.tensor_shape.dim] == [3, 5]
+        if typed:
+            assert out.tensor_content == b"" and len(out.float_val) == 15
+            got = np.asarray(out.float_val, np.float32).reshape(3, 5)
+        else:
+            assert len(out.float_val) == 0 and len(out.tensor_content) == 15 * 4
+            got = tf.make_ndarray(out)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        server.stop()
