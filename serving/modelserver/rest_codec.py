@@ -13,6 +13,7 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from .errors import invalid_argument
+from .example_json import write_decimal
 from .tensors import SignatureSpec, TensorSpec, check_arrays, dtype_name, numpy_dtype
 
 # Python objects json.loads and np.array make per JSON value, upper bound (a float is 24
@@ -165,7 +166,17 @@ def _jsonable(arr: np.ndarray, alias: str) -> Any:
                     return {"b64": base64.b64encode(v).decode()}
             return v
         return np.vectorize(conv, otypes=[object])(arr).tolist() if arr.size else arr.tolist()
+    if arr.dtype == np.float32:
+        return float32_as_written(arr)
     return arr.tolist()
+
+
+def float32_as_written(arr: np.ndarray) -> Any:
+    """float32 values as the doubles TF Serving's JSON text denotes (WriteDecimal: six
+    significant digits when they round-trip to the float32, else nine), so a client
+    parsing our JSON gets 0.1 where TF Serving writes 0.1, not 0.10000000149011612."""
+    written = [float(write_decimal(v, True)) for v in arr.ravel().tolist()]
+    return np.asarray(written, np.float64).reshape(arr.shape).tolist()
 
 
 def encode_response(outputs: Mapping[str, np.ndarray], fmt: str) -> dict[str, Any]:

@@ -279,3 +279,15 @@ def test_demo_model_answers_in_typed_fields_unless_the_flag_is_set(tmp_path, ser
             got = tf.make_ndarray(out)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
         server.stop()
+
+
+def test_rest_writes_float32_outputs_as_tf_serving_does(quickstart_server):
+    """WriteDecimal: 0.5 * 0.2 + 2 in float32 is written 2.1 (six digits round-trip), not
+    2.0999999046325684; 0.5/3 + 2 needs nine digits. Parsing gives back the model's float32."""
+    x = np.array([[0.2], [1.0 / 3.0]], np.float32)
+    status, _, body = _rest(quickstart_server, "POST", "/v1/models/half_plus_two:predict",
+                            {"instances": x.tolist()})
+    assert status == 200, body
+    assert body.decode().replace(" ", "") == '{"predictions":[[2.1],[2.16666675]]}'
+    got = np.asarray(json.loads(body)["predictions"], np.float32)
+    assert np.array_equal(got, np.float32(0.5) * x + np.float32(2.0))
