@@ -47,15 +47,20 @@ def transfer_vs_scratch(model_path: Path) -> dict:
     from pipeline.model.training import train_from_scratch, transfer
 
     cfg = load_config(ROOT / "deploy.toml")
+    # as the load stage resolves it: unset means the layer feeding the classifier, not
+    # the whole source model (softmax included)
+    from pipeline.model.source import classifier_input_layer
+
+    cut_layer = cfg.model.cut_layer or classifier_input_layer(keras.models.load_model(model_path))
     rows = []
     for seed in SEEDS:
         tcfg = cfg.transfer.model_copy(update={"seed": seed})
         data = demo_target_domain(cfg.data.labels_per_class, cfg.data.test_fraction, seed)
-        outcome = transfer(keras.models.load_model(model_path), cfg.model.cut_layer, data, tcfg, QUIET)
-        base = train_from_scratch(keras.models.load_model(model_path), cfg.model.cut_layer, data, tcfg, QUIET)
+        outcome = transfer(keras.models.load_model(model_path), cut_layer, data, tcfg, QUIET)
+        base = train_from_scratch(keras.models.load_model(model_path), cut_layer, data, tcfg, QUIET)
         # Control: the transfer recipe itself, started from random instead of source weights.
         random_init = keras.models.clone_model(keras.models.load_model(model_path))
-        control = transfer(random_init, cfg.model.cut_layer, data, tcfg, QUIET)
+        control = transfer(random_init, cut_layer, data, tcfg, QUIET)
         rows.append({"seed": seed, "transfer_accuracy": outcome.test_accuracy,
                      "scratch_accuracy": base.test_accuracy,
                      "random_init_same_recipe_accuracy": control.test_accuracy,
