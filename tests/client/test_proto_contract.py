@@ -82,11 +82,14 @@ def test_reload_request_bytes_are_the_official_request() -> None:
         tfs_config.ModelEntry("demo", "/models/demo", versions=(1, 2), labels={"stable": 1, "canary": 2}),
         tfs_config.ModelEntry("other", "/models/other")])
     official = model_management_pb2.ReloadConfigRequest(config=config)
-    ours = wire.ReloadConfigRequest(config=config.SerializeToString())
-    assert ours.SerializeToString() == official.SerializeToString()
+    # map entries (version_labels) serialize in no fixed order unless asked: compare the
+    # deterministic (key-sorted) encodings of both
+    ours = wire.ReloadConfigRequest(config=config.SerializeToString(deterministic=True))
+    assert ours.SerializeToString(deterministic=True) == official.SerializeToString(deterministic=True)
     parsed = model_management_pb2.ReloadConfigRequest.FromString(ours.SerializeToString())
     assert parsed.config == config
-    assert wire.ReloadConfigRequest.FromString(official.SerializeToString()).config == config.SerializeToString()
+    carried = wire.ReloadConfigRequest.FromString(official.SerializeToString()).config
+    assert type(config).FromString(carried) == config
 
 
 def test_reload_response_status_reads_the_official_one() -> None:
