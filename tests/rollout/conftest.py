@@ -23,7 +23,8 @@ def local_config(tmp: Path, store_uri: str, **rollout: object) -> DeployConfig:
         "storage": {"uri": store_uri},
         "rollout": {"target": "local", "local_dir": str(tmp / "serving"), "grpc_port": port,
                     "rest_port": 0, "load_timeout_s": 60, "verify_timeout_s": 30, **rollout},
-        "verify": {"endpoint": f"127.0.0.1:{port}", "deadline_s": 10.0, "atol": 1e-5},
+        # 30 s: a restarted server (TF import + model load) took > 10 s on a busy 2-core CI box
+        "verify": {"endpoint": f"127.0.0.1:{port}", "deadline_s": 30.0, "atol": 1e-5},
         "run": {"workdir": str(tmp / "work")},
     })
 
