@@ -8,6 +8,7 @@ gRPC, batch 1 and 64), all in one run.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -70,8 +71,6 @@ def export_all(model, name: str, root: Path, data: Dataset) -> dict[str, dict]:
         spec = ExportSpec(root=root, model_name=name, version=version, input_name="inputs",
                           output_name="probabilities", warmup_records=0, golden_size=8, parity_atol=1e-5)
         result = export_model(model, spec, data.x_test, {}, quantize=mode, heldout_y=data.y_test)
-        import json
-
         manifest = json.loads((result.version_dir / "tfrollout.json").read_text())
         out[mode] = {"version": version, "quantization": manifest["quantization"],
                      "variables_bytes": sum(p.stat().st_size for p in (result.version_dir / "variables").rglob("*")

@@ -6,17 +6,17 @@ points of held-out accuracy on average, and reaches the from-scratch final accur
 <= 1/3 of the from-scratch wall time.
 
 Every candidate is built by code from installed packages (scikit-learn's digits, the
-fonts matplotlib ships, see glyphs.py): a source domain, a source model trained on it
+fonts matplotlib ships, see pipeline/model/glyphs.py): a source domain, a source model trained on it
 (once per candidate, not counted in either arm's time: it is the pre-trained asset),
 and a target domain with a few labels per class. Per seed, `transfer()` and
 `train_from_scratch()` from pipeline.model.training run on the same data and config.
 
-Also: a diagnosis of the held-out accuracy drop seen when the demo's fine-tune phase
-starts (deploy.toml settings).
+The first candidate, `demo`, is what `make deploy` runs: deploy.toml's data and transfer
+settings, the source model as `tfrollout demo source-model` trains it. The others are the
+alternatives it was chosen from (session 5), kept so the choice can be re-checked.
 
 Environment (the script takes only --out, like every `make bench` script):
   TRANSFER_DEMO_CANDIDATES=name,name  (default: all)   TRANSFER_DEMO_SEEDS=0,1  (default: 0-4)
-  TRANSFER_DEMO_DIAGNOSE=0 skips the fine-tune drop diagnosis.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from common import parse_out, write_results  # noqa: E402
 
 from pipeline.config import TransferConfig, load_config  # noqa: E402
+from pipeline.model import glyphs  # noqa: E402
 from pipeline.model.data import (  # noqa: E402
     Dataset,
     demo_source_domain,
@@ -55,9 +56,9 @@ TEST_FRACTION = 0.3
 GOAL_GAIN_POINTS = 10.0
 GOAL_TIME_RATIO = 1 / 3
 
-# One budget for both arms. validation_fraction=0: with 1-5 labels per class a validation
-# split holds 0-1 example per class, and early stopping on it restores near-random weights
-# (see the diagnosis); both arms then stop on training loss instead.
+# One budget for both arms (the alternatives; `demo` uses deploy.toml's). validation_fraction=0:
+# with 1-5 labels per class a validation split holds 0-1 example per class, and early stopping
+# on it restored near-random weights (session 5); both arms stop on training loss instead.
 BUDGET = {"head_epochs": 60, "fine_tune_epochs": 20, "baseline_epochs": 80, "learning_rate": 1e-2,
           "fine_tune_learning_rate": 1e-4, "unfreeze_top": 2, "patience": 20, "validation_fraction": 0.0,
           "batch_size": 32, "record_curves": True}
@@ -72,6 +73,23 @@ def sklearn_digits_target(labels_per_class: int, seed: int) -> Dataset:
     pool, test = stratified_split(y, TEST_FRACTION, seed)
     labelled = pool[few_shot_indices(y[pool], labels_per_class, seed)]
     return Dataset(x[labelled], y[labelled], x[test], y[test], tuple("0123456789"))
+
+
+def digits_0_4_source() -> Dataset:
+    """The demo before session 6: handwritten digits 0-4, all labels."""
+    x, y = load_digits_arrays()
+    keep = y < 5
+    return split_dataset(x[keep], y[keep], tuple("01234"), 0.2, 0, "digits 0-4")
+
+
+def digits_5_9_target(labels_per_class: int, seed: int) -> Dataset:
+    """Handwritten digits 5-9 relabelled 0-4: k labelled, 30% held out."""
+    x, y = load_digits_arrays()
+    keep = y >= 5
+    x, y = x[keep], y[keep] - 5
+    pool, test = stratified_split(y, TEST_FRACTION, seed)
+    labelled = pool[few_shot_indices(y[pool], labels_per_class, seed)]
+    return Dataset(x[labelled], y[labelled], x[test], y[test], tuple("56789"))
 
 
 WRITERS_SPLIT = 0.5  # load_digits is in collection order (grouped by writer): first half source, rest target
@@ -95,8 +113,6 @@ def new_writers_target(labels_per_class: int, seed: int) -> Dataset:
 
 
 def glyph_source(chars: str, per_glyph: int) -> Dataset:
-    import glyphs
-
     x, y, names = glyphs.glyph_domain(chars, per_glyph, seed=0)
     return split_dataset(x, y, names, 0.1, 0, "glyphs")
 
@@ -127,10 +143,21 @@ class Candidate:
     source: Callable[[], Dataset]
     source_epochs: int
     target: Callable[[int], Dataset]  # seed -> target domain
+    budget: dict[str, Any] = field(default_factory=lambda: dict(BUDGET))  # TransferConfig fields
 
 
-def _demo_target(k: int) -> Callable[[int], Dataset]:
-    return lambda seed: demo_target_domain(k, TEST_FRACTION, seed)
+def _old_demo_target(k: int) -> Callable[[int], Dataset]:
+    return lambda seed: digits_5_9_target(k, seed)
+
+
+def deploy_toml_candidate() -> Candidate:
+    """What `make deploy` runs: deploy.toml's data and transfer settings, the CLI's source model."""
+    cfg = load_config(ROOT / "deploy.toml")
+    budget = cfg.transfer.model_dump(exclude={"seed", "baseline"}) | {"record_curves": True}
+    k, held_out = cfg.data.labels_per_class, cfg.data.test_fraction
+    return Candidate("demo", f"deploy.toml: printed digits (rendered from matplotlib's fonts) -> handwritten "
+                     f"digits, {k} label(s)/class", lambda: demo_source_domain(seed=0), 10,
+                     lambda seed: demo_target_domain(k, held_out, seed), budget)
 
 
 def _digits_target(k: int) -> Callable[[int], Dataset]:
@@ -138,12 +165,11 @@ def _digits_target(k: int) -> Callable[[int], Dataset]:
 
 
 def candidates() -> list[Candidate]:
-    import glyphs
-
-    demo_src = lambda: demo_source_domain(seed=0)  # noqa: E731
     return [
-        Candidate("demo_k5", "today's demo: digits 0-4 -> 5-9, 5 labels/class", demo_src, 30, _demo_target(5)),
-        Candidate("demo_k1", "digits 0-4 -> 5-9, 1 label/class", demo_src, 30, _demo_target(1)),
+        deploy_toml_candidate(),
+        Candidate("digits04_k5", "the demo before session 6: digits 0-4 -> 5-9, 5 labels/class",
+                  digits_0_4_source, 30, _old_demo_target(5)),
+        Candidate("digits04_k1", "digits 0-4 -> 5-9, 1 label/class", digits_0_4_source, 30, _old_demo_target(1)),
         Candidate("fontdigits_k1", "font-rendered digits 0-9 (21 fonts, augmented) -> handwritten digits "
                   "0-9, 1 label/class", lambda: glyph_source(glyphs.DIGITS, 40), 10, _digits_target(1)),
         Candidate("fontdigits_k3", "font-rendered digits -> handwritten digits, 3 labels/class",
@@ -159,12 +185,12 @@ def candidates() -> list[Candidate]:
 # --------------------------------------------------------------------------- runs
 
 
-def one_seed(model_path: Path, data: Dataset, seed: int) -> dict[str, Any]:
+def one_seed(model_path: Path, data: Dataset, budget: dict[str, Any], seed: int) -> dict[str, Any]:
     import keras
 
     from pipeline.model.training import time_to_accuracy, train_from_scratch, transfer
 
-    cfg = TransferConfig(**BUDGET, seed=seed)
+    cfg = TransferConfig(**budget, seed=seed)
     out = transfer(keras.models.load_model(model_path), CUT, data, cfg, QUIET)
     base = train_from_scratch(keras.models.load_model(model_path), CUT, data, cfg, QUIET)
     assert out.curve is not None and base.curve is not None and base.test_accuracy is not None
@@ -192,7 +218,7 @@ def run_candidate(c: Candidate, seeds: list[int], tmp: Path) -> dict[str, Any]:
     source = train_source(c.source(), c.source_epochs, path)
     rows = []
     for seed in seeds:
-        rows.append(one_seed(path, c.target(seed), seed))
+        rows.append(one_seed(path, c.target(seed), c.budget, seed))
         r = rows[-1]
         print(f"  {c.name} seed {seed}: transfer {r['transfer_accuracy']:.3f} scratch {r['scratch_accuracy']:.3f} "
               f"ratio {r['time_ratio']}", file=sys.stderr, flush=True)
@@ -203,73 +229,12 @@ def run_candidate(c: Candidate, seeds: list[int], tmp: Path) -> dict[str, Any]:
     mean_ratio = None if worst is None else float(np.mean(ratios))
     gain = 100 * (t - s)
     data = c.target(seeds[0])
-    return {"description": c.description, "source": source, "labels_per_class_total": int(len(data.y_train)),
+    return {"description": c.description, "source": source, "budget": c.budget, "labels_per_class_total": int(len(data.y_train)),
             "heldout": int(len(data.y_test)), "seeds": rows, "mean_transfer_accuracy": t,
             "mean_scratch_accuracy": s, "mean_gain_points": gain, "mean_time_ratio": mean_ratio,
             "worst_time_ratio": worst, "n_seeds": len(seeds),
             "goal_met": len(seeds) >= 5 and gain >= GOAL_GAIN_POINTS and mean_ratio is not None
             and mean_ratio <= GOAL_TIME_RATIO, "candidate_s": time.perf_counter() - t0}
-
-
-def diagnose_fine_tune_drop(tmp: Path, seed: int = 0) -> dict[str, Any]:
-    """Today's demo with deploy.toml's transfer settings: where does the drop at fine-tune start come from?
-
-    The head phase early-stops on val_loss over a validation split of 1 example per class
-    (5 labels/class, validation_fraction 0.2) and restores the "best" weights; the curve's
-    last head point is the last epoch's weights, not the restored ones. If the restored
-    head already scores what the first fine-tune epoch scores, the drop is the restore,
-    not the fine-tune learning rate, BatchNorm or the new optimizer.
-    """
-    import keras
-
-    from pipeline.model.training import (
-        Curve,
-        assemble,
-        make_head,
-        quick_accuracy,
-        split_base,
-        train_head,
-        transfer,
-        validation_split,
-    )
-
-    path = tmp / "diag_source.keras"
-    train_source(demo_source_domain(seed=0), 30, path)
-    cfg = load_config(ROOT / "deploy.toml")
-    tcfg = cfg.transfer.model_copy(update={"seed": seed, "record_curves": True})
-    data = demo_target_domain(cfg.data.labels_per_class, cfg.data.test_fraction, seed)
-    heldout = (data.x_test, data.y_test)
-
-    keras.utils.set_random_seed(seed)
-    split = validation_split(data, tcfg.validation_fraction, seed)
-    base = split_base(keras.models.load_model(path), CUT)
-    head = make_head(tuple(base.output_shape[1:]), data.num_classes, tcfg.head_units)
-    curve = Curve(time.perf_counter())
-    phase = train_head(base, head, split, tcfg, QUIET, cache_features=True, curve=curve, heldout=heldout)
-    restored = quick_accuracy(assemble(base, head), *heldout)
-    accs = [a for _, _, a in curve.points]
-
-    out = transfer(keras.models.load_model(path), CUT, data, tcfg, QUIET)
-    assert out.curve is not None
-    n_head = out.phases["head"].epochs_run
-    full = [a for _, _, a in out.curve.points]
-    # The same run without fine-tuning: its final model is the head as restored by early stopping.
-    head_only = transfer(keras.models.load_model(path), CUT, data,
-                         tcfg.model_copy(update={"fine_tune_epochs": 0}), QUIET)
-    assert head_only.curve is not None
-    stopped_early = n_head < tcfg.head_epochs
-    return {"validation_examples": 0 if split.y_val is None else int(len(split.y_val)),
-            "fit_examples": int(len(split.y_fit)), "head_epochs_run": phase.epochs_run,
-            "head_curve_last_epoch_accuracy": accs[-1], "head_curve_best_accuracy": max(accs),
-            "head_accuracy_after_restore_best_weights": restored,
-            "transfer_curve_last_head_epoch": full[n_head - 1] if n_head else None,
-            "transfer_curve_first_fine_tune_epoch": full[n_head] if len(full) > n_head else None,
-            "transfer_curve_at_restored_epoch": full[n_head - tcfg.patience - 1] if stopped_early else None,
-            "head_only_run_same_curve": [round(a, 4) for _, _, a in head_only.curve.points]
-            == [round(a, 4) for a in full[:n_head]],
-            "head_only_run_final_accuracy_after_restore": head_only.test_accuracy,
-            "transfer_final_accuracy": out.test_accuracy,
-            "fine_tune_epochs_run": out.phases["fine_tune"].epochs_run if "fine_tune" in out.phases else 0}
 
 
 def main() -> None:
@@ -281,9 +246,6 @@ def main() -> None:
                                "goal_gain_points": GOAL_GAIN_POINTS, "goal_time_ratio": GOAL_TIME_RATIO,
                                "candidates": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        if os.environ.get("TRANSFER_DEMO_DIAGNOSE", "1") != "0":
-            results["fine_tune_drop"] = diagnose_fine_tune_drop(Path(tmp))
-            print(f"  diagnosis: {results['fine_tune_drop']}", file=sys.stderr, flush=True)
         for c in chosen:
             results["candidates"][c.name] = run_candidate(c, seeds, Path(tmp))
             write_results(out, "transfer_demo", results)  # partial results survive an interrupted run

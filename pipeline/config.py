@@ -60,7 +60,7 @@ class DataConfig(_Section):
 
     source: Literal["demo", "dir", "npz"] = "demo"
     path: Path | None = None
-    labels_per_class: int = Field(default=5, ge=1, description="Demo: labelled examples per class.")
+    labels_per_class: int = Field(default=1, ge=1, description="Demo: labelled examples per class.")
     test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
     seed: int = 0
     preprocess: str = Field(
@@ -89,8 +89,8 @@ class TransferConfig(_Section):
 
     strategy: Literal["feature-extraction", "fine-tune", "full"] = "fine-tune"
     head_units: int = Field(default=0, ge=0, description="Hidden units in the new head; 0 = none.")
-    head_epochs: int = Field(default=150, ge=1, le=100_000)
-    fine_tune_epochs: int = Field(default=40, ge=0, le=100_000)
+    head_epochs: int = Field(default=60, ge=1, le=100_000)
+    fine_tune_epochs: int = Field(default=20, ge=0, le=100_000)
     learning_rate: float = Field(default=1e-2, gt=0.0)
     fine_tune_learning_rate: float = Field(default=1e-4, gt=0.0)
     unfreeze_top: int = Field(default=2, ge=0, description="Fine-tune: base layers (with weights) to unfreeze.")
@@ -105,7 +105,16 @@ class TransferConfig(_Section):
                                 "both arms (the accuracy-vs-epochs/time picture; costs one predict per epoch).")
     seed: int = 0
     baseline: bool = True
-    baseline_epochs: int = Field(default=150, ge=1, le=100_000)
+    baseline_epochs: int | None = Field(
+        default=None, ge=1, le=100_000, description="From-scratch epochs; default head_epochs + "
+        "fine_tune_epochs, the transfer arm's budget (a fair baseline gets no fewer).")
+
+    @property
+    def scratch_epochs(self) -> int:
+        """The baseline's epoch budget: as set, else the same total as the transfer arm."""
+        if self.baseline_epochs is not None:
+            return self.baseline_epochs
+        return self.head_epochs + (self.fine_tune_epochs if self.strategy == "fine-tune" else 0)
 
 
 class ExportConfig(_Section):
@@ -210,7 +219,7 @@ class VerifyConfig(_Section):
 class RolloutConfig(_Section):
     """Where and how a pushed version goes live (see `pipeline/rollout`, `pipeline/targets`)."""
 
-    target: Literal["local", "docker"] = "local"
+    target: Literal["local", "docker", "swarm"] = "local"
     host: str = Field(default="127.0.0.1", description="Address the runtime's ports are reached at.")
     grpc_port: int = Field(default=8500, ge=1, le=65535)
     rest_port: int = Field(default=8501, ge=0, le=65535, description="0 disables REST (local target).")
@@ -242,6 +251,13 @@ class RolloutConfig(_Section):
     volume: str = Field(default="tfrollout-models", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
     network_mode: Literal["host", "published"] = "host"
     models_mount: str = "/models"
+    # swarm target (rollout.image, grpc_port, host, serving_args, admin_api, start_timeout_s apply too)
+    replicas: int = Field(default=2, ge=1, le=64, description="Swarm: replicas of the model service.")
+    service_name: str = Field(default="tfrollout", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+                              description="Swarm: service <service_name>-<model>; prefix of its configs/secrets.")
+    swarm_monitor_s: float = Field(default=10.0, gt=0.0, description="Swarm update_config.monitor: how long "
+                                   "a new replica must stay healthy before the next one is replaced.")
+    swarm_health_interval_s: float = Field(default=2.0, gt=0.0, description="Swarm replica health check interval.")
 
     @model_validator(mode="after")
     def _labels_differ(self) -> RolloutConfig:

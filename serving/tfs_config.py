@@ -35,40 +35,51 @@ ModelConfig: TypeAlias = model_server_config_pb2.ModelConfig
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
+BATCHING_FILE = "tfrollout/session_bundle_config.proto"
+
+
+def _add_field(msg: descriptor_pb2.DescriptorProto, name: str, number: int, ftype: int,
+               type_name: str = "", repeated: bool = False) -> None:
+    F = descriptor_pb2.FieldDescriptorProto
+    f = msg.field.add(name=name, number=number, type=ftype, label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
+    if type_name:
+        f.type_name = type_name
+
+
+def batching_parameters_file() -> descriptor_pb2.FileDescriptorProto:
+    """TF Serving's BatchingParameters (session_bundle_config.proto, field numbers as there):
+    the one declaration for `--batching_parameters_file` and the platform config's
+    SessionBundleConfig. Depends on google/protobuf/wrappers.proto only."""
+    F = descriptor_pb2.FieldDescriptorProto
+    fd = descriptor_pb2.FileDescriptorProto(name=BATCHING_FILE, package="tensorflow.serving", syntax="proto3",
+                                            dependency=["google/protobuf/wrappers.proto"])
+    bp = fd.message_type.add(name="BatchingParameters")
+    i64, s, b = ".google.protobuf.Int64Value", ".google.protobuf.StringValue", ".google.protobuf.BoolValue"
+    _add_field(bp, "max_batch_size", 1, F.TYPE_MESSAGE, i64)
+    _add_field(bp, "batch_timeout_micros", 2, F.TYPE_MESSAGE, i64)
+    _add_field(bp, "max_enqueued_batches", 3, F.TYPE_MESSAGE, i64)
+    _add_field(bp, "num_batch_threads", 4, F.TYPE_MESSAGE, i64)
+    _add_field(bp, "thread_pool_name", 5, F.TYPE_MESSAGE, s)
+    _add_field(bp, "allowed_batch_sizes", 6, F.TYPE_INT64, repeated=True)
+    _add_field(bp, "pad_variable_length_inputs", 7, F.TYPE_BOOL)
+    _add_field(bp, "enable_large_batch_splitting", 8, F.TYPE_MESSAGE, b)
+    _add_field(bp, "max_execution_batch_size", 9, F.TYPE_MESSAGE, i64)
+    return fd
+
+
 def _private_messages() -> tuple[type, type]:
     """BatchingParameters and MonitoringConfig built from descriptors (no generated module)."""
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
     F = descriptor_pb2.FieldDescriptorProto
-
-    def add(msg: descriptor_pb2.DescriptorProto, name: str, number: int, ftype: int,
-            type_name: str = "", repeated: bool = False) -> None:
-        f = msg.field.add(name=name, number=number, type=ftype,
-                          label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
-        if type_name:
-            f.type_name = type_name
-
-    batching = descriptor_pb2.FileDescriptorProto(
-        name="tfrollout/session_bundle_config.proto", package="tensorflow.serving",
-        syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
-    bp = batching.message_type.add(name="BatchingParameters")
-    i64, s = ".google.protobuf.Int64Value", ".google.protobuf.StringValue"
-    add(bp, "max_batch_size", 1, F.TYPE_MESSAGE, i64)
-    add(bp, "batch_timeout_micros", 2, F.TYPE_MESSAGE, i64)
-    add(bp, "max_enqueued_batches", 3, F.TYPE_MESSAGE, i64)
-    add(bp, "num_batch_threads", 4, F.TYPE_MESSAGE, i64)
-    add(bp, "thread_pool_name", 5, F.TYPE_MESSAGE, s)
-    add(bp, "allowed_batch_sizes", 6, F.TYPE_INT64, repeated=True)
-    add(bp, "pad_variable_length_inputs", 7, F.TYPE_BOOL)
-    pool.Add(batching)
-
+    pool.Add(batching_parameters_file())
     monitoring = descriptor_pb2.FileDescriptorProto(
         name="tfrollout/monitoring_config.proto", package="tensorflow.serving", syntax="proto3")
     pc = monitoring.message_type.add(name="PrometheusConfig")
-    add(pc, "enable", 1, F.TYPE_BOOL)
-    add(pc, "path", 2, F.TYPE_STRING)
+    _add_field(pc, "enable", 1, F.TYPE_BOOL)
+    _add_field(pc, "path", 2, F.TYPE_STRING)
     mc = monitoring.message_type.add(name="MonitoringConfig")
-    add(mc, "prometheus_config", 1, F.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig")
+    _add_field(mc, "prometheus_config", 1, F.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig")
     pool.Add(monitoring)
     return (
         message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")),

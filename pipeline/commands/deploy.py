@@ -118,7 +118,7 @@ def config_check(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt
         typer.echo("")
 
 
-demo_app = typer.Typer(help="Offline demo assets (scikit-learn digits).", no_args_is_help=True,
+demo_app = typer.Typer(help="Offline demo assets (printed digits from matplotlib's fonts).", no_args_is_help=True,
                        add_completion=False, callback=lambda: None)
 
 
@@ -126,12 +126,12 @@ demo_app = typer.Typer(help="Offline demo assets (scikit-learn digits).", no_arg
 def demo_source_model(
     out: Annotated[Path, typer.Option(help="Where to write the .keras source model.")] = Path(
         "demo/source_model.keras"),
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 30,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Train the demo source model (digits 0-4) offline and save it as .keras."""
+    """Train the demo source model (printed digits 0-9) offline and save it as .keras."""
     import_tensorflow_quietly(debug)
     from pipeline.model.demo import train_source_model  # TensorFlow
 
@@ -139,5 +139,5 @@ def demo_source_model(
     if as_json:
         emit({"ok": True, **result})
     else:
-        typer.echo(f"source model: {result['path']} (accuracy on held-out digits 0-4: "
+        typer.echo(f"source model: {result['path']} (accuracy on held-out printed digits: "
                    f"{result['test_accuracy']:.3f})")

@@ -40,14 +40,15 @@ def reference_model(model: Any, mode: str) -> tuple[Any, list[str]]:
     if mode == "none":
         return model, []
     clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    if mode == "float16":
+    weights = model.get_weights()
+    if mode == "float16":  # the values the float16 copies hold, back in float32
         clone.set_weights([w.astype(np.float16).astype(np.float32) if w.dtype == np.float32 else w
-                           for w in model.get_weights()])
+                           for w in weights])
         touched = [layer.name for layer in leaf_layers(clone)
                    if any(w.dtype == "float32" for w in layer.weights)]
         return clone, touched
     if mode == "int8":
+        clone.set_weights(weights)
         with warnings.catch_warnings():  # "Layer Conv2D does not have a `quantize` method": expected
             warnings.simplefilter("ignore", UserWarning)
             clone.quantize("int8")

@@ -44,6 +44,7 @@ def served_stable(cfg: DeployConfig, x: np.ndarray) -> tuple[np.ndarray | None, 
     """
     from pipeline.rollout.host import served_from_config
     from pipeline.targets import open_target
+    from pipeline.verify.promote_gate import score_label
     from serving.client import ClientError, PredictionClient
 
     model = cfg.export.model_name
@@ -63,13 +64,12 @@ def served_stable(cfg: DeployConfig, x: np.ndarray) -> tuple[np.ndarray | None, 
                 raise GateError(f"quality gate: the served {model} v{version} has inputs "
                                 f"{sorted(signature.inputs)} / outputs {sorted(signature.outputs)}; "
                                 "cannot compare it with a one-input, one-output candidate")
-            (input_name,), (output_name,) = signature.inputs, signature.outputs
-            parts = [client.predict(model, {input_name: x[i:i + PREDICT_BATCH]}, label=stable)[output_name]
-                     for i in range(0, len(x), PREDICT_BATCH)]
+            (input_name,) = signature.inputs
+            probabilities = score_label(client, model, stable, "serving_default", {input_name: x}, PREDICT_BATCH)
     except ClientError as exc:
         raise GateError(f"quality gate: could not evaluate the served {model} v{version} at "
                         f"{target.endpoint}: {exc}") from None
-    return np.concatenate(parts), version, None
+    return probabilities, version, None
 
 
 def run(ctx: StageContext) -> GateOutput:

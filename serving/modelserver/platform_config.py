@@ -105,18 +105,20 @@ def _pool() -> descriptor_pool.DescriptorPool:
 
     for module in (wrappers_pb2, config_pb2, named_tensor_pb2):
         add_file(module.DESCRIPTOR)
+    pool.Add(tfs_config.batching_parameters_file())
     pool.Add(_serving_file())
     return pool
 
 
 def _serving_file() -> descriptor_pb2.FileDescriptorProto:
     """session_bundle_config.proto + saved_model_bundle_source_adapter.proto, as declared
-    by TF Serving (field numbers matter for the binary Any payload)."""
+    by TF Serving (field numbers matter for the binary Any payload); BatchingParameters
+    comes from tfs_config's declaration."""
     F = descriptor_pb2.FieldDescriptorProto
     fd = descriptor_pb2.FileDescriptorProto(
         name="tfrollout/platform_config_messages.proto", package="tensorflow.serving", syntax="proto3",
         dependency=["google/protobuf/wrappers.proto", "tensorflow/core/protobuf/config.proto",
-                    "tensorflow/core/protobuf/named_tensor.proto"])
+                    "tensorflow/core/protobuf/named_tensor.proto", tfs_config.BATCHING_FILE])
 
     def add(msg, name: str, number: int, ftype: int, type_name: str = "", repeated: bool = False) -> None:
         f = msg.field.add(name=name, number=number, type=ftype,
@@ -124,8 +126,7 @@ def _serving_file() -> descriptor_pb2.FileDescriptorProto:
         if type_name:
             f.type_name = type_name
 
-    i32, i64, s, b = ".google.protobuf.Int32Value", ".google.protobuf.Int64Value", \
-        ".google.protobuf.StringValue", ".google.protobuf.BoolValue"
+    i32 = ".google.protobuf.Int32Value"
     mw = fd.message_type.add(name="ModelWarmupOptions")
     add(mw, "num_request_iterations", 1, F.TYPE_MESSAGE, i32)
     add(mw, "num_model_warmup_threads", 2, F.TYPE_MESSAGE, i32)
@@ -147,16 +148,6 @@ def _serving_file() -> descriptor_pb2.FileDescriptorProto:
     add(sb, "num_tflite_interpreters", 785, F.TYPE_INT32)
     add(sb, "num_tflite_interpreters_per_pool", 786, F.TYPE_INT32)
     add(sb, "num_tflite_pools", 787, F.TYPE_INT32)
-    bp = fd.message_type.add(name="BatchingParameters")
-    add(bp, "max_batch_size", 1, F.TYPE_MESSAGE, i64)
-    add(bp, "batch_timeout_micros", 2, F.TYPE_MESSAGE, i64)
-    add(bp, "max_enqueued_batches", 3, F.TYPE_MESSAGE, i64)
-    add(bp, "num_batch_threads", 4, F.TYPE_MESSAGE, i64)
-    add(bp, "thread_pool_name", 5, F.TYPE_MESSAGE, s)
-    add(bp, "allowed_batch_sizes", 6, F.TYPE_INT64, repeated=True)
-    add(bp, "pad_variable_length_inputs", 7, F.TYPE_BOOL)
-    add(bp, "enable_large_batch_splitting", 8, F.TYPE_MESSAGE, b)
-    add(bp, "max_execution_batch_size", 9, F.TYPE_MESSAGE, i64)
     ad = fd.message_type.add(name="SavedModelBundleSourceAdapterConfig")
     add(ad, "legacy_config", 1000, F.TYPE_MESSAGE, ".tensorflow.serving.SessionBundleConfig")
     return fd

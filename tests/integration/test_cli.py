@@ -123,11 +123,14 @@ def test_a_model_below_the_quality_bar_stops_before_export(workdir: Path):
     assert Path(gate["confusion_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     transfer = json.loads(Path(report["stages"]["transfer"]["outputs"]["report"]).read_text())
     phases = transfer["transfer"]["phases"]
-    assert len(transfer["curves"]["transfer"]) == sum(p["epochs_run"] for p in phases.values())
-    assert len(transfer["curves"]["from scratch"]) == transfer["baseline"]["epochs_run"]
+    # one point per epoch, plus one at the same epoch where early stopping restored best weights
     epochs = [point[0] for point in transfer["curves"]["transfer"]]
-    assert epochs == list(range(1, len(epochs) + 1))  # epochs continue from the head into fine-tuning
-    assert transfer["curves"]["transfer"][-1][2] == pytest.approx(transfer["transfer"]["test_accuracy"], abs=0.2)
+    assert sorted(set(epochs)) == list(range(1, sum(p["epochs_run"] for p in phases.values()) + 1))
+    assert epochs == sorted(epochs)  # epochs continue from the head into fine-tuning
+    scratch_epochs = [point[0] for point in transfer["curves"]["from scratch"]]
+    assert sorted(set(scratch_epochs)) == list(range(1, transfer["baseline"]["epochs_run"] + 1))
+    # the curve ends on the model the run hands on (restored weights included)
+    assert transfer["curves"]["transfer"][-1][2] == pytest.approx(transfer["transfer"]["test_accuracy"], abs=0.01)
     assert Path(transfer["curves_png"]).stat().st_size > 10_000
     assert set(transfer["time_to_baseline_accuracy"]) == {"target", "transfer_s", "baseline_s", "ratio"}
     assert not (workdir / "exports").exists()  # nothing exported, so nothing can be pushed

@@ -76,7 +76,7 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
 
         np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 1), np.float32))
         predicted = json.loads(cli("predict", "-i", "x.npy", "--json").stdout)
-        assert predicted["version"] == 2 and predicted["outputs"]["probabilities"]["shape"] == [1, 5]
+        assert predicted["version"] == 2 and predicted["outputs"]["probabilities"]["shape"] == [1, 10]  # ten digits
         status = json.loads(cli("status", "--json", without_tf=True).stdout)
         assert status["running"] and status["config"]["labels"] == {"stable": 2}
         assert status["states"]["2"] == "AVAILABLE" and status["on_host"] == [1, 2, 3]  # v3 refused, kept

@@ -6,6 +6,7 @@ from PIL import Image
 
 from pipeline.errors import DataError
 from pipeline.model.data import (
+    demo_source_domain,
     demo_target_domain,
     encode_labels,
     few_shot_indices,
@@ -33,12 +34,31 @@ def test_few_shot_takes_exactly_k_per_class_and_is_seeded():
     assert not np.array_equal(picked, few_shot_indices(y, 5, seed=4))
 
 
-def test_demo_target_is_digits_5_to_9_relabelled():
-    data = demo_target_domain(labels_per_class=5, test_fraction=0.3, seed=0)
-    assert data.class_names == ("5", "6", "7", "8", "9")
-    assert np.bincount(data.y_train).tolist() == [5] * 5
-    assert len(data.y_test) > 200
+def test_demo_target_is_handwritten_digits_with_k_labels_and_a_disjoint_held_out_set():
+    data = demo_target_domain(labels_per_class=2, test_fraction=0.3, seed=0)
+    assert data.class_names == tuple("0123456789")
+    assert np.bincount(data.y_train).tolist() == [2] * 10
+    assert 500 < len(data.y_test) < 560 and np.bincount(data.y_test).min() >= 50  # 30 % of 1,797
     assert data.x_train.shape[1:] == (8, 8, 1) and data.x_train.max() <= 1.0
+    train_rows = {x.tobytes() for x in data.x_train}
+    assert not train_rows & {x.tobytes() for x in data.x_test}  # no labelled image is scored
+
+
+def test_demo_source_is_printed_digits_that_look_like_the_handwritten_ones():
+    """The source domain must share the target's scale and layout (8x8, [0, 1], ink high),
+    else transfer has nothing to carry over: compare each class's mean image."""
+    source = demo_source_domain(seed=0)
+    target = demo_target_domain(labels_per_class=1, test_fraction=0.3, seed=0)
+    assert source.class_names == target.class_names == tuple("0123456789")
+    assert len(source.y_train) + len(source.y_test) >= 8000 and np.bincount(source.y_train).min() > 700
+    assert source.x_train.shape[1:] == (8, 8, 1)
+    assert 0.0 <= source.x_train.min() and source.x_train.max() <= 1.0 and np.isfinite(source.x_train).all()
+    correlations = []
+    for label in range(10):
+        printed = source.x_train[source.y_train == label].mean(axis=0).ravel()
+        written = target.x_test[target.y_test == label].mean(axis=0).ravel()
+        correlations.append(np.corrcoef(printed, written)[0, 1])
+    assert min(correlations) > 0.5, correlations
 
 
 def test_encode_labels_sorts_original_values():

@@ -143,3 +143,34 @@ def test_promote_verdict_fails_closed():
     lenient = GateConfig(min_accuracy=0.95, enforce=False)
     v = promote_verdict(lenient, 0.9, None, 64)
     assert v.ok and v.report["overridden"] and "promoted anyway" in v.reason
+
+
+def test_curve_records_the_weights_early_stopping_restores():
+    """Early stopping's restore_best_weights runs at train end: the curve's last point must
+    be the restored model (same epoch count), or the next phase seems to start with a drop."""
+    import keras
+
+    from pipeline.model.training import Curve, quick_accuracy
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(5.0), "sparse_categorical_crossentropy")  # lr so high the loss jumps
+
+    class Diverge(keras.callbacks.Callback):  # after the first epoch, push the weights far off the best
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch >= 1:
+                self.model.set_weights([w * -3.0 for w in self.model.get_weights()])
+                logs["loss"] = 1e9  # so the early stop keeps epoch 1's weights as the best
+
+    curve = Curve(0.0)
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=2, restore_best_weights=True)
+    model.fit(x, y, epochs=10, verbose=0, callbacks=[Diverge(), stop, curve.callback(model, x, y)])
+    epochs = [e for e, _, _ in curve.points]
+    assert epochs[-1] == epochs[-2] == stop.stopped_epoch + 1  # the extra point has the last epoch's number
+    assert curve.points[-1][2] == quick_accuracy(model, x, y) != curve.points[-2][2]
+    follow = curve.callback(model, x, y)  # a next phase numbers on from the last epoch, not the point count
+    follow.on_epoch_end(0)
+    assert curve.points[-1][0] == epochs[-1] + 1

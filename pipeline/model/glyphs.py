@@ -1,4 +1,4 @@
-"""Offline source domain for the transfer demo benchmark: glyphs rendered from the fonts
+"""The demo's source domain: glyphs rendered from the fonts
 matplotlib ships (mpl-data/fonts/ttf), augmented, and reduced to 8x8 the way the UCI
 handwritten digits behind scikit-learn's `load_digits` were made (a 32x32 bitmap, each
 4x4 block's count of set pixels, 0..16) — printed characters as the source, real
@@ -50,13 +50,13 @@ def _augment(master: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     jitter), shift, thicken/thin the strokes, binarise, 4x4 block counts, a little noise."""
     from PIL import Image, ImageFilter
 
-    img = Image.fromarray(master).rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR, expand=True)
+    img = Image.fromarray(master).rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR, expand=True)
     h, w = img.height, img.width
     target_h = rng.uniform(26, 32)  # the UCI bitmaps are size-normalised to fill the box's height
     scale = target_h / h
     new_w = max(1, min(32, int(round(w * scale * rng.uniform(0.75, 1.25)))))
     new_h = max(1, min(32, int(round(target_h))))
-    img = img.resize((new_w, new_h), Image.BILINEAR)
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
     stroke = int(rng.integers(0, 4))  # pen strokes are thicker than printed ones: 0 as is, 1-2 x3, 3 x5
     if stroke:
         img = img.filter(ImageFilter.MaxFilter(3 if stroke < 3 else 5))
