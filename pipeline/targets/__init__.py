@@ -1,4 +1,4 @@
-"""Where models are served: a local model-server process or a Docker container.
+"""Where models are served: a local model-server process, a Docker container or a swarm service.
 
 `open_target(config, workdir)` picks the backend from `[rollout] target`; the
 docker SDK is imported only for the docker target.
@@ -18,6 +18,10 @@ def open_target(cfg: RolloutConfig, workdir: Path) -> ServingTarget:
         from pipeline.targets.local import LocalTarget
 
         return LocalTarget(cfg, (cfg.local_dir or workdir / "serving"))
+    if cfg.target == "swarm":
+        from pipeline.targets.swarm import SwarmTarget
+
+        return SwarmTarget(cfg)
     from pipeline.targets.docker import DockerTarget
 
     return DockerTarget(cfg)

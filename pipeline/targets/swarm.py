@@ -1,0 +1,456 @@
+"""Swarm target: one replicated model service per model on a Docker Swarm (docker SDK).
+
+The config-reload machine (`pipeline/rollout/machine.py`) drives one runtime through its
+ModelService; a replicated service cannot be driven that way (the shared port reaches one
+replica at random). Here the *service spec* is the unit of change: a rollout writes a spec
+pinned to the new version and lets swarm roll it (start-first, one replica at a time,
+health-gated, `failure_action: rollback`); this module only writes specs and watches swarm
+converge. The spec itself is built in `swarm_spec` (pure); the replica side is
+`swarm_agent` (fetch + verify + health), shipped into the replicas as a config object.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RolloutConfig, StorageConfig
+from pipeline.errors import RolloutError
+from pipeline.targets import swarm_spec as spec
+from pipeline.targets.base import OUR_IMAGE_PREFIX, ServingTarget
+from pipeline.targets.docker import engine_client
+from pipeline.targets.process import LockHolder
+
+AGENT_SOURCE = Path(__file__).with_name("swarm_agent.py")
+MANIFEST_NAME = "tfrollout.manifest.json"
+LOCK_LABEL = "org.tfrollout.lock-holder"
+
+
+@dataclass
+class SwarmReport:
+    """What a swarm rollout did, for the run record and `--json`."""
+
+    model: str
+    version: int
+    service: str
+    action: str = ""
+    previous: int | None = None
+    ok: bool = False
+    rolled_back: bool = False
+    duration_s: float = 0.0
+    detail: str = ""
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class SwarmRolloutFailed(RolloutError):
+    """The new spec did not converge; swarm rolled back (or the first deploy was removed)."""
+
+    def __init__(self, message: str, report: SwarmReport) -> None:
+        super().__init__(message)
+        self.report = report
+        self.details = report.to_json()
+
+
+def store_ref(storage: StorageConfig) -> spec.StoreRef:
+    """The store as the replicas reach it: only S3-compatible stores (a replica has no shared disk)."""
+    from pipeline.storage.uri import parse_uri
+
+    uri = parse_uri(storage.uri)
+    if uri.scheme != "s3":
+        raise RolloutError(f"rollout.target = swarm needs an s3:// store (replicas fetch their model "
+                           f"themselves); storage.uri is {storage.uri}")
+    addressing = storage.addressing_style
+    if addressing == "auto":
+        addressing = "path" if storage.endpoint_url else "virtual"
+    return spec.StoreRef(uri.bucket, uri.prefix, storage.endpoint_url, storage.region or "us-east-1", addressing)
+
+
+def store_credentials(storage: StorageConfig) -> bytes | None:
+    """The caller's AWS credentials as the replicas' secret (None: anonymous GETs)."""
+    import boto3
+
+    session = boto3.Session(profile_name=storage.profile) if storage.profile else boto3.Session()
+    creds = session.get_credentials()
+    if creds is None:
+        return None
+    frozen = creds.get_frozen_credentials()
+    return json.dumps({"access_key": frozen.access_key, "secret_key": frozen.secret_key,
+                       "session_token": frozen.token or ""}, sort_keys=True).encode()
+
+
+class SwarmTarget(ServingTarget):
+    kind = "swarm"
+
+    def __init__(self, cfg: RolloutConfig, client: Any | None = None, *, poll_s: float = 0.5) -> None:
+        super().__init__(cfg)
+        self._client = client
+        self.poll_s = poll_s
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = engine_client(self.cfg)
+        return self._client
+
+    def settings(self, model: str) -> spec.ServiceSettings:
+        c = self.cfg
+        return spec.ServiceSettings(prefix=c.service_name, model=model, image=c.image, grpc_port=c.grpc_port,
+                                    replicas=c.replicas, host=c.host, monitor_s=c.swarm_monitor_s,
+                                    health_interval_s=c.swarm_health_interval_s, start_period_s=c.start_timeout_s,
+                                    admin_token=self.admin_protected(), serving_args=tuple(c.serving_args))
+
+    def admin_protected(self) -> bool:
+        if self.cfg.admin_api == "auto":
+            return self.cfg.image.startswith(OUR_IMAGE_PREFIX)
+        return self.cfg.admin_api == "token"
+
+    # ------------------------------------------------------------- swarm objects
+    def require_manager(self) -> None:
+        info = self.client.info().get("Swarm") or {}
+        if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
+            raise RolloutError("rollout.target = swarm: the engine is not a swarm manager (state "
+                               f"{info.get('LocalNodeState') or 'inactive'}); `docker swarm init "
+                               "--advertise-addr 127.0.0.1 ...` first")
+
+    def _service(self, model: str) -> Any | None:
+        import docker
+
+        try:
+            return self.client.services.get(spec.service_name(self.cfg.service_name, model))
+        except docker.errors.NotFound:
+            return None
+
+    def _services(self) -> list[Any]:
+        return list(self.client.services.list(filters={"label": f"{spec.SERVICE_LABEL}={self.cfg.service_name}"}))
+
+    def _ensure_objects(self, s: spec.ServiceSettings, objs: list[spec.SwarmObject]) -> dict[str, str]:
+        """Create missing configs/secrets (content-named: an existing name has the same content)."""
+        import docker
+
+        ids: dict[str, str] = {}
+        for obj in objs:
+            coll = self.client.configs if obj.kind == "config" else self.client.secrets
+            found = [o for o in coll.list(filters={"name": obj.name}) if o.name == obj.name]
+            if found:
+                ids[obj.name] = found[0].id
+                continue
+            try:
+                created = coll.create(name=obj.name, data=obj.data, labels=spec.labels(s))
+            except docker.errors.APIError as exc:
+                raise RolloutError(f"cannot create swarm {obj.kind} {obj.name}: {exc.explanation or exc}") from None
+            ids[obj.name] = created.id
+        return ids
+
+    def _current_token(self, service: Any | None) -> spec.SwarmObject | None:
+        """The admin-token secret the running spec uses (secrets cannot be read back: keep using it)."""
+        if service is None:
+            return None
+        refs = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []
+        for ref in refs:
+            if ref["File"]["Name"] == spec.TOKEN_PATH:
+                return spec.SwarmObject("secret", ref["SecretName"], b"", spec.TOKEN_PATH, 0o400)
+        return None
+
+    def tasks(self, model: str) -> list[dict[str, Any]]:
+        return list(self.client.api.tasks(filters={"service": spec.service_name(self.cfg.service_name, model)}))
+
+    # ------------------------------------------------------------- rollout
+    def rollout(self, model: str, version: int, storage: StorageConfig, *, timeout_s: float | None = None
+                ) -> SwarmReport:
+        """Make every replica serve `version` (committed in the store) or leave the previous spec serving."""
+        t0 = time.monotonic()
+        self.require_manager()
+        s = self.settings(model)
+        name = spec.settings_service(s)
+        report = SwarmReport(model, int(version), name)
+        manifest = self._manifest(storage, model, version)
+        service = self._service(model)
+        previous = self.served_version(model)
+        report.previous = previous
+        if previous == version and service is not None:
+            report.action, report.ok = "already-stable", True
+            report.replicas = self.replicas(model)
+            return report
+        token_ref = self._current_token(service)
+        token = None
+        if s.admin_token and token_ref is None:
+            token = (secrets.token_urlsafe(32) + "\n").encode()
+        objs = spec.objects(s, version, hashlib.sha256(manifest).hexdigest(), store_ref(storage),
+                            agent_source=AGENT_SOURCE.read_bytes(), credentials=store_credentials(storage),
+                            token=token, stable_label=self.cfg.stable_label)
+        ids = self._ensure_objects(s, objs)
+        if token_ref is not None:
+            ids[token_ref.name] = self._secret_id(token_ref.name)
+            objs.append(token_ref)
+        template = spec.task_template(s, version, objs, ids)
+        kwargs = {"name": name, "labels": spec.labels(s, version), "mode": {"Replicated": {"Replicas": s.replicas}},
+                  "update_config": spec.update_config(s), "rollback_config": spec.rollback_config(s)}
+        if service is None:
+            report.action = "first-deploy"
+            self.client.api.create_service(template, **kwargs)
+        else:
+            report.action = "update"
+            service.reload()
+            self.client.api.update_service(service.id, service.attrs["Version"]["Index"], task_template=template,
+                                           **kwargs)
+        limit = timeout_s or (self.cfg.start_timeout_s + s.replicas * (self.cfg.load_timeout_s + s.monitor_s))
+        state = self.wait(model, s.replicas, limit)
+        report.duration_s = round(time.monotonic() - t0, 3)
+        report.replicas = self.replicas(model)
+        report.detail = state.detail
+        if state.ok and state.version == version:
+            report.ok = True
+            self._drop_unused(s)
+            return report
+        if report.action == "first-deploy":
+            self._remove(model)
+            report.detail += "; first deploy failed: service removed, nothing is served"
+        else:
+            report.rolled_back = state.version != version
+        raise SwarmRolloutFailed(f"swarm rollout of {model} version {version} failed: {report.detail}"
+                                 f"{'; ' + self.logs(40) if not report.rolled_back else ''}", report)
+
+    def _manifest(self, storage: StorageConfig, model: str, version: int) -> bytes:
+        """The committed manifest's bytes (its sha256 is pinned into the spec)."""
+        from pipeline.storage import open_store
+        from pipeline.storage.manifest import VersionManifest
+
+        store = open_store(storage)
+        data = store.get_bytes(f"{model}/{version}/{MANIFEST_NAME}")
+        VersionManifest.loads(data, f"{model} version {version}")
+        return data
+
+    def _secret_id(self, name: str) -> str:
+        found = [o for o in self.client.secrets.list(filters={"name": name}) if o.name == name]
+        if not found:
+            raise RolloutError(f"the service's admin-token secret {name} is gone")
+        return str(found[0].id)
+
+    def wait(self, model: str, replicas: int, timeout_s: float) -> spec.Convergence:
+        """Poll until swarm has finished the create/update/rollback, or the deadline."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            service = self._service(model)
+            if service is None:
+                raise RolloutError(f"service {spec.service_name(self.cfg.service_name, model)} disappeared")
+            state = spec.converged(service.attrs, self.tasks(model), replicas)
+            if state.done:
+                return state
+            if time.monotonic() > deadline:
+                return spec.Convergence(True, False, state.version, state.running,
+                                        f"not converged after {timeout_s:.0f} s ({state.detail})")
+            time.sleep(self.poll_s)
+
+    def served_version(self, model: str) -> int | None:
+        """The version the service's current spec pins (None: no service)."""
+        service = self._service(model)
+        if service is None:
+            return None
+        raw = service.attrs["Spec"].get("Labels", {}).get(spec.VERSION_LABEL)
+        return int(raw) if raw else None
+
+    def replicas(self, model: str) -> list[dict[str, Any]]:
+        """Per replica: slot, node, version, state, container — what `status` shows."""
+        nodes: dict[str, str] = {}
+        out = []
+        for t in self.tasks(model):
+            if t.get("DesiredState") != "running":
+                continue
+            node = t.get("NodeID", "")
+            if node and node not in nodes:
+                nodes[node] = self.client.nodes.get(node).attrs["Description"]["Hostname"]
+            status = t.get("Status") or {}
+            out.append({"slot": t.get("Slot"), "node": nodes.get(node, node), "version": spec.task_version(t),
+                        "state": status.get("State"), "error": status.get("Err"),
+                        "container": (status.get("ContainerStatus") or {}).get("ContainerID", "")[:12]})
+        return sorted(out, key=lambda r: (r["slot"] or 0, r["version"] or 0))
+
+    def _drop_unused(self, s: spec.ServiceSettings) -> None:
+        """Remove this model's objects neither the spec nor the previous spec (rollback) uses."""
+        import docker
+
+        service = self._service(s.model)
+        used: set[str] = set()
+        if service is not None:
+            for key in ("Spec", "PreviousSpec"):
+                c = (service.attrs.get(key) or {}).get("TaskTemplate", {}).get("ContainerSpec", {})
+                used |= {r["ConfigName"] for r in c.get("Configs") or []}
+                used |= {r["SecretName"] for r in c.get("Secrets") or []}
+        selector = {"label": [f"{spec.SERVICE_LABEL}={s.prefix}", f"{spec.MODEL_LABEL}={s.model}"]}
+        for coll in (self.client.configs, self.client.secrets):
+            for obj in coll.list(filters=selector):
+                if obj.name not in used and obj.name != self._lock_name:
+                    try:
+                        obj.remove()
+                    except docker.errors.APIError:
+                        pass  # still referenced by a task being shut down: next rollout removes it
+
+    # ------------------------------------------------------------- ServingTarget
+    def delivered_path(self, model: str) -> str:
+        return f"/models/{model}"
+
+    def start(self) -> None:
+        raise RolloutError("the swarm target starts replicas through `rollout` (a service spec), not `start`")
+
+    def running(self) -> bool:
+        try:
+            return any(t.get("Status", {}).get("State") == "running"
+                       for svc in self._services() for t in self.client.api.tasks(filters={"service": svc.id}))
+        except RolloutError:
+            return False
+
+    def read_config(self) -> str | None:
+        """The model config every replica of every service of ours reads (merged)."""
+        texts = []
+        for svc in self._services():
+            for ref in svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Configs") or []:
+                if ref["File"]["Name"] == spec.MODEL_CONFIG_PATH:
+                    data = self.client.configs.get(ref["ConfigID"]).attrs["Spec"]["Data"]
+                    texts.append(base64.b64decode(data).decode())
+        if not texts:
+            return None
+        from serving import tfs_config
+
+        merged = tfs_config.build_model_server_config([])
+        for text in texts:
+            merged.model_config_list.config.extend(tfs_config.parse_model_server_config(text).model_config_list.config)
+        return tfs_config.to_text(merged)
+
+    def write_config(self, text: str | None) -> None:
+        raise RolloutError("the swarm target is changed through service specs (SwarmTarget.rollout), "
+                           "not by writing a model config")
+
+    def deliver(self, model: str, version: int, source: Path) -> None:
+        raise RolloutError("swarm replicas fetch their version from the store themselves")
+
+    def versions(self, model: str) -> list[int]:
+        v = self.served_version(model)
+        return [v] if v is not None else []
+
+    def logs(self, tail: int) -> str:
+        chunks = []
+        for svc in self._services():
+            try:
+                raw = self.client.api.service_logs(svc.id, stdout=True, stderr=True, tail=tail, timestamps=False)
+                chunks.append(b"".join(raw).decode(errors="replace"))
+            except Exception as exc:  # noqa: BLE001 - logs are best effort
+                chunks.append(f"(logs of {svc.name} unavailable: {exc})")
+        return "\n".join(chunks)
+
+    def _remove(self, model: str) -> None:
+        service = self._service(model)
+        if service is not None:
+            service.remove()
+
+    def stop(self) -> None:
+        """Remove our services, then every config/secret of ours once no task uses it."""
+        self.purge()
+
+    def purge(self, timeout_s: float = 60.0) -> list[str]:
+        import docker
+
+        removed = []
+        for svc in self._services():
+            svc.remove()
+            removed.append(f"service {svc.name}")
+        deadline = time.monotonic() + timeout_s
+        selector = {"label": f"{spec.SERVICE_LABEL}={self.cfg.service_name}"}
+        while True:
+            left = []
+            for kind, coll in (("config", self.client.configs), ("secret", self.client.secrets)):
+                for obj in coll.list(filters=selector):
+                    if obj.name == self._lock_name and self._locked:
+                        continue
+                    try:
+                        obj.remove()
+                        removed.append(f"{kind} {obj.name}")
+                    except docker.errors.NotFound:
+                        pass
+                    except docker.errors.APIError:
+                        left.append(obj.name)  # in use until the service's containers are gone
+            if not left:
+                return removed
+            if time.monotonic() > deadline:
+                raise RolloutError(f"swarm objects still in use after {timeout_s:.0f} s: {', '.join(left)}")
+            time.sleep(self.poll_s)
+
+    # ------------------------------------------------------------- lock: a config object (names are unique)
+    @property
+    def _lock_name(self) -> str:
+        return f"{self.cfg.service_name}-rollout-lock"
+
+    def holder(self) -> LockHolder | None:
+        found = [c for c in self.client.configs.list(filters={"name": self._lock_name}) if c.name == self._lock_name]
+        if not found:
+            return None
+        try:
+            return LockHolder.from_json(json.loads(base64.b64decode(found[0].attrs["Spec"]["Data"])))
+        except ValueError:
+            return None
+
+    def lock(self, owner: str, stale_after_s: float) -> None:
+        import docker
+
+        for _ in range(2):
+            me = LockHolder.me(owner)
+            try:
+                self.client.configs.create(name=self._lock_name, data=json.dumps(me.to_json()).encode(),
+                                           labels={spec.MANAGED: "lock", spec.SERVICE_LABEL: self.cfg.service_name})
+                self._locked = True
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise RolloutError(f"cannot take the rollout lock: {exc.explanation or exc}") from None
+            holder = self.holder()
+            if holder is None or holder.crashed() or time.time() - holder.at > stale_after_s:
+                self._remove_lock()
+                continue
+            raise RolloutError(f"another rollout is in progress on swarm service(s) {self.cfg.service_name}-* "
+                               f"(lock held by {holder.describe(time.time())}); `tfrollout serve unlock` "
+                               "removes a crashed holder's lock")
+        raise RolloutError("cannot take the rollout lock")
+
+    def unlock(self) -> None:
+        if self._locked:
+            self._remove_lock()
+            self._locked = False
+
+    def _remove_lock(self) -> bool:
+        import docker
+
+        for c in self.client.configs.list(filters={"name": self._lock_name}):
+            if c.name == self._lock_name:
+                try:
+                    c.remove()
+                    return True
+                except docker.errors.NotFound:
+                    return False
+        return False
+
+    def force_unlock(self, *, even_if_alive: bool = False) -> bool:
+        holder = self.holder()
+        if holder is None:
+            return False
+        if not even_if_alive:
+            holder.refuse_removal(self.cfg.service_name)
+        return self._remove_lock()
+
+    def describe(self) -> dict[str, Any]:
+        services = {}
+        for svc in self._services():
+            model = svc.attrs["Spec"]["Labels"].get(spec.MODEL_LABEL, "")
+            services[svc.name] = {"model": model, "version": self.served_version(model),
+                                  "update": (svc.attrs.get("UpdateStatus") or {}).get("State", ""),
+                                  "replicas": self.replicas(model)}
+        return {"target": self.kind, "endpoint": self.endpoint, "running": self.running(),
+                "admin_api": "token" if self.admin_protected() else "open", "image": self.cfg.image,
+                "wanted_replicas": self.cfg.replicas, "services": services}

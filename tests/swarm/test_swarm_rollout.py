@@ -1,0 +1,134 @@
+"""rollout.target = swarm against a real dockerd in swarm mode, the offline image and a moto S3 process.
+
+One node, several replicas on one gRPC port (SO_REUSEPORT, host networking, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pipeline.errors import RolloutError
+from pipeline.targets import swarm_spec as spec
+from pipeline.targets.swarm import SwarmRolloutFailed, SwarmTarget
+from tests.rollout.models import MODEL
+from tests.rollout.test_local_target import inputs
+from tests.support.procs import wait_for
+from tests.swarm.conftest import TAMPERED, UNLOADABLE
+from tests.swarm.load import FleetLoad
+
+pytestmark = pytest.mark.e2e
+
+
+def listeners(port: int) -> int:
+    """LISTEN sockets on 127.0.0.1:port in the host's network namespace (gRPC binds an IPv4 address
+    as a v4-mapped IPv6 socket where it can, so both tables count)."""
+    wanted = {f"0100007F:{port:04X}", f"0000000000000000FFFF00000100007F:{port:04X}"}
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            count += sum(1 for line in f.readlines()[1:]
+                         if line.split()[1] in wanted and line.split()[3] == "0A")
+    return count
+
+
+def healthy_versions(target: SwarmTarget, client) -> list[int]:
+    """Versions of the running replicas whose container health check says healthy."""
+    out = []
+    for r in target.replicas(MODEL):
+        if r["state"] != "running":
+            continue
+        container = client.containers.get(r["container"])
+        if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
+            out.append(r["version"])
+    return sorted(out)
+
+
+class VersionWatch:
+    """Samples the tasks while a rollout runs: the most replicas of `version` alive at once."""
+
+    def __init__(self, target: SwarmTarget, version: int) -> None:
+        self.target, self.version, self.peak = target, version, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                tasks = self.target.tasks(MODEL)
+            except Exception:  # noqa: BLE001 - sampling only
+                continue
+            alive = [t for t in tasks if spec.task_version(t) == self.version
+                     and t["Status"]["State"] in ("starting", "running")]
+            self.peak = max(self.peak, len(alive))
+            time.sleep(0.2)
+
+    def __enter__(self) -> VersionWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_and_stop(
+        swarm_cfg, bad_versions, swarm):
+    versions, _ = bad_versions
+    cfg = swarm_cfg
+    target = SwarmTarget(cfg.rollout, swarm)
+    endpoint = f"127.0.0.1:{cfg.rollout.grpc_port}"
+    x = inputs(versions)
+
+    first = target.rollout(MODEL, 1, cfg.storage)
+    assert first.ok and first.action == "first-deploy", first
+    assert [r["version"] for r in first.replicas] == [1, 1, 1]
+    assert healthy_versions(target, swarm) == [1, 1, 1]
+    assert listeners(cfg.rollout.grpc_port) == 3  # three servers share the port
+    replica = swarm.containers.get(first.replicas[0]["container"]).attrs
+    assert replica["HostConfig"]["NetworkMode"] == "host" and not replica["HostConfig"].get("PortBindings")
+    print(f"\nswarm first deploy: 3 replicas healthy on v1 in {first.duration_s:.1f} s")
+
+    with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load:
+        time.sleep(1.0)
+        second = target.rollout(MODEL, 2, cfg.storage)
+        time.sleep(1.0)
+    assert second.ok and second.action == "update" and second.previous == 1
+    assert load.errors == {}, (load.errors, load.first_error)
+    assert load.versions[1] > 0 and load.versions[2] > 0
+    assert healthy_versions(target, swarm) == [2, 2, 2]
+    print(f"swarm update v1->v2: {second.duration_s:.1f} s, {load.requests} requests from 16 clients, "
+          f"{sum(load.errors.values())} failed, by version {dict(load.versions)}")
+
+    for bad, why in ((UNLOADABLE, "fails to load"), (TAMPERED, "sha256 mismatch")):
+        with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load, VersionWatch(target, bad) as watch:
+            with pytest.raises(SwarmRolloutFailed) as err:
+                target.rollout(MODEL, bad, cfg.storage)
+        report = err.value.report
+        assert report.rolled_back and target.served_version(MODEL) == 2, report
+        assert watch.peak <= 1, f"{watch.peak} replicas of v{bad} alive at once"
+        assert load.errors == {}, (why, load.errors, load.first_error)
+        assert set(load.versions) == {2}
+        assert wait_for(lambda: healthy_versions(target, swarm) == [2, 2, 2], 60, 0.5)
+        print(f"swarm bad v{bad} ({why}): rolled back to v2 in {report.duration_s:.1f} s; at most {watch.peak} "
+              f"replica of v{bad} alive; stable load {load.requests} requests, 0 failed")
+    assert "refusing to serve" in target.logs(400)
+
+    victim = target.replicas(MODEL)[0]["container"]
+    swarm.containers.get(victim).kill()
+    assert wait_for(lambda: healthy_versions(target, swarm) == [2, 2, 2] and
+                    victim not in [r["container"] for r in target.replicas(MODEL)], 120, 0.5)
+    print("swarm: a killed replica was replaced by a healthy v2 replica")
+
+    target.lock("test", 60)
+    with pytest.raises(RolloutError, match="another rollout is in progress"):
+        SwarmTarget(cfg.rollout, swarm).lock("other", 60)
+    target.unlock()
+
+    removed = target.purge()
+    assert any(r.startswith("service ") for r in removed) and any(r.startswith("secret ") for r in removed)
+    selector = {"label": f"{spec.SERVICE_LABEL}={cfg.rollout.service_name}"}
+    assert not swarm.services.list(filters=selector)
+    assert not swarm.configs.list(filters=selector) and not swarm.secrets.list(filters=selector)
+    assert not target.running()
