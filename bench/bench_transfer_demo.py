@@ -47,6 +47,7 @@ from pipeline.model.data import (  # noqa: E402
     split_dataset,
     stratified_split,
 )
+from pipeline.model.demo import DEMO_SOURCE_EPOCHS  # noqa: E402
 from pipeline.progress import Reporter  # noqa: E402
 
 QUIET = Reporter(quiet=True)
@@ -156,7 +157,7 @@ def deploy_toml_candidate() -> Candidate:
     budget = cfg.transfer.model_dump(exclude={"seed", "baseline"}) | {"record_curves": True}
     k, held_out = cfg.data.labels_per_class, cfg.data.test_fraction
     return Candidate("demo", f"deploy.toml: printed digits (rendered from matplotlib's fonts) -> handwritten "
-                     f"digits, {k} label(s)/class", lambda: demo_source_domain(seed=0), 10,
+                     f"digits, {k} label(s)/class", lambda: demo_source_domain(seed=0), DEMO_SOURCE_EPOCHS,
                      lambda seed: demo_target_domain(k, held_out, seed), budget)
 
 

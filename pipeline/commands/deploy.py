@@ -15,6 +15,7 @@ import typer
 
 from pipeline.commands.common import ConfigOpt, DebugOpt, JsonOpt, SetOpt, emit, load_cfg
 from pipeline.config import DeployConfig, redacted
+from pipeline.model.demo import DEMO_SOURCE_EPOCHS
 from pipeline.progress import Reporter
 from pipeline.quiet import import_tensorflow_quietly
 from pipeline.run import RunSummary, run_pipeline
@@ -126,7 +127,7 @@ demo_app = typer.Typer(help="Offline demo assets (printed digits from matplotlib
 def demo_source_model(
     out: Annotated[Path, typer.Option(help="Where to write the .keras source model.")] = Path(
         "demo/source_model.keras"),
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = DEMO_SOURCE_EPOCHS,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,

@@ -86,9 +86,33 @@ def status_report(cfg: DeployConfig, model: str) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - a sick runtime is a status, not a crash
                 info["states_error"] = str(exc)
                 info["ok"] = False
+        wanted = set(served.versions if served else ()) | set(info["on_host"] or ())
+        info["evaluation"], info["evaluation_error"] = version_evaluations(cfg, model, wanted)
         return info
     finally:
         host.close()
+
+
+def version_evaluations(cfg: DeployConfig, model: str, versions: set[int]) -> tuple[dict[str, Any], str | None]:
+    """Each version's evaluation as its committed manifest in the store records it (the host
+    may be a remote engine whose files we cannot read). An unreachable store leaves status
+    usable: ({}, why)."""
+    from pipeline.commands.store import evaluation_text
+    from pipeline.storage import open_store
+
+    if not versions:
+        return {}, None
+    try:
+        listed = open_store(cfg.storage).list_versions(model)
+    except StorageError as exc:
+        return {}, f"store {cfg.storage.uri}: {exc}"
+    out: dict[str, Any] = {}
+    for info in listed:
+        if info.version in versions:
+            export = info.to_json().get("export") or {}
+            out[str(info.version)] = {"summary": evaluation_text(export) or "no evaluation recorded",
+                                      "metrics": export.get("metrics"), "quality_gate": export.get("quality_gate")}
+    return out, None
 
 
 def _print_report(report: dict[str, Any], as_json: bool) -> None:
@@ -133,6 +157,10 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None
     loaded = info["config"] or {}
     typer.echo(f"model {info['model']!r}: loaded {loaded.get('versions')} labels {loaded.get('labels')}")
     typer.echo(f"states {info['states']}; versions on host {info['on_host']}")
+    for version, evaluation in sorted(info["evaluation"].items(), key=lambda item: int(item[0])):
+        typer.echo(f"  v{version}: {evaluation['summary']}")
+    if info["evaluation_error"]:
+        typer.echo(f"evaluation not shown: {info['evaluation_error']}")
     supervision = info.get("supervisor") or {}
     if supervision.get("restarts"):
         typer.echo(f"restarted {supervision['restarts']} time(s); last exit: "

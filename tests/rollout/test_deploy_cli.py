@@ -80,6 +80,13 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
         status = json.loads(cli("status", "--json", without_tf=True).stdout)
         assert status["running"] and status["config"]["labels"] == {"stable": 2}
         assert status["states"]["2"] == "AVAILABLE" and status["on_host"] == [1, 2, 3]  # v3 refused, kept
+        # each version's evaluation, as its committed manifest records it
+        evaluation = status["evaluation"]
+        assert set(evaluation) == {"1", "2", "3"} and status["evaluation_error"] is None
+        assert evaluation["2"]["metrics"]["test_accuracy"] == gate["accuracy"]
+        assert evaluation["2"]["summary"].startswith(f"acc {gate['accuracy']:.3f}")
+        assert evaluation["2"]["quality_gate"]["passed"] is True
+        assert f"v2: acc {gate['accuracy']:.3f}" in cli("status", without_tf=True).stdout
         back = json.loads(cli("rollback", "--json", without_tf=True).stdout)
         assert back["action"] == "rollback" and back["served"]["labels"] == {"stable": 1}
         assert "Traceback" not in cli("status").stderr
