@@ -12,10 +12,12 @@ converge. The spec itself is built in `swarm_spec` (pure); the replica side is
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ from pipeline.targets.process import LockHolder
 
 AGENT_SOURCE = Path(__file__).with_name("swarm_agent.py")
 MANIFEST_NAME = "tfrollout.manifest.json"
-LOCK_LABEL = "org.tfrollout.lock-holder"
+# (endpoint, version) -> (ok, reason): e.g. the golden set against that endpoint
+Check = Callable[[str, int], tuple[bool, str]]
 
 
 @dataclass
@@ -46,6 +49,8 @@ class SwarmReport:
     duration_s: float = 0.0
     detail: str = ""
     replicas: list[dict[str, Any]] = field(default_factory=list)
+    canary: dict[str, Any] | None = None
+    verify: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -122,12 +127,16 @@ class SwarmTarget(ServingTarget):
                                "--advertise-addr 127.0.0.1 ...` first")
 
     def _service(self, model: str) -> Any | None:
+        return self._by_name(spec.service_name(self.cfg.service_name, model))
+
+    def _by_name(self, name: str) -> Any | None:
         import docker
 
         try:
-            return self.client.services.get(spec.service_name(self.cfg.service_name, model))
+            service = self.client.services.get(name)
         except docker.errors.NotFound:
             return None
+        return service if service.name == name else None  # get() also matches an id prefix
 
     def _services(self) -> list[Any]:
         return list(self.client.services.list(filters={"label": f"{spec.SERVICE_LABEL}={self.cfg.service_name}"}))
@@ -164,22 +173,10 @@ class SwarmTarget(ServingTarget):
         return list(self.client.api.tasks(filters={"service": spec.service_name(self.cfg.service_name, model)}))
 
     # ------------------------------------------------------------- rollout
-    def rollout(self, model: str, version: int, storage: StorageConfig, *, timeout_s: float | None = None
-                ) -> SwarmReport:
-        """Make every replica serve `version` (committed in the store) or leave the previous spec serving."""
-        t0 = time.monotonic()
-        self.require_manager()
-        s = self.settings(model)
-        name = spec.settings_service(s)
-        report = SwarmReport(model, int(version), name)
-        manifest = self._manifest(storage, model, version)
-        service = self._service(model)
-        previous = self.served_version(model)
-        report.previous = previous
-        if previous == version and service is not None:
-            report.action, report.ok = "already-stable", True
-            report.replicas = self.replicas(model)
-            return report
+    def _spec(self, s: spec.ServiceSettings, version: int, manifest: bytes, storage: StorageConfig,
+              service: Any | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(TaskTemplate, create/update kwargs) for `version`, its objects created on the swarm.
+        The admin token is the running service's (a secret cannot be read back), else a new one."""
         token_ref = self._current_token(service)
         token = None
         if s.admin_token and token_ref is None:
@@ -192,8 +189,41 @@ class SwarmTarget(ServingTarget):
             ids[token_ref.name] = self._secret_id(token_ref.name)
             objs.append(token_ref)
         template = spec.task_template(s, version, objs, ids)
-        kwargs = {"name": name, "labels": spec.labels(s, version), "mode": {"Replicated": {"Replicas": s.replicas}},
+        kwargs = {"name": spec.settings_service(s), "labels": spec.labels(s, version),
+                  "mode": {"Replicated": {"Replicas": s.replicas}},
                   "update_config": spec.update_config(s), "rollback_config": spec.rollback_config(s)}
+        return template, kwargs
+
+    def rollout(self, model: str, version: int, storage: StorageConfig, *, check: Check | None = None,
+                canary_port: int | None = None, timeout_s: float | None = None) -> SwarmReport:
+        """Make every replica serve `version` (committed in the store) or leave the previous spec serving.
+
+        With `check` (endpoint, version) -> (ok, reason): an update first runs the new version
+        as a one-replica canary service on `canary_port` (default grpc_port + 1) and checks it
+        there, directly — on the shared port a replica takes traffic as soon as it listens, so
+        health gating alone cannot keep a wrong-output version from clients. Only a canary that
+        passes lets swarm roll the service. A first deploy is checked on the service itself."""
+        t0 = time.monotonic()
+        self.require_manager()
+        s = self.settings(model)
+        report = SwarmReport(model, int(version), spec.settings_service(s))
+        manifest = self._manifest(storage, model, version)
+        service = self._service(model)
+        previous = self.served_version(model)
+        report.previous = previous
+        if previous == version and service is not None:
+            report.action, report.ok = "already-stable", True
+            report.replicas = self.replicas(model)
+            return report
+        if service is not None and check is not None:
+            report.canary = self._canary(s, version, manifest, storage, service, check, canary_port)
+            if not report.canary["ok"]:
+                report.action, report.duration_s = "update", round(time.monotonic() - t0, 3)
+                report.detail = f"canary failed: {report.canary['reason']}; the service was not touched"
+                report.replicas = self.replicas(model)
+                raise SwarmRolloutFailed(f"swarm rollout of {model} version {version} failed: {report.detail}",
+                                         report)
+        template, kwargs = self._spec(s, version, manifest, storage, service)
         if service is None:
             report.action = "first-deploy"
             self.client.api.create_service(template, **kwargs)
@@ -203,21 +233,47 @@ class SwarmTarget(ServingTarget):
             self.client.api.update_service(service.id, service.attrs["Version"]["Index"], task_template=template,
                                            **kwargs)
         limit = timeout_s or (self.cfg.start_timeout_s + s.replicas * (self.cfg.load_timeout_s + s.monitor_s))
-        state = self.wait(model, s.replicas, limit)
-        report.duration_s = round(time.monotonic() - t0, 3)
+        state = self.wait(spec.settings_service(s), s.replicas, limit)
         report.replicas = self.replicas(model)
         report.detail = state.detail
+        if state.ok and state.version == version and report.action == "first-deploy" and check is not None:
+            ok, reason = check(self.endpoint, version)
+            report.verify = {"ok": ok, "reason": reason, "endpoint": self.endpoint}
+            if not ok:
+                state = spec.Convergence(True, False, version, state.running, f"verification failed: {reason}")
+                report.detail = state.detail
+        report.duration_s = round(time.monotonic() - t0, 3)
         if state.ok and state.version == version:
             report.ok = True
             self._drop_unused(s)
             return report
         if report.action == "first-deploy":
-            self._remove(model)
+            self._remove(spec.settings_service(s))
             report.detail += "; first deploy failed: service removed, nothing is served"
         else:
             report.rolled_back = state.version != version
         raise SwarmRolloutFailed(f"swarm rollout of {model} version {version} failed: {report.detail}"
                                  f"{'; ' + self.logs(40) if not report.rolled_back else ''}", report)
+
+    def _canary(self, main: spec.ServiceSettings, version: int, manifest: bytes, storage: StorageConfig,
+                service: Any, check: Check, port: int | None) -> dict[str, Any]:
+        """Run `version` as a one-replica service on its own port, check it there, remove it."""
+        t0 = time.monotonic()
+        s = dataclasses.replace(main, role="canary", replicas=1, grpc_port=port or main.grpc_port + 1)
+        name = spec.settings_service(s)
+        endpoint = f"{self.cfg.host}:{s.grpc_port}"
+        template, kwargs = self._spec(s, version, manifest, storage, service)
+        self._remove(name)  # a crashed rollout's leftover
+        self.client.api.create_service(template, **kwargs)
+        try:
+            state = self.wait(name, 1, self.cfg.start_timeout_s + self.cfg.load_timeout_s)
+            if not (state.ok and state.version == version):
+                return {"ok": False, "reason": f"canary replica not healthy: {state.detail}", "endpoint": endpoint,
+                        "duration_s": round(time.monotonic() - t0, 3), "logs": self._service_logs(name, 40)}
+            ok, reason = check(endpoint, version)
+            return {"ok": ok, "reason": reason, "endpoint": endpoint, "duration_s": round(time.monotonic() - t0, 3)}
+        finally:
+            self._remove(name)
 
     def _manifest(self, storage: StorageConfig, model: str, version: int) -> bytes:
         """The committed manifest's bytes (its sha256 is pinned into the spec)."""
@@ -235,14 +291,15 @@ class SwarmTarget(ServingTarget):
             raise RolloutError(f"the service's admin-token secret {name} is gone")
         return str(found[0].id)
 
-    def wait(self, model: str, replicas: int, timeout_s: float) -> spec.Convergence:
-        """Poll until swarm has finished the create/update/rollback, or the deadline."""
+    def wait(self, name: str, replicas: int, timeout_s: float) -> spec.Convergence:
+        """Poll until swarm has finished the create/update/rollback of service `name`, or the deadline."""
         deadline = time.monotonic() + timeout_s
         while True:
-            service = self._service(model)
+            service = self._by_name(name)
             if service is None:
-                raise RolloutError(f"service {spec.service_name(self.cfg.service_name, model)} disappeared")
-            state = spec.converged(service.attrs, self.tasks(model), replicas)
+                raise RolloutError(f"service {name} disappeared")
+            tasks = list(self.client.api.tasks(filters={"service": name}))
+            state = spec.converged(service.attrs, tasks, replicas)
             if state.done:
                 return state
             if time.monotonic() > deadline:
@@ -337,19 +394,19 @@ class SwarmTarget(ServingTarget):
         return [v] if v is not None else []
 
     def logs(self, tail: int) -> str:
-        chunks = []
-        for svc in self._services():
-            try:
-                raw = self.client.api.service_logs(svc.id, stdout=True, stderr=True, tail=tail, timestamps=False)
-                chunks.append(b"".join(raw).decode(errors="replace"))
-            except Exception as exc:  # noqa: BLE001 - logs are best effort
-                chunks.append(f"(logs of {svc.name} unavailable: {exc})")
-        return "\n".join(chunks)
+        return "\n".join(self._service_logs(svc.name, tail) for svc in self._services())
 
-    def _remove(self, model: str) -> None:
-        service = self._service(model)
+    def _remove(self, name: str) -> None:
+        service = self._by_name(name)
         if service is not None:
             service.remove()
+
+    def _service_logs(self, name: str, tail: int) -> str:
+        try:
+            raw = self.client.api.service_logs(name, stdout=True, stderr=True, tail=tail, timestamps=False)
+            return b"".join(raw).decode(errors="replace")
+        except Exception as exc:  # noqa: BLE001 - logs are best effort
+            return f"(logs of {name} unavailable: {exc})"
 
     def stop(self) -> None:
         """Remove our services, then every config/secret of ours once no task uses it."""

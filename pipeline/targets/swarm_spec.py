@@ -31,6 +31,7 @@ MANAGED = "org.tfrollout.managed"
 SERVICE_LABEL = "org.tfrollout.service"
 MODEL_LABEL = "org.tfrollout.model"
 VERSION_LABEL = "org.tfrollout.version"
+ROLE_LABEL = "org.tfrollout.role"
 AGENT_PATH = "/tfr/agent.py"
 REPLICA_SPEC_PATH = "/tfr/replica.json"
 MODEL_CONFIG_PATH = "/tfr/models.config"
@@ -76,6 +77,7 @@ class ServiceSettings:
     # every connection gets a graceful GOAWAY after this long: clients re-spread over the
     # replicas, and a stopping replica's connections move away before it stops (see the agent)
     connection_age_s: float = 2.0
+    role: str = ""  # "canary": a one-replica service on its own port, verified before the update
 
     @property
     def drain_s(self) -> float:
@@ -98,7 +100,8 @@ def service_name(prefix: str, model: str) -> str:
 
 
 def settings_service(s: ServiceSettings) -> str:
-    return service_name(s.prefix, s.model)
+    name = service_name(s.prefix, s.model)
+    return f"{name}-{s.role}" if s.role else name
 
 
 def content_name(base: str, data: bytes) -> str:
@@ -162,6 +165,8 @@ def _reference(obj: SwarmObject, object_id: str) -> dict[str, Any]:
 def labels(s: ServiceSettings, version: int | None = None) -> dict[str, str]:
     """Labels on the service, its tasks and its objects (`serve stop` finds everything by SERVICE_LABEL)."""
     out = {MANAGED: "1", SERVICE_LABEL: s.prefix, MODEL_LABEL: s.model}
+    if s.role:
+        out[ROLE_LABEL] = s.role
     if version is not None:
         out[VERSION_LABEL] = str(int(version))
     return out

@@ -14,7 +14,7 @@ from pipeline.targets import swarm_spec as spec
 from pipeline.targets.swarm import SwarmRolloutFailed, SwarmTarget
 from tests.rollout.models import MODEL
 from tests.rollout.test_local_target import inputs
-from tests.support.procs import wait_for
+from tests.support.procs import free_port, wait_for
 from tests.swarm.conftest import TAMPERED, UNLOADABLE
 from tests.swarm.load import FleetLoad
 
@@ -31,6 +31,17 @@ def listeners(port: int) -> int:
             count += sum(1 for line in f.readlines()[1:]
                          if line.split()[1] in wanted and line.split()[3] == "0A")
     return count
+
+
+def golden_check(cfg, golden):
+    """The rollout's check: the version's golden set against one endpoint (the canary's own port)."""
+    from pipeline.rollout.session import golden_verifier
+
+    def check(endpoint: str, version: int) -> tuple[bool, str]:
+        outcome = golden_verifier(cfg, endpoint, MODEL, golden)(version, None, 60.0)
+        return outcome.ok, outcome.reason
+
+    return check
 
 
 def healthy_versions(target: SwarmTarget, client) -> list[int]:
@@ -92,14 +103,28 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
 
     with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load:
         time.sleep(1.0)
-        second = target.rollout(MODEL, 2, cfg.storage)
+        second = target.rollout(MODEL, 2, cfg.storage, check=golden_check(cfg, versions.golden[2]),
+                                canary_port=free_port())
         time.sleep(1.0)
     assert second.ok and second.action == "update" and second.previous == 1
+    assert second.canary["ok"], second.canary
     assert load.errors == {}, (load.errors, load.first_error)
     assert load.versions[1] > 0 and load.versions[2] > 0
     assert healthy_versions(target, swarm) == [2, 2, 2]
     print(f"swarm update v1->v2: {second.duration_s:.1f} s, {load.requests} requests from 16 clients, "
           f"{sum(load.errors.values())} failed, by version {dict(load.versions)}")
+
+    with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load, VersionWatch(target, 3) as watch:
+        with pytest.raises(SwarmRolloutFailed, match="canary failed") as err:
+            target.rollout(MODEL, 3, cfg.storage, check=golden_check(cfg, versions.golden[3]),
+                           canary_port=free_port())
+    report = err.value.report
+    assert not report.canary["ok"] and "differ" in report.canary["reason"], report.canary
+    assert target.served_version(MODEL) == 2 and watch.peak == 0 and not report.rolled_back
+    assert load.errors == {} and set(load.versions) == {2}, (load.errors, load.first_error)
+    assert not swarm.services.list(filters={"name": f"{report.service}-canary"})
+    print(f"swarm wrong-output v3: stopped at its canary replica in {report.canary['duration_s']:.1f} s "
+          f"({report.canary['reason'][:80]}); 0 main replicas on v3; stable load {load.requests} requests, 0 failed")
 
     for bad, why in ((UNLOADABLE, "fails to load"), (TAMPERED, "sha256 mismatch")):
         with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load, VersionWatch(target, bad) as watch:
@@ -119,7 +144,7 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
     swarm.containers.get(victim).kill()
     assert wait_for(lambda: healthy_versions(target, swarm) == [2, 2, 2] and
                     victim not in [r["container"] for r in target.replicas(MODEL)], 120, 0.5)
-    print("swarm: a killed replica was replaced by a healthy v2 replica")
+    print("swarm killed replica: replaced by a healthy v2 replica")
 
     target.lock("test", 60)
     with pytest.raises(RolloutError, match="another rollout is in progress"):
