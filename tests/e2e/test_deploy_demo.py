@@ -46,8 +46,8 @@ def test_demo_deploy_twice_gives_versions_1_and_2(tmp_path: Path):
         assert (tmp_path / "store" / "digits" / version / "tfrollout.manifest.json").is_file()
 
     report = json.loads(Path(first["stages"]["transfer"]["outputs"]["report"]).read_text())
-    assert report["labelled_examples"] == 25 and report["baseline"]["test_accuracy"] is not None
-    assert report["transfer"]["test_accuracy"] > 0.4  # well above 5-class chance
+    assert report["labelled_examples"] == 10 and report["baseline"]["test_accuracy"] is not None
+    assert report["transfer"]["test_accuracy"] > 0.3  # 1 label per class: well above 10-class chance (0.1)
     record = json.loads((tmp_path / ".tfrollout" / "run.json").read_text())
     assert record["run_id"] == second["run_id"]
 
