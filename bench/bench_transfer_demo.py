@@ -68,14 +68,6 @@ BUDGET = {"head_epochs": 60, "fine_tune_epochs": 20, "baseline_epochs": 80, "lea
 # --------------------------------------------------------------------------- domains
 
 
-def sklearn_digits_target(labels_per_class: int, seed: int) -> Dataset:
-    """All ten handwritten digits: `labels_per_class` labelled, 30% held out."""
-    x, y = load_digits_arrays()
-    pool, test = stratified_split(y, TEST_FRACTION, seed)
-    labelled = pool[few_shot_indices(y[pool], labels_per_class, seed)]
-    return Dataset(x[labelled], y[labelled], x[test], y[test], tuple("0123456789"))
-
-
 def digits_0_4_source() -> Dataset:
     """The demo before session 6: handwritten digits 0-4, all labels."""
     x, y = load_digits_arrays()
@@ -162,7 +154,7 @@ def deploy_toml_candidate() -> Candidate:
 
 
 def _digits_target(k: int) -> Callable[[int], Dataset]:
-    return lambda seed: sklearn_digits_target(k, seed)
+    return lambda seed: demo_target_domain(k, TEST_FRACTION, seed)  # all ten handwritten digits
 
 
 def candidates() -> list[Candidate]:
