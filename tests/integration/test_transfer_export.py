@@ -105,7 +105,7 @@ def test_export_layout_signature_warmup_golden_manifest(fine_tuned, data, tmp_pa
     manifest = json.loads((vdir / "tfrollout.json").read_text())
     assert manifest["version"] == 1 and manifest["source_model"]["sha256"] == "x"
     assert manifest["signature"]["inputs"]["inputs"] == {"dtype": "float32", "shape": [-1, 8, 8, 1]}
-    assert manifest["signature"]["outputs"]["probabilities"]["shape"] == [-1, 5]
+    assert manifest["signature"]["outputs"]["probabilities"]["shape"] == [-1, 10]  # ten digits
     assert manifest["versions"]["tensorflow"] == tf.__version__
 
 
