@@ -111,7 +111,8 @@ class SwarmTarget(ServingTarget):
         return spec.ServiceSettings(prefix=c.service_name, model=model, image=c.image, grpc_port=c.grpc_port,
                                     replicas=c.replicas, host=c.host, monitor_s=c.swarm_monitor_s,
                                     health_interval_s=c.swarm_health_interval_s, start_period_s=c.start_timeout_s,
-                                    admin_token=self.admin_protected(), serving_args=tuple(c.serving_args))
+                                    admin_token=self.admin_protected(), serving_args=tuple(c.serving_args),
+                                    mode=c.swarm_mode)
 
     def admin_protected(self) -> bool:
         if self.cfg.admin_api == "auto":
@@ -190,7 +191,7 @@ class SwarmTarget(ServingTarget):
             objs.append(token_ref)
         template = spec.task_template(s, version, objs, ids)
         kwargs = {"name": spec.settings_service(s), "labels": spec.labels(s, version),
-                  "mode": {"Replicated": {"Replicas": s.replicas}},
+                  "mode": spec.service_mode(s),
                   "update_config": spec.update_config(s), "rollback_config": spec.rollback_config(s)}
         return template, kwargs
 
@@ -202,9 +203,21 @@ class SwarmTarget(ServingTarget):
         as a one-replica canary service on `canary_port` (default grpc_port + 1) and checks it
         there, directly — on the shared port a replica takes traffic as soon as it listens, so
         health gating alone cannot keep a wrong-output version from clients. Only a canary that
-        passes lets swarm roll the service. A first deploy is checked on the service itself."""
-        t0 = time.monotonic()
+        passes lets swarm roll the service. A first deploy is checked on the service itself.
+        Holds the rollout lock throughout (unless the caller already holds it)."""
         self.require_manager()
+        owned = not self._locked
+        if owned:
+            self.lock(f"tfrollout rollout {model} v{version}", self.cfg.lock_stale_s)
+        try:
+            return self._rollout(model, version, storage, check, canary_port, timeout_s)
+        finally:
+            if owned:
+                self.unlock()
+
+    def _rollout(self, model: str, version: int, storage: StorageConfig, check: Check | None,
+                 canary_port: int | None, timeout_s: float | None) -> SwarmReport:
+        t0 = time.monotonic()
         s = self.settings(model)
         report = SwarmReport(model, int(version), spec.settings_service(s))
         manifest = self._manifest(storage, model, version)
@@ -232,8 +245,9 @@ class SwarmTarget(ServingTarget):
             service.reload()
             self.client.api.update_service(service.id, service.attrs["Version"]["Index"], task_template=template,
                                            **kwargs)
-        limit = timeout_s or (self.cfg.start_timeout_s + s.replicas * (self.cfg.load_timeout_s + s.monitor_s))
-        state = self.wait(spec.settings_service(s), s.replicas, limit)
+        want = self.wanted_replicas(s)
+        limit = timeout_s or (self.cfg.start_timeout_s + want * (self.cfg.load_timeout_s + s.monitor_s))
+        state = self.wait(spec.settings_service(s), want, limit)
         report.replicas = self.replicas(model)
         report.detail = state.detail
         if state.ok and state.version == version and report.action == "first-deploy" and check is not None:
@@ -259,7 +273,8 @@ class SwarmTarget(ServingTarget):
                 service: Any, check: Check, port: int | None) -> dict[str, Any]:
         """Run `version` as a one-replica service on its own port, check it there, remove it."""
         t0 = time.monotonic()
-        s = dataclasses.replace(main, role="canary", replicas=1, grpc_port=port or main.grpc_port + 1)
+        s = dataclasses.replace(main, role="canary", replicas=1, grpc_port=port or main.grpc_port + 1,
+                                mode="replicated")
         name = spec.settings_service(s)
         endpoint = f"{self.cfg.host}:{s.grpc_port}"
         template, kwargs = self._spec(s, version, manifest, storage, service)
@@ -274,6 +289,14 @@ class SwarmTarget(ServingTarget):
             return {"ok": ok, "reason": reason, "endpoint": endpoint, "duration_s": round(time.monotonic() - t0, 3)}
         finally:
             self._remove(name)
+
+    def wanted_replicas(self, s: spec.ServiceSettings) -> int:
+        """Replicated: rollout.replicas; global: one per node that can take tasks."""
+        if s.mode != "global":
+            return s.replicas
+        nodes = self.client.nodes.list()
+        return sum(1 for n in nodes if n.attrs["Spec"].get("Availability") == "active"
+                   and n.attrs["Status"].get("State") == "ready")
 
     def _manifest(self, storage: StorageConfig, model: str, version: int) -> bytes:
         """The committed manifest's bytes (its sha256 is pinned into the spec)."""

@@ -78,6 +78,7 @@ class ServiceSettings:
     # replicas, and a stopping replica's connections move away before it stops (see the agent)
     connection_age_s: float = 2.0
     role: str = ""  # "canary": a one-replica service on its own port, verified before the update
+    mode: str = "replicated"  # or "global": one replica per node
 
     @property
     def drain_s(self) -> float:
@@ -170,6 +171,12 @@ def labels(s: ServiceSettings, version: int | None = None) -> dict[str, str]:
     if version is not None:
         out[VERSION_LABEL] = str(int(version))
     return out
+
+
+def service_mode(s: ServiceSettings) -> dict[str, Any]:
+    if s.mode == "global":
+        return {"Global": {}}
+    return {"Replicated": {"Replicas": s.replicas}}
 
 
 def update_config(s: ServiceSettings) -> dict[str, Any]:

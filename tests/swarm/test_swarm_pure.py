@@ -142,3 +142,12 @@ def test_health_command_reads_the_agents_status_file(tmp_path, capsys):
     agent.write_health(spec_["health_file"], agent.AVAILABLE, "", __import__("time").time())
     assert agent.health(spec_) == 0
     assert "healthy: digits version 2" in capsys.readouterr().out
+
+
+def test_global_mode_runs_one_replica_per_node():
+    import dataclasses
+
+    assert spec.service_mode(SETTINGS) == {"Replicated": {"Replicas": 3}}
+    assert spec.service_mode(dataclasses.replace(SETTINGS, mode="global")) == {"Global": {}}
+    canary = dataclasses.replace(SETTINGS, role="canary")
+    assert spec.settings_service(canary) == "tfr-digits-canary" and spec.labels(canary)[spec.ROLE_LABEL] == "canary"
