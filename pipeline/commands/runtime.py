@@ -80,7 +80,8 @@ def status_report(cfg: DeployConfig, model: str) -> dict[str, Any]:
         info: dict[str, Any] = {"ok": True, "model": model, **target.describe(),
                                 "config": served.to_json() if served else None,
                                 "on_host": target.versions(model), "states": None}
-        if info["running"]:
+        # swarm: the shared port answers for a random replica; per-replica rows come from describe()
+        if info["running"] and target.kind != "swarm":
             try:
                 info["states"] = {str(v): s for v, (s, _) in host.states(model, 5.0).items()}
             except Exception as exc:  # noqa: BLE001 - a sick runtime is a status, not a crash
@@ -133,6 +134,16 @@ def rollout(
 ) -> None:
     """Roll a committed version out: canary -> verify -> promote, or roll back on failure."""
     cfg = load_cfg(config, set_)
+    if cfg.rollout.target == "swarm":  # a service spec rolled by swarm, not the config-reload machine
+        from pipeline.targets.swarm_run import rollout_swarm
+
+        swarm = rollout_swarm(cfg, model_or_last(cfg, model), version, verify=not no_verify)
+        if as_json:
+            emit(swarm.to_json())
+        else:
+            typer.echo(f"{swarm.action}: {swarm.model} v{swarm.version} on {len(swarm.replicas)} replica(s) of "
+                       f"{swarm.service} in {swarm.duration_s:.1f} s")
+        return
     report = rollout_version(cfg, model_or_last(cfg, model), version, verify=not no_verify)
     _print_report(report.to_json(), as_json)
 
@@ -154,6 +165,10 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None
         return
     typer.echo(f"target {info['target']} at {info['endpoint']}: "
                f"{'running' if info['running'] else 'not running'}")
+    for name, svc in (info.get("services") or {}).items():  # swarm target
+        typer.echo(f"service {name}: v{svc['version']}, update {svc['update'] or 'none'}")
+        for r in svc["replicas"]:
+            typer.echo(f"  replica {r['slot']} on {r['node']}: v{r['version']} {r['state']} {r['container']}")
     loaded = info["config"] or {}
     typer.echo(f"model {info['model']!r}: loaded {loaded.get('versions')} labels {loaded.get('labels')}")
     typer.echo(f"states {info['states']}; versions on host {info['on_host']}")

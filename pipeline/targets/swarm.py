@@ -140,7 +140,16 @@ class SwarmTarget(ServingTarget):
         return service if service.name == name else None  # get() also matches an id prefix
 
     def _services(self) -> list[Any]:
-        return list(self.client.services.list(filters={"label": f"{spec.SERVICE_LABEL}={self.cfg.service_name}"}))
+        """Our services; none on an engine that is not a swarm manager (so `serve stop` there is a no-op)."""
+        import docker
+
+        try:
+            return list(self.client.services.list(
+                filters={"label": f"{spec.SERVICE_LABEL}={self.cfg.service_name}"}))
+        except docker.errors.APIError as exc:
+            if exc.status_code == 503:  # "This node is not a swarm manager"
+                return []
+            raise
 
     def _ensure_objects(self, s: spec.ServiceSettings, objs: list[spec.SwarmObject]) -> dict[str, str]:
         """Create missing configs/secrets (content-named: an existing name has the same content)."""
@@ -281,7 +290,7 @@ class SwarmTarget(ServingTarget):
         self._remove(name)  # a crashed rollout's leftover
         self.client.api.create_service(template, **kwargs)
         try:
-            state = self.wait(name, 1, self.cfg.start_timeout_s + self.cfg.load_timeout_s)
+            state = self.wait(name, 1, self.cfg.start_timeout_s + self.cfg.load_timeout_s, fail_fast=True)
             if not (state.ok and state.version == version):
                 return {"ok": False, "reason": f"canary replica not healthy: {state.detail}", "endpoint": endpoint,
                         "duration_s": round(time.monotonic() - t0, 3), "logs": self._service_logs(name, 40)}
@@ -314,8 +323,9 @@ class SwarmTarget(ServingTarget):
             raise RolloutError(f"the service's admin-token secret {name} is gone")
         return str(found[0].id)
 
-    def wait(self, name: str, replicas: int, timeout_s: float) -> spec.Convergence:
-        """Poll until swarm has finished the create/update/rollback of service `name`, or the deadline."""
+    def wait(self, name: str, replicas: int, timeout_s: float, *, fail_fast: bool = False) -> spec.Convergence:
+        """Poll until swarm has finished the create/update/rollback of service `name`, or the deadline;
+        with `fail_fast` (the canary) the first failed task ends the wait (swarm would retry it forever)."""
         deadline = time.monotonic() + timeout_s
         while True:
             service = self._by_name(name)
@@ -325,6 +335,11 @@ class SwarmTarget(ServingTarget):
             state = spec.converged(service.attrs, tasks, replicas)
             if state.done:
                 return state
+            failed = [t for t in tasks if (t.get("Status") or {}).get("State") in ("failed", "rejected")]
+            if fail_fast and failed:
+                status = failed[0]["Status"]
+                return spec.Convergence(True, False, state.version, state.running,
+                                        f"task {status.get('State')}: {status.get('Err') or status.get('Message')}")
             if time.monotonic() > deadline:
                 return spec.Convergence(True, False, state.version, state.running,
                                         f"not converged after {timeout_s:.0f} s ({state.detail})")
@@ -382,11 +397,8 @@ class SwarmTarget(ServingTarget):
         raise RolloutError("the swarm target starts replicas through `rollout` (a service spec), not `start`")
 
     def running(self) -> bool:
-        try:
-            return any(t.get("Status", {}).get("State") == "running"
-                       for svc in self._services() for t in self.client.api.tasks(filters={"service": svc.id}))
-        except RolloutError:
-            return False
+        return any(t.get("Status", {}).get("State") == "running"
+                   for svc in self._services() for t in self.client.api.tasks(filters={"service": svc.id}))
 
     def read_config(self) -> str | None:
         """The model config every replica of every service of ours reads (merged)."""
@@ -438,6 +450,8 @@ class SwarmTarget(ServingTarget):
     def purge(self, timeout_s: float = 60.0) -> list[str]:
         import docker
 
+        if not (self.client.info().get("Swarm") or {}).get("ControlAvailable"):
+            return []  # not a swarm manager: nothing of ours can be there
         removed = []
         for svc in self._services():
             svc.remove()

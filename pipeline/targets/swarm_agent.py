@@ -431,10 +431,21 @@ def serve(spec: dict[str, Any], server_args: list[str]) -> int:
         if spec.get("health_file"):
             write_health(spec["health_file"], state, message, time.time())
         if state == END and not loaded:
+            # our server keeps running (and listening) after its initial load failed: take it out of
+            # the port's group first, then stop it gracefully (a kill would reset its connections)
             print(f"tfrollout-agent: {spec['model']} version {spec['version']} failed to load ({message}); "
                   "stopping the server", flush=True)
-            child.kill()
-            child.wait()
+            if spec.get("port"):
+                try:
+                    stop_listening(child.pid, int(spec["port"]))
+                except OSError:
+                    pass
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
             return 4
         loaded = loaded or state == AVAILABLE
     return child.wait()

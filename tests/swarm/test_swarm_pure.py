@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from pipeline.errors import RolloutError
 from pipeline.targets import swarm_agent as agent
 from pipeline.targets import swarm_spec as spec
 
@@ -151,3 +152,24 @@ def test_global_mode_runs_one_replica_per_node():
     assert spec.service_mode(dataclasses.replace(SETTINGS, mode="global")) == {"Global": {}}
     canary = dataclasses.replace(SETTINGS, role="canary")
     assert spec.settings_service(canary) == "tfr-digits-canary" and spec.labels(canary)[spec.ROLE_LABEL] == "canary"
+
+
+def test_serve_stop_on_an_engine_outside_any_swarm_is_a_no_op():
+    from types import SimpleNamespace
+
+    import docker
+
+    from pipeline.config import RolloutConfig
+    from pipeline.targets.swarm import SwarmTarget
+
+    def not_a_manager(**_kw):
+        raise docker.errors.APIError("503", response=SimpleNamespace(status_code=503, reason="x", url="u"))
+
+    client = SimpleNamespace(services=SimpleNamespace(list=not_a_manager),
+                             info=lambda: {"Swarm": {"LocalNodeState": "inactive", "ControlAvailable": False}})
+    target = SwarmTarget(RolloutConfig(target="swarm"), client)
+    assert not target.running()
+    assert target.describe()["services"] == {}
+    assert target.purge() == []
+    with pytest.raises(RolloutError, match="not a swarm manager"):
+        target.require_manager()

@@ -12,6 +12,7 @@ import pytest
 from pipeline.errors import RolloutError
 from pipeline.targets import swarm_spec as spec
 from pipeline.targets.swarm import SwarmRolloutFailed, SwarmTarget
+from pipeline.targets.swarm_run import rollout_swarm
 from tests.rollout.models import MODEL
 from tests.rollout.test_local_target import inputs
 from tests.support.procs import free_port, wait_for
@@ -31,17 +32,6 @@ def listeners(port: int) -> int:
             count += sum(1 for line in f.readlines()[1:]
                          if line.split()[1] in wanted and line.split()[3] == "0A")
     return count
-
-
-def golden_check(cfg, golden):
-    """The rollout's check: the version's golden set against one endpoint (the canary's own port)."""
-    from pipeline.rollout.session import golden_verifier
-
-    def check(endpoint: str, version: int) -> tuple[bool, str]:
-        outcome = golden_verifier(cfg, endpoint, MODEL, golden)(version, None, 60.0)
-        return outcome.ok, outcome.reason
-
-    return check
 
 
 def healthy_versions(target: SwarmTarget, client) -> list[int]:
@@ -103,21 +93,25 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
 
     with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load:
         time.sleep(1.0)
-        second = target.rollout(MODEL, 2, cfg.storage, check=golden_check(cfg, versions.golden[2]),
-                                canary_port=free_port())
+        second = rollout_swarm(cfg, MODEL, 2, verify=True, canary_port=free_port())  # `tfrollout rollout`
         time.sleep(1.0)
     assert second.ok and second.action == "update" and second.previous == 1
     assert second.canary["ok"], second.canary
     assert load.errors == {}, (load.errors, load.first_error)
     assert load.versions[1] > 0 and load.versions[2] > 0
     assert healthy_versions(target, swarm) == [2, 2, 2]
+    from pipeline.commands.runtime import status_report
+
+    status = status_report(cfg, MODEL)  # `tfrollout status`: per replica from the tasks
+    assert status["ok"] and status["target"] == "swarm" and status["config"]["labels"] == {"stable": 2}
+    rows = status["services"][second.service]["replicas"]
+    assert [(r["version"], r["state"]) for r in rows] == [(2, "running")] * 3 and status["on_host"] == [2]
     print(f"swarm update v1->v2: {second.duration_s:.1f} s, {load.requests} requests from 16 clients, "
           f"{sum(load.errors.values())} failed, by version {dict(load.versions)}")
 
     with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load, VersionWatch(target, 3) as watch:
         with pytest.raises(SwarmRolloutFailed, match="canary failed") as err:
-            target.rollout(MODEL, 3, cfg.storage, check=golden_check(cfg, versions.golden[3]),
-                           canary_port=free_port())
+            rollout_swarm(cfg, MODEL, 3, verify=True, canary_port=free_port())  # golden set pulled from the store
     report = err.value.report
     assert not report.canary["ok"] and "differ" in report.canary["reason"], report.canary
     assert target.served_version(MODEL) == 2 and watch.peak == 0 and not report.rolled_back
@@ -126,18 +120,28 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
     print(f"swarm wrong-output v3: stopped at its canary replica in {report.canary['duration_s']:.1f} s "
           f"({report.canary['reason'][:80]}); 0 main replicas on v3; stable load {load.requests} requests, 0 failed")
 
-    for bad, why in ((UNLOADABLE, "fails to load"), (TAMPERED, "sha256 mismatch")):
-        with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load, VersionWatch(target, bad) as watch:
-            with pytest.raises(SwarmRolloutFailed) as err:
-                target.rollout(MODEL, bad, cfg.storage)
-        report = err.value.report
-        assert report.rolled_back and target.served_version(MODEL) == 2, report
-        assert watch.peak <= 1, f"{watch.peak} replicas of v{bad} alive at once"
-        assert load.errors == {}, (why, load.errors, load.first_error)
-        assert set(load.versions) == {2}
-        assert wait_for(lambda: healthy_versions(target, swarm) == [2, 2, 2], 60, 0.5)
-        print(f"swarm bad v{bad} ({why}): rolled back to v2 in {report.duration_s:.1f} s; at most {watch.peak} "
-              f"replica of v{bad} alive; stable load {load.requests} requests, 0 failed")
+    # a version that fails to load, through `tfrollout rollout` (canary on): stopped at its canary
+    with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load, VersionWatch(target, UNLOADABLE) as watch:
+        with pytest.raises(SwarmRolloutFailed, match="canary failed: canary replica not healthy") as err:
+            rollout_swarm(cfg, MODEL, UNLOADABLE, verify=True, canary_port=free_port())
+    report = err.value.report
+    assert target.served_version(MODEL) == 2 and watch.peak == 0
+    assert load.errors == {} and set(load.versions) == {2}, (load.errors, load.first_error)
+    print(f"swarm unloadable v{UNLOADABLE}: stopped at its canary in {report.canary['duration_s']:.1f} s; 0 main "
+          f"replicas on it; stable load {load.requests} requests, 0 failed")
+
+    # swarm's own rollback (no canary): a version whose bytes do not match the manifest never starts
+    with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load, VersionWatch(target, TAMPERED) as watch:
+        with pytest.raises(SwarmRolloutFailed) as err:
+            target.rollout(MODEL, TAMPERED, cfg.storage)
+    report = err.value.report
+    assert report.rolled_back and target.served_version(MODEL) == 2, report
+    assert watch.peak <= 1, f"{watch.peak} replicas of v{TAMPERED} alive at once"
+    assert load.errors == {}, (load.errors, load.first_error)
+    assert set(load.versions) == {2}
+    assert wait_for(lambda: healthy_versions(target, swarm) == [2, 2, 2], 60, 0.5)
+    print(f"swarm tampered v{TAMPERED}: swarm rolled back to v2 in {report.duration_s:.1f} s; at most {watch.peak} "
+          f"replica of v{TAMPERED} alive; stable load {load.requests} requests, 0 failed")
     assert "refusing to serve" in target.logs(400)
 
     victim = target.replicas(MODEL)[0]["container"]
@@ -148,7 +152,8 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
 
     target.lock("test", 60)
     with pytest.raises(RolloutError, match="another rollout is in progress"):
-        SwarmTarget(cfg.rollout, swarm).lock("other", 60)
+        SwarmTarget(cfg.rollout, swarm).rollout(MODEL, 1, cfg.storage)
+    assert target.served_version(MODEL) == 2
     target.unlock()
 
     removed = target.purge()
