@@ -18,7 +18,7 @@ from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError, StorageError
 from pipeline.rollout.host import ServingHost
 from pipeline.rollout.machine import RolloutReport
-from pipeline.rollout.session import committed_versions, golden_for, open_session
+from pipeline.rollout.session import committed_version, committed_versions, golden_for, open_session
 from pipeline.run import last_export
 from pipeline.storage import Store
 from pipeline.targets import open_target
@@ -34,12 +34,7 @@ def model_or_last(cfg: DeployConfig, model: str | None) -> str:
 
 def rollout_version(cfg: DeployConfig, model: str, version: int | None, *, verify: bool) -> RolloutReport:
     """Roll a committed version (default: the newest) out: canary -> verify -> promote, or roll back."""
-    store, committed = committed_versions(cfg, model)
-    if not committed:
-        raise StorageError(f"no committed version of {model!r} in {store.uri}")
-    wanted = version or committed[-1]
-    if wanted not in committed:
-        raise StorageError(f"{model} version {wanted} is not committed in {store.uri}")
+    store, wanted = committed_version(cfg, model, version)
     with tempfile.TemporaryDirectory(prefix="tfrollout-golden-") as scratch:
         golden = (golden_for(cfg, store, model, wanted, Path(scratch))
                   if verify and cfg.rollout.verify_canary else None)

@@ -47,6 +47,17 @@ def committed_versions(cfg: DeployConfig, model: str) -> tuple[Store, list[int]]
     return store, versions
 
 
+def committed_version(cfg: DeployConfig, model: str, version: int | None) -> tuple[Store, int]:
+    """(store, `version` or the newest committed one); StorageError if it is not committed."""
+    store, committed = committed_versions(cfg, model)
+    if not committed:
+        raise StorageError(f"no committed version of {model!r} in {store.uri}")
+    wanted = version or committed[-1]
+    if wanted not in committed:
+        raise StorageError(f"{model} version {wanted} is not committed in {store.uri}")
+    return store, wanted
+
+
 def golden_verifier(cfg: DeployConfig, address: str, model: str, golden: Path) -> Verifier:
     """Verify a served version/label against the export's golden set, as the verify stage does
     (same tolerance, signature and TLS settings from `[verify]`)."""

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 from pipeline.config import DeployConfig
-from pipeline.errors import StorageError
 from pipeline.targets.swarm import Check, SwarmReport, SwarmTarget
 
 
@@ -29,14 +28,9 @@ def golden_check(cfg: DeployConfig, model: str, golden: Path) -> Check:
 def rollout_swarm(cfg: DeployConfig, model: str, version: int | None, *, verify: bool,
                   canary_port: int | None = None, target: SwarmTarget | None = None) -> SwarmReport:
     """Roll a committed version (default: the newest) across the service; SwarmRolloutFailed otherwise."""
-    from pipeline.rollout.session import committed_versions, golden_for
+    from pipeline.rollout.session import committed_version, golden_for
 
-    store, committed = committed_versions(cfg, model)
-    if not committed:
-        raise StorageError(f"no committed version of {model!r} in {store.uri}")
-    wanted = version or committed[-1]
-    if wanted not in committed:
-        raise StorageError(f"{model} version {wanted} is not committed in {store.uri}")
+    store, wanted = committed_version(cfg, model, version)
     target = target or SwarmTarget(cfg.rollout)
     with tempfile.TemporaryDirectory(prefix="tfrollout-golden-") as scratch:
         check = None

@@ -46,12 +46,17 @@ class BackgroundLoad:
                     self.errors[type(exc).__name__] += 1
                     self.first_error = self.first_error or str(exc)
 
-    def __enter__(self) -> BackgroundLoad:
+    def _clients(self) -> list:
+        """One shared client (one channel); FleetLoad overrides this with one per worker."""
         from serving.client import PredictionClient
 
-        self._client = PredictionClient(self.endpoint, deadline=10.0, retries=1)  # no retries: count every failure
+        return [PredictionClient(self.endpoint, deadline=10.0, retries=1)]  # no retries: count every failure
+
+    def __enter__(self) -> BackgroundLoad:
+        self._open = self._clients()
         for i in range(self.concurrency):
-            t = threading.Thread(target=self._worker, args=(self._client,), name=f"load-{i}", daemon=True)
+            client = self._open[i % len(self._open)]
+            t = threading.Thread(target=self._worker, args=(client,), name=f"load-{i}", daemon=True)
             t.start()
             self._threads.append(t)
         return self
@@ -60,4 +65,5 @@ class BackgroundLoad:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=30)
-        self._client.close()
+        for client in self._open:
+            client.close()
