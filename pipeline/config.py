@@ -258,6 +258,8 @@ class RolloutConfig(_Section):
     swarm_monitor_s: float = Field(default=10.0, gt=0.0, description="Swarm update_config.monitor: how long "
                                    "a new replica must stay healthy before the next one is replaced.")
     swarm_health_interval_s: float = Field(default=2.0, gt=0.0, description="Swarm replica health check interval.")
+    canary_port: int | None = Field(default=None, ge=1, le=65535, description="Swarm: gRPC port of the "
+                                    "one-replica canary service checked before an update (default grpc_port + 1).")
     swarm_mode: Literal["replicated", "global"] = Field(
         default="replicated", description="Swarm: 'replicated' runs rollout.replicas anywhere; 'global' one replica "
         "per node (with host networking, every node's address then always has a replica behind it).")

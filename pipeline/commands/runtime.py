@@ -133,20 +133,30 @@ def rollout(
         from pipeline.targets.swarm_run import rollout_swarm
 
         swarm = rollout_swarm(cfg, model_or_last(cfg, model), version, verify=not no_verify)
-        if as_json:
-            emit(swarm.to_json())
-        else:
-            typer.echo(f"{swarm.action}: {swarm.model} v{swarm.version} on {len(swarm.replicas)} replica(s) of "
-                       f"{swarm.service} in {swarm.duration_s:.1f} s")
+        _print_swarm_report(swarm.to_json(), as_json)
         return
     report = rollout_version(cfg, model_or_last(cfg, model), version, verify=not no_verify)
     _print_report(report.to_json(), as_json)
+
+
+def _print_swarm_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit(report)
+        return
+    replicas = report.get("replicas") or []
+    typer.echo(f"{report.get('action')}: {report.get('model')} v{report.get('version')} on {len(replicas)} "
+               f"replica(s) of {report.get('service')} in {report.get('duration_s', 0.0):.1f} s")
 
 
 def rollback(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None,
              as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Restore service: drop an unfinished canary, else go back to the previous committed version on the host."""
     cfg = load_cfg(config, set_)
+    if cfg.rollout.target == "swarm":  # the service rolls back to the previous committed version, canary first
+        from pipeline.targets.swarm_run import rollback_swarm
+
+        _print_swarm_report(rollback_swarm(cfg, model_or_last(cfg, model)), as_json)
+        return
     _print_report(rollback_model(cfg, model_or_last(cfg, model)), as_json)
 
 

@@ -299,6 +299,19 @@ class SwarmTarget(ServingTarget):
         finally:
             self._remove(name)
 
+    def service(self, model: str) -> str:
+        """The model's service name."""
+        return spec.service_name(self.cfg.service_name, model)
+
+    def drop_canary(self, model: str) -> bool:
+        """Remove the canary service a crashed rollout left (True if there was one)."""
+        s = dataclasses.replace(self.settings(model), role="canary")
+        name = spec.settings_service(s)
+        if self._by_name(name) is None:
+            return False
+        self._remove(name)
+        return True
+
     def wanted_replicas(self, s: spec.ServiceSettings) -> int:
         """Replicated: rollout.replicas; global: one per node that can take tasks."""
         if s.mode != "global":

@@ -1,4 +1,4 @@
-"""`tfrollout rollout` for the swarm target: a committed version, checked on a canary replica.
+"""`tfrollout rollout | rollback` and the deploy's rollout stage for the swarm target.
 
 The config-reload machine (`pipeline/rollout/machine.py`) cannot drive a replicated service,
 so the swarm path is its own small driver: pick the committed version, build the golden-set
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import DeployConfig
+from pipeline.errors import RolloutError, StorageError
 from pipeline.targets.swarm import Check, SwarmReport, SwarmTarget
 
 
@@ -26,8 +28,12 @@ def golden_check(cfg: DeployConfig, model: str, golden: Path) -> Check:
 
 
 def rollout_swarm(cfg: DeployConfig, model: str, version: int | None, *, verify: bool,
-                  canary_port: int | None = None, target: SwarmTarget | None = None) -> SwarmReport:
-    """Roll a committed version (default: the newest) across the service; SwarmRolloutFailed otherwise."""
+                  golden: Path | None = None, canary_port: int | None = None,
+                  target: SwarmTarget | None = None) -> SwarmReport:
+    """Roll a committed version (default: the newest) across the service; SwarmRolloutFailed otherwise.
+
+    `golden`: the export's golden set (the deploy has it on disk); else the copy inside the
+    committed version is pulled from the store."""
     from pipeline.rollout.session import committed_version, golden_for
 
     store, wanted = committed_version(cfg, model, version)
@@ -35,5 +41,38 @@ def rollout_swarm(cfg: DeployConfig, model: str, version: int | None, *, verify:
     with tempfile.TemporaryDirectory(prefix="tfrollout-golden-") as scratch:
         check = None
         if verify and cfg.rollout.verify_canary:
-            check = golden_check(cfg, model, golden_for(cfg, store, model, wanted, Path(scratch)))
-        return target.rollout(model, wanted, cfg.storage, check=check, canary_port=canary_port)
+            golden = golden or golden_for(cfg, store, model, wanted, Path(scratch))
+            check = golden_check(cfg, model, golden)
+        return target.rollout(model, wanted, cfg.storage, check=check,
+                              canary_port=canary_port or cfg.rollout.canary_port)
+
+
+def rollback_swarm(cfg: DeployConfig, model: str, *, target: SwarmTarget | None = None) -> dict[str, Any]:
+    """Remove a crashed rollout's canary service, else roll the service back to the newest committed
+    version below the one its spec pins — through the same canary check as a rollout (the store
+    must be reachable: replicas fetch from it)."""
+    from pipeline.rollout.plan import previous_version
+    from pipeline.rollout.session import committed_versions
+
+    target = target or SwarmTarget(cfg.rollout)
+    target.require_manager()
+    target.lock(f"tfrollout rollback {model}", cfg.rollout.lock_stale_s)
+    try:
+        if target.drop_canary(model):
+            return {"ok": True, "action": "dropped-canary", "model": model,
+                    "version": target.served_version(model), "service": target.service(model)}
+        current = target.served_version(model)
+        if current is None:
+            raise RolloutError(f"nothing to roll back: no swarm service {target.service(model)} serves {model!r}")
+        try:
+            _, committed = committed_versions(cfg, model)
+        except StorageError as exc:
+            raise RolloutError(f"swarm rollback needs the store (replicas fetch the version from it): "
+                               f"{exc}") from None
+        previous = previous_version(committed, committed, current)
+        if previous is None:
+            raise RolloutError(f"nothing to roll back to: no committed version of {model!r} below v{current}")
+        report = rollout_swarm(cfg, model, previous, verify=True, target=target)
+        return {**report.to_json(), "action": "rollback", "previous": current}
+    finally:
+        target.unlock()
