@@ -198,8 +198,9 @@ class GateConfig(_Section):
 class VerifyConfig(_Section):
     """How served predictions are checked against the exported model's golden set."""
 
-    endpoint: str | None = Field(default=None, description="host:port of the gRPC endpoint to verify; "
-                                 "default: the rollout target's (rollout.host:rollout.grpc_port).")
+    endpoint: str | None = Field(default=None, description="host:port of the gRPC endpoint to verify, or "
+                                 "several (`a:8500,b:8500`: each is verified; predict/loadtest balance round_robin) "
+                                 "or `dns:///name:port`; default: the rollout target's (rollout.host:rollout.grpc_port).")
     label: str | None = None
     version: int | None = Field(default=None, ge=1)
     atol: float = Field(default=1e-6, ge=0.0)

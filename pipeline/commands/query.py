@@ -46,8 +46,10 @@ from pipeline.verify.tensor_files import (
 from serving.client import ClientError, CodecError, run_load
 
 EndpointOpt = Annotated[str | None, typer.Option("--endpoint", "--target",
-                                                 help="host:port of the gRPC endpoint (default: "
-                                                      "verify.endpoint; --target is the old name).")]
+                                                 help="host:port of the gRPC endpoint, or a list "
+                                                      "a:1,b:2 / dns:///name:port (round_robin; verify checks "
+                                                      "each listed address) (default: verify.endpoint; --target "
+                                                      "is the old name).")]
 VersionOpt = Annotated[int | None, typer.Option("--version", min=1, help="Ask for this version.")]
 LabelOpt = Annotated[str | None, typer.Option("--label", help="Ask for the version under this label.")]
 SignatureOpt = Annotated[str | None, typer.Option("--signature", help="Signature (default: verify.signature).")]

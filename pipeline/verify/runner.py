@@ -7,7 +7,7 @@ Client errors (unreachable, TLS, unknown model/label, signature mismatch) become
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from pipeline.errors import VerifyError
 from pipeline.verify.compare import Tolerance, compare
 from pipeline.verify.golden import Golden
 from serving.client import ClientError, CodecError, PredictionClient, TLSConfig, percentiles_ms
+from serving.client.endpoints import split_endpoints
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,40 @@ def make_client(endpoint: Endpoint, deadline_s: float) -> PredictionClient:
 
 def verify_served(endpoint: Endpoint, wanted: ServedModel, golden: Golden, tol: Tolerance, *,
                   deadline_s: float = 30.0, batch_size: int = 1) -> dict[str, Any]:
-    """Run the golden set against the served model; return the JSON report (never raises on mismatch)."""
+    """Run the golden set against the served model; return the JSON report (never raises on mismatch).
+
+    An endpoint list (`a:1,b:2`) is verified address by address — a balanced channel could
+    leave one replica unasked — and passes only if every address does."""
+    try:
+        addresses = split_endpoints(endpoint.address)
+    except ValueError as exc:
+        raise VerifyError(f"verify: {exc}") from None
+    if len(addresses) > 1:
+        reports = [verify_one(replace(endpoint, address=a), wanted, golden, tol, deadline_s=deadline_s,
+                              batch_size=batch_size) for a in addresses]
+        return merge_reports(endpoint.address, reports)
+    return verify_one(endpoint, wanted, golden, tol, deadline_s=deadline_s, batch_size=batch_size)
+
+
+def merge_reports(address: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report for an endpoint list (pure): the first failing address's verdict (else the worst
+    difference), versions and request counts over all, each address's report under `endpoints`."""
+    failed = [r for r in reports if not r["ok"]]
+    head = failed[0] if failed else max(reports, key=lambda r: r["max_abs_diff"])
+    merged = {**head, "ok": not failed, "endpoint": address,
+              "served_versions": sorted({v for r in reports for v in r["served_versions"]}),
+              "requests": sum(r["requests"] for r in reports),
+              "agreement": min(r["agreement"] for r in reports),
+              "endpoints": {r["endpoint"]: {k: r[k] for k in ("ok", "reason", "max_abs_diff", "served_versions",
+                                                                "requests", "latency_ms")} for r in reports}}
+    if failed:
+        merged["reason"] = f"{head['endpoint']}: {head['reason']}"
+    return merged
+
+
+def verify_one(endpoint: Endpoint, wanted: ServedModel, golden: Golden, tol: Tolerance, *,
+               deadline_s: float, batch_size: int) -> dict[str, Any]:
+    """The golden set against one address (or one balanced `dns:///` channel)."""
     with make_client(endpoint, deadline_s) as client:
         try:
             client.wait_until_available(wanted.model, version=wanted.version, label=wanted.label,

@@ -20,6 +20,7 @@ import numpy as np
 from serving.client import codec
 from serving.client._generated import tfrollout_wire_pb2 as wire
 from serving.client.availability import assess
+from serving.client.endpoints import channel_target
 from serving.client.errors import (
     ClientError,
     DeadlineError,
@@ -77,7 +78,8 @@ def model_spec(model: str, version: int | None = None, label: str | None = None,
 
 
 class PredictionClient:
-    """A thread-safe client for one TF Serving target (`host:port`).
+    """A thread-safe client for a TF Serving target: `host:port`, or several (`a:1,b:2`, or
+    `dns:///name:port`) balanced round_robin (`serving.client.endpoints`).
 
     `deadline` is the total time budget of one call, retries included.
     `retries` is a RetryPolicy or a number of attempts.
@@ -97,13 +99,17 @@ class PredictionClient:
         self.retry = retries if isinstance(retries, RetryPolicy) else RetryPolicy(attempts=max(1, retries))
         self.check_signature = check_signature
         self._sleep = sleep
+        channel_to, balancing = channel_target(target)
         opts = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), *(options or [])]
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), *balancing, *(options or [])]
         if tls is not None:
+            if balancing and channel_to.startswith("ipv") and not tls.server_name:
+                raise ValueError(f"TLS over an endpoint list ({target}) needs a server name to check "
+                                 "the replicas' certificate against (verify.server_name)")
             opts += tls.channel_options()
-            self._channel = grpc.secure_channel(target, tls.credentials(), options=opts)
+            self._channel = grpc.secure_channel(channel_to, tls.credentials(), options=opts)
         else:
-            self._channel = grpc.insecure_channel(target, options=opts)
+            self._channel = grpc.insecure_channel(channel_to, options=opts)
         self._predict = self._method(PREDICT, FastPredictResponse)  # zero-copy outputs
         self._metadata = self._method(METADATA, wire.MetadataResponse)
         self._status = self._method(STATUS, wire.StatusResponse)

@@ -51,12 +51,14 @@ class LoadReport:
     elapsed_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
     first_error: str | None = None
+    versions: Counter = field(default_factory=Counter)  # which version answered (several replicas/endpoints)
 
     def to_json(self) -> dict[str, Any]:
         return {"requests": self.requests, "ok": self.ok, "errors": dict(self.errors),
                 "elapsed_s": round(self.elapsed_s, 3),
                 "qps": round(self.ok / self.elapsed_s, 1) if self.elapsed_s > 0 else 0.0,
-                "latency_ms": percentiles_ms(self.latencies_s), "first_error": self.first_error}
+                "latency_ms": percentiles_ms(self.latencies_s), "first_error": self.first_error,
+                "versions": {str(v): n for v, n in sorted(self.versions.items(), key=lambda kv: kv[0] or 0)}}
 
 
 def run_load(client: PredictionClient, model: str, inputs: Mapping[str, Any], *,
@@ -91,7 +93,7 @@ def run_load(client: PredictionClient, model: str, inputs: Mapping[str, Any], *,
         while take_ticket():
             start = time.perf_counter()
             try:
-                client.predict(model, inputs, **kwargs)
+                answered = client.predict_detailed(model, inputs, **kwargs).version
             except ClientError as err:
                 with lock:
                     report.requests += 1
@@ -102,6 +104,7 @@ def run_load(client: PredictionClient, model: str, inputs: Mapping[str, Any], *,
             with lock:
                 report.requests += 1
                 report.ok += 1
+                report.versions[answered] += 1
                 report.latencies_s.append(took)
 
     started = time.perf_counter()

@@ -16,6 +16,9 @@ import pytest
 
 from pipeline.config import StorageConfig, build_config
 from pipeline.targets.swarm import SwarmTarget
+from pipeline.verify.compare import Tolerance
+from pipeline.verify.golden import load_golden
+from pipeline.verify.runner import Endpoint, ServedModel, verify_served
 from serving.client import PredictionClient
 from tests.rollout.models import MODEL
 from tests.rollout.test_local_target import inputs
@@ -81,6 +84,11 @@ def test_two_engines_one_swarm_rolls_a_global_service_across_both_nodes(cluster,
             assert load.errors == {}, (address, load.errors, load.first_error)
             assert load.versions[1] > 0 and load.versions[2] > 0
         assert [served_version(a, port, x) for a in cluster.addresses] == [2, 2]
+        both = ",".join(f"{a}:{port}" for a in cluster.addresses)  # the client balances across the nodes
+        report = verify_served(Endpoint(both), ServedModel(MODEL, label="stable"), load_golden(versions.golden[2]),
+                               Tolerance(atol=1e-5))
+        assert report["ok"] and report["served_versions"] == [2], report["reason"]
+        assert set(report["endpoints"]) == {f"{a}:{port}" for a in cluster.addresses}
         print(f"\nswarm two engines: first deploy {first.duration_s:.1f} s; v1->v2 across both nodes "
               f"{second.duration_s:.1f} s; load " + ", ".join(f"{a}: {ld.requests} requests 0 failed"
                                                           for a, ld in zip(cluster.addresses, loads, strict=True)))
