@@ -76,3 +76,8 @@ def from_tf_error(exc: Exception) -> ServingError:
     code = CODE_BY_NUMBER.get(number, grpc.StatusCode.INTERNAL) if number else grpc.StatusCode.INTERNAL
     message = getattr(exc, "message", None) or str(exc)
     return ServingError(code, message)
+
+
+class StartupError(Exception):
+    """The first config could not be served: the server must not start (TF Serving's
+    `Failed to start server. Error: <status>` and exit code 255)."""

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     log_inert_flags(flags)
     from serving.tfs_config import CheckFailedError, ConfigFileError
 
+    from .errors import StartupError
+
     try:
         if not flags.platform_config_file:  # else its session_config decides (ModelServer)
             configure_tensorflow(flags)
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailedError as err:
         _print_error(str(err), f"Non-OK-status: {err.check} status: ")
         return CHECK_FAILED
-    except ConfigFileError as err:
+    except (ConfigFileError, StartupError) as err:
         _print_error(str(err), "Failed to start server. Error: ")
         return START_FAILED
     while not stop_requested.wait(0.5):

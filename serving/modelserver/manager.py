@@ -150,6 +150,29 @@ class ModelManager:
             if errors:
                 raise errors[0]
 
+    def unavailable_at_start(self, names: list[str]) -> tuple[list[tuple[str, int, ServingError]], float | None]:
+        """TF Serving's start-up wait, over what the first config loaded: per model, the newest
+        version that reached a final state decides (AVAILABLE, or failed for good). Returns
+        (models whose deciding version failed with no retry left, seconds until a pending retry
+        is due — None when none is pending). A model with no version yet decides nothing."""
+        failed: list[tuple[str, int, ServingError]] = []
+        wait: float | None = None
+        now = time.monotonic()
+        with self._lock:
+            for name in names:
+                rec = self._models.get(name)
+                final = sorted(((v, r) for v, r in (rec.versions.items() if rec else ())
+                                if r.state == State.AVAILABLE or r.error is not None), reverse=True)
+                if not final or final[0][1].state == State.AVAILABLE:
+                    continue
+                version, r = final[0]
+                if r.failures <= self._max_load_retries:  # TF Serving retries the load before giving up
+                    due = max(0.0, r.failed_at + self._retry_interval_s - now)
+                    wait = due if wait is None else min(wait, due)
+                elif r.error is not None:
+                    failed.append((name, version, r.error))
+        return failed, wait
+
     # ------------------------------------------------------------ polling
 
     def poll(self) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from serving import tfs_config
 
 from . import admin, tls
 from .batching import BatchOptions
-from .errors import ServingError
+from .errors import ServingError, StartupError
 from .flags import Flags, parse_channel_arguments
 from .grpc_service import BudgetGate, ModelService, PredictionService
 from .limits import GRPC_FRAMING_SLACK, ByteBudget
@@ -151,10 +152,7 @@ class ModelServer:
         self.reload_roots = (self._explicit_roots if self._explicit_roots is not None
                              else startup_roots(cfg))
         log.info("Reloads may name base paths under: %s", ",".join(self.reload_roots) or "(none)")
-        try:
-            self.manager.apply_config(cfg)
-        except ServingError as err:  # report and keep serving what did load
-            log.error("Initial config: %s", err.message)
+        self._initial_load(cfg)
         if self.flags.file_system_poll_wait_seconds >= 0:
             self.manager.start_polling(self.flags.file_system_poll_wait_seconds)
         self._start_grpc()
@@ -169,6 +167,29 @@ class ModelServer:
         if self.flags.model_config_file and self.flags.model_config_file_poll_wait_seconds > 0:
             self._config_thread = threading.Thread(target=self._poll_config_file, name="config-poll", daemon=True)
             self._config_thread.start()
+
+    def _initial_load(self, cfg) -> None:
+        """Load the first config before any port opens; like tensorflow_model_server, a model
+        whose version fails to load (after its retries) or a label that cannot be applied
+        stops the start (StartupError -> "Failed to start server. Error: ...", exit 255)."""
+        label_error: ServingError | None = None
+        try:
+            self.manager.apply_config(cfg)
+        except ServingError as err:
+            label_error = err
+        names = [c.name for c in cfg.model_config_list.config]
+        while True:
+            failed, retry_in = self.manager.unavailable_at_start(names)
+            if retry_in is None:
+                break
+            time.sleep(min(retry_in, 1.0) + 0.01)
+            self.manager.poll()
+        if failed:
+            detail = "".join(f"{{{{name: {name} version: {version}}} due to error: {err.code.name}: {err.message}}}, "
+                             for name, version, err in failed)
+            raise StartupError(f"UNKNOWN: {len(failed)} servable(s) did not become available: {{{detail}}}")
+        if label_error is not None:
+            raise StartupError(f"{label_error.code.name}: {label_error.message}")
 
     def _max_body(self) -> int:
         """REST body cap: --max_request_bytes, lowered by an explicit gRPC receive limit."""

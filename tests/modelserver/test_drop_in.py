@@ -122,6 +122,41 @@ def test_bad_model_config_file_is_one_error_not_a_traceback(tmp_path):
     assert f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{cfg}'" in proc.stderr
 
 
+def test_a_model_that_fails_to_load_at_start_stops_the_server_like_tensorflow_model_server(tmp_path):
+    """server_core / load_servables_fast: the first config's models must become available,
+    else BuildAndStart fails and main returns -1 — no port is ever opened."""
+    from .models import write_broken
+
+    write_broken(tmp_path, "m", 3)
+    sock = tmp_path / "s"
+    proc = _run_main("--host=127.0.0.1", "--port=0", f"--grpc_socket_path={sock}", "--model_name=m",
+                     f"--model_base_path={tmp_path / 'm'}", "--max_num_load_retries=1",
+                     "--load_retry_interval_micros=200000")
+    assert proc.returncode == 255, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not sock.exists()
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: "
+                           "{{{name: m version: 3} due to error: "), last
+    assert last.endswith("}, }")
+    assert proc.stderr.count("Loading servable: {name: m version: 3} failed") == 2  # the load and its one retry
+
+
+def test_a_label_that_cannot_be_applied_at_start_stops_the_server(tmp_path):
+    from serving import tfs_config
+
+    from .models import write_model
+
+    write_model(tmp_path, "m", 1)
+    cfg = tmp_path / "models.config"
+    tfs_config.write_text(tfs_config.build_model_server_config(
+        [tfs_config.ModelEntry("m", str(tmp_path / "m"), versions=(1,), labels={"stable": 2})]), cfg)
+    proc = _run_main("--host=127.0.0.1", "--port=0", f"--grpc_socket_path={tmp_path / 's'}",
+                     f"--model_config_file={cfg}")
+    assert proc.returncode == 255, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Failed to start server. Error: FAILED_PRECONDITION: ") and "version 2" in last, last
+
+
 def test_version_directory_names():
     assert version_number("00000123") == 123 and version_number("7") == 7 and version_number("+8") == 8
     for name in ("-1", "x1", "1.5", ".tmp-3", "", "١٢", "99999999999999999999"):

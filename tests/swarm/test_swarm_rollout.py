@@ -144,11 +144,18 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
           f"replica of v{TAMPERED} alive; stable load {load.requests} requests, 0 failed")
     assert "refusing to serve" in target.logs(400)
 
-    victim = target.replicas(MODEL)[0]["container"]
+    before = [r["container"] for r in target.replicas(MODEL)]
+    victim = before[0]
     swarm.containers.get(victim).kill()
     assert wait_for(lambda: healthy_versions(target, swarm) == [2, 2, 2] and
                     victim not in [r["container"] for r in target.replicas(MODEL)], 120, 0.5)
-    print("swarm killed replica: replaced by a healthy v2 replica")
+    from pipeline.targets.swarm_run import golden_check
+
+    replaced = [r["container"] for r in target.replicas(MODEL) if r["container"] not in before]
+    assert len(replaced) == 1
+    ok, reason = golden_check(cfg, MODEL, versions.golden[2])(endpoint, 2)  # the fleet still answers like v2
+    assert ok, reason
+    print("swarm killed replica: replaced by a healthy v2 replica, golden set verified")
 
     target.lock("test", 60)
     with pytest.raises(RolloutError, match="another rollout is in progress"):
