@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.storage.conftest import MotoServer
+from tests.support.deploy_cli import REPO_CONFIG, json_cli, quick_deploy_env
 from tests.support.procs import free_port
 
 pytestmark = pytest.mark.e2e
-TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "deploy.toml"
 
 
 def test_cli_deploy_with_s3_and_docker_first_deploy_then_canary_promote(
@@ -26,22 +21,12 @@ def test_cli_deploy_with_s3_and_docker_first_deploy_then_canary_promote(
     port = free_port()
     name, volume = f"tfr-cli-{tag}", f"tfr-cli-{tag}"
     assert not docker_client.containers.list(all=True, filters={"name": name})  # empty engine for us
-    env = {**os.environ, **aws_env,
-           "TFROLLOUT_MODEL__PATH": str(demo_source_model),
-           "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
-           "TFROLLOUT_TRANSFER__BASELINE": "false", "TFROLLOUT_GATE__MIN_ACCURACY": "0",
-           "TFROLLOUT_STORAGE__URI": f"s3://cli-{tag}/models", "TFROLLOUT_STORAGE__ENDPOINT_URL": moto.endpoint,
-           "TFROLLOUT_STORAGE__CREATE_BUCKET": "true",
-           "TFROLLOUT_ROLLOUT__TARGET": "docker", "TFROLLOUT_ROLLOUT__IMAGE": serving_image,
-           "TFROLLOUT_ROLLOUT__PULL_IMAGE": "false", "TFROLLOUT_ROLLOUT__GRPC_PORT": str(port),
-           "TFROLLOUT_ROLLOUT__REST_PORT": str(free_port()), "TFROLLOUT_ROLLOUT__CONTAINER_NAME": name,
-           "TFROLLOUT_ROLLOUT__VOLUME": volume, "TFROLLOUT_VERIFY__ENDPOINT": f"127.0.0.1:{port}"}
-
-    def cli(*args: str) -> dict:
-        proc = subprocess.run([TFROLLOUT, *args, "--json"], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(proc.stdout)
+    env = quick_deploy_env(demo_source_model, aws_env, moto.endpoint, f"cli-{tag}",
+                           TFROLLOUT_ROLLOUT__TARGET="docker", TFROLLOUT_ROLLOUT__IMAGE=serving_image,
+                           TFROLLOUT_ROLLOUT__PULL_IMAGE="false", TFROLLOUT_ROLLOUT__GRPC_PORT=str(port),
+                           TFROLLOUT_ROLLOUT__REST_PORT=str(free_port()), TFROLLOUT_ROLLOUT__CONTAINER_NAME=name,
+                           TFROLLOUT_ROLLOUT__VOLUME=volume, TFROLLOUT_VERIFY__ENDPOINT=f"127.0.0.1:{port}")
+    cli = json_cli(tmp_path, env)
 
     try:
         first = cli("deploy", "--config", str(REPO_CONFIG))

@@ -4,10 +4,6 @@ a second deploy rolls v2 across the replicas under 16 clients; `rollback`, `stat
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -16,12 +12,11 @@ import pytest
 from pipeline.targets import swarm_spec as spec
 from pipeline.verify.golden import load_golden
 from tests.storage.conftest import MotoServer
+from tests.support.deploy_cli import REPO_CONFIG, json_cli, quick_deploy_env
 from tests.support.procs import free_port
 from tests.swarm.load import FleetLoad
 
 pytestmark = pytest.mark.e2e
-TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "deploy.toml"
 
 
 def test_cli_deploy_to_a_three_replica_swarm_service_update_under_load_rollback_and_stop(
@@ -31,23 +26,13 @@ def test_cli_deploy_to_a_three_replica_swarm_service_update_under_load_rollback_
     port, service_prefix = free_port(), f"tfr-cli-{tag}"
     selector = {"label": f"{spec.SERVICE_LABEL}={service_prefix}"}
     assert not swarm.services.list(filters=selector)  # an empty engine for this service
-    env = {**os.environ, **aws_env,
-           "TFROLLOUT_MODEL__PATH": str(demo_source_model),
-           "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
-           "TFROLLOUT_TRANSFER__BASELINE": "false", "TFROLLOUT_GATE__MIN_ACCURACY": "0",
-           "TFROLLOUT_STORAGE__URI": f"s3://swarm-cli-{tag}/models", "TFROLLOUT_STORAGE__ENDPOINT_URL": moto.endpoint,
-           "TFROLLOUT_STORAGE__CREATE_BUCKET": "true",
-           "TFROLLOUT_ROLLOUT__IMAGE": serving_image, "TFROLLOUT_ROLLOUT__PULL_IMAGE": "false",
-           "TFROLLOUT_ROLLOUT__GRPC_PORT": str(port), "TFROLLOUT_ROLLOUT__CANARY_PORT": str(free_port()),
-           "TFROLLOUT_ROLLOUT__SERVICE_NAME": service_prefix, "TFROLLOUT_ROLLOUT__SWARM_MONITOR_S": "3",
-           "TFROLLOUT_ROLLOUT__SWARM_HEALTH_INTERVAL_S": "1", "TFROLLOUT_VERIFY__ENDPOINT": f"127.0.0.1:{port}"}
-    swarm_flags = ["--set", "rollout.target=swarm", "--set", "rollout.replicas=3"]
-
-    def cli(*args: str) -> dict:
-        proc = subprocess.run([TFROLLOUT, *args, *swarm_flags, "--json"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(proc.stdout)
+    env = quick_deploy_env(demo_source_model, aws_env, moto.endpoint, f"swarm-cli-{tag}",
+                           TFROLLOUT_ROLLOUT__IMAGE=serving_image, TFROLLOUT_ROLLOUT__PULL_IMAGE="false",
+                           TFROLLOUT_ROLLOUT__GRPC_PORT=str(port), TFROLLOUT_ROLLOUT__CANARY_PORT=str(free_port()),
+                           TFROLLOUT_ROLLOUT__SERVICE_NAME=service_prefix, TFROLLOUT_ROLLOUT__SWARM_MONITOR_S="3",
+                           TFROLLOUT_ROLLOUT__SWARM_HEALTH_INTERVAL_S="1",
+                           TFROLLOUT_VERIFY__ENDPOINT=f"127.0.0.1:{port}")
+    cli = json_cli(tmp_path, env, "--set", "rollout.target=swarm", "--set", "rollout.replicas=3")
 
     def replica_versions() -> list[tuple[int, str]]:
         status = cli("status")
