@@ -264,6 +264,14 @@ class RolloutConfig(_Section):
     swarm_mode: Literal["replicated", "global"] = Field(
         default="replicated", description="Swarm: 'replicated' runs rollout.replicas anywhere; 'global' one replica "
         "per node (with host networking, every node's address then always has a replica behind it).")
+    swarm_fetch: Literal["auto", "agent", "sidecar"] = Field(
+        default="auto", description="Swarm: how replicas get the committed version. 'agent': a Python agent "
+        "inside each replica fetches + verifies it (tfrollout/* images); 'sidecar': a global fetch service "
+        "(rollout.fetch_image) fills a per-node volume the serving image mounts read-only (images without "
+        "Python, e.g. tensorflow/serving; no drain on stop); 'auto' = agent for tfrollout/* images, else sidecar.")
+    fetch_image: str | None = Field(
+        default=None, description="Swarm sidecar mode: the fetch service's image (needs python3 >= 3.11); "
+        "default rollout.image when that is a tfrollout/* image, else it must be set.")
 
     @model_validator(mode="after")
     def _labels_differ(self) -> RolloutConfig:

@@ -7,6 +7,15 @@ pinned to the new version and lets swarm roll it (start-first, one replica at a 
 health-gated, `failure_action: rollback`); this module only writes specs and watches swarm
 converge. The spec itself is built in `swarm_spec` (pure); the replica side is
 `swarm_agent` (fetch + verify + health), shipped into the replicas as a config object.
+
+Two ways a replica gets its version (`rollout.swarm_fetch`): "agent" runs the agent inside each
+replica (needs Python in the serving image: ours); "sidecar" is for images without Python (the
+official tensorflow/serving): a global service `<service>-fetch` (rollout.fetch_image) runs the
+agent's `fetch` mode into a per-model volume `<service>-models` on every node; a rollout first
+updates that service and waits until it holds the verified version on every node, and only then
+starts the canary and updates the serving service, whose replicas mount the volume read-only and
+run nothing but bash and the image's entrypoint. Sidecar mode cannot drain a stopping replica
+(see `swarm_spec`): without client retries a few requests fail per replaced replica.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RolloutConfig, StorageConfig
-from pipeline.errors import RolloutError
+from pipeline.errors import RolloutError, TfRolloutError
 from pipeline.targets import swarm_spec as spec
 from pipeline.targets.base import OUR_IMAGE_PREFIX, ServingTarget
 from pipeline.targets.docker import engine_client
@@ -51,6 +60,7 @@ class SwarmReport:
     replicas: list[dict[str, Any]] = field(default_factory=list)
     canary: dict[str, Any] | None = None
     verify: dict[str, Any] | None = None
+    fetch: dict[str, Any] | None = None  # sidecar mode: the fetch service's update
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -113,6 +123,23 @@ class SwarmTarget(ServingTarget):
                                     health_interval_s=c.swarm_health_interval_s, start_period_s=c.start_timeout_s,
                                     admin_token=self.admin_protected(), serving_args=tuple(c.serving_args),
                                     mode=c.swarm_mode)
+
+    @property
+    def fetch_mode(self) -> str:
+        """"agent" or "sidecar" (rollout.swarm_fetch, auto by image)."""
+        return spec.resolve_fetch(self.cfg.swarm_fetch, self.cfg.image, OUR_IMAGE_PREFIX)
+
+    def fetch_settings(self, model: str) -> spec.ServiceSettings:
+        """The sidecar fetch service: global (every node gets the files), in the fetch image."""
+        image = self.cfg.fetch_image
+        if image is None:
+            if not self.cfg.image.startswith(OUR_IMAGE_PREFIX):
+                raise RolloutError(f"rollout.swarm_fetch = sidecar with rollout.image = {self.cfg.image}: set "
+                                   "rollout.fetch_image to an image with python3 >= 3.11 (e.g. the tfrollout "
+                                   "model-server image) — it runs the fetch service that fills the model volume")
+            image = self.cfg.image
+        return dataclasses.replace(self.settings(model), role=spec.FETCH_ROLE, image=image, mode="global",
+                                   admin_token=False)
 
     def admin_protected(self) -> bool:
         if self.cfg.admin_api == "auto":
@@ -191,14 +218,18 @@ class SwarmTarget(ServingTarget):
         token = None
         if s.admin_token and token_ref is None:
             token = (secrets.token_urlsafe(32) + "\n").encode()
-        objs = spec.objects(s, version, hashlib.sha256(manifest).hexdigest(), store_ref(storage),
-                            agent_source=AGENT_SOURCE.read_bytes(), credentials=store_credentials(storage),
-                            token=token, stable_label=self.cfg.stable_label)
+        sidecar = self.fetch_mode == "sidecar"
+        if sidecar:
+            objs = spec.sidecar_objects(s, version, token=token, stable_label=self.cfg.stable_label)
+        else:
+            objs = spec.objects(s, version, hashlib.sha256(manifest).hexdigest(), store_ref(storage),
+                                agent_source=AGENT_SOURCE.read_bytes(), credentials=store_credentials(storage),
+                                token=token, stable_label=self.cfg.stable_label)
         ids = self._ensure_objects(s, objs)
         if token_ref is not None:
             ids[token_ref.name] = self._secret_id(token_ref.name)
             objs.append(token_ref)
-        template = spec.task_template(s, version, objs, ids)
+        template = (spec.sidecar_task_template if sidecar else spec.task_template)(s, version, objs, ids)
         kwargs = {"name": spec.settings_service(s), "labels": spec.labels(s, version),
                   "mode": spec.service_mode(s),
                   "update_config": spec.update_config(s), "rollback_config": spec.rollback_config(s)}
@@ -237,6 +268,15 @@ class SwarmTarget(ServingTarget):
             report.action, report.ok = "already-stable", True
             report.replicas = self.replicas(model)
             return report
+        if self.fetch_mode == "sidecar":
+            report.fetch = self._fetch(model, version, manifest, previous, storage)
+            if not report.fetch["ok"]:
+                report.action = "update" if service is not None else "first-deploy"
+                report.duration_s = round(time.monotonic() - t0, 3)
+                report.detail = f"fetch failed: {report.fetch['detail']}; the serving service was not touched"
+                report.replicas = self.replicas(model)
+                raise SwarmRolloutFailed(f"swarm rollout of {model} version {version} failed: {report.detail}; "
+                                         f"{report.fetch.get('logs', '')}", report)
         if service is not None and check is not None:
             report.canary = self._canary(s, version, manifest, storage, service, check, canary_port)
             if not report.canary["ok"]:
@@ -272,11 +312,59 @@ class SwarmTarget(ServingTarget):
             return report
         if report.action == "first-deploy":
             self._remove(spec.settings_service(s))
+            if self.fetch_mode == "sidecar":
+                self._remove(spec.settings_service(self.fetch_settings(model)))
             report.detail += "; first deploy failed: service removed, nothing is served"
         else:
             report.rolled_back = state.version != version
         raise SwarmRolloutFailed(f"swarm rollout of {model} version {version} failed: {report.detail}"
                                  f"{'; ' + self.logs(40) if not report.rolled_back else ''}", report)
+
+    def _fetch(self, model: str, version: int, manifest: bytes, previous: int | None,
+               storage: StorageConfig) -> dict[str, Any]:
+        """Sidecar mode: point the fetch service at `version` (plus the version serving now: swarm's
+        rollback target must stay on disk) and wait until it is healthy on every node, i.e. every
+        node's volume holds the verified bytes. A version that cannot be proven fails the fetch
+        task: swarm rolls the fetch service back (an update) or we remove it (first deploy)."""
+        t0 = time.monotonic()
+        fs = self.fetch_settings(model)
+        name = spec.settings_service(fs)
+        versions = [(int(version), hashlib.sha256(manifest).hexdigest())]
+        note = ""
+        if previous is not None and previous != version:
+            try:
+                versions.append((int(previous), hashlib.sha256(self._manifest(storage, model, previous)).hexdigest()))
+            except TfRolloutError as exc:  # e.g. removed from the store: the nodes keep what they hold now
+                note = f"v{previous} (serving now) left out of the fetch spec: {exc}"
+        objs = spec.fetch_objects(fs, versions, store_ref(storage), agent_source=AGENT_SOURCE.read_bytes(),
+                                  credentials=store_credentials(storage))
+        ids = self._ensure_objects(fs, objs)
+        template = spec.fetch_task_template(fs, version, objs, ids)
+        kwargs = {"name": name, "labels": spec.labels(fs, version), "mode": spec.service_mode(fs),
+                  "update_config": spec.update_config(fs), "rollback_config": spec.rollback_config(fs)}
+        service = self._by_name(name)
+        if service is not None and service.attrs["Spec"].get("TaskTemplate") == template:
+            action = "unchanged"
+        elif service is None:
+            action = "create"
+            self.client.api.create_service(template, **kwargs)
+        else:
+            action = "update"
+            self.client.api.update_service(service.id, service.attrs["Version"]["Index"], task_template=template,
+                                           **kwargs)
+        want = self.wanted_replicas(fs)
+        state = self.wait(name, want, self.cfg.start_timeout_s + want * (self.cfg.deliver_timeout_s + fs.monitor_s),
+                          fail_fast=action == "create")
+        out = {"ok": state.ok and state.version == version, "action": action, "service": name,
+               "versions": [v for v, _ in versions], "nodes": want, "detail": state.detail,
+               "duration_s": round(time.monotonic() - t0, 3)}
+        if note:
+            out["note"] = note
+        if not out["ok"]:
+            out["logs"] = self._service_logs(name, 40)
+            if action == "create":
+                self._remove(name)
+        return out
 
     def _canary(self, main: spec.ServiceSettings, version: int, manifest: bytes, storage: StorageConfig,
                 service: Any, check: Check, port: int | None) -> dict[str, Any]:
@@ -386,9 +474,11 @@ class SwarmTarget(ServingTarget):
         """Remove this model's objects neither the spec nor the previous spec (rollback) uses."""
         import docker
 
-        service = self._service(s.model)
         used: set[str] = set()
-        if service is not None:
+        fetch = spec.service_name(s.prefix, s.model) + f"-{spec.FETCH_ROLE}"
+        for service in (self._service(s.model), self._by_name(fetch)):
+            if service is None:
+                continue
             for key in ("Spec", "PreviousSpec"):
                 c = (service.attrs.get(key) or {}).get("TaskTemplate", {}).get("ContainerSpec", {})
                 used |= {r["ConfigName"] for r in c.get("Configs") or []}
@@ -410,8 +500,14 @@ class SwarmTarget(ServingTarget):
         raise RolloutError("the swarm target starts replicas through `rollout` (a service spec), not `start`")
 
     def running(self) -> bool:
+        """A serving replica runs (the sidecar fetch service serves nothing)."""
         return any(t.get("Status", {}).get("State") == "running"
-                   for svc in self._services() for t in self.client.api.tasks(filters={"service": svc.id}))
+                   for svc in self._services() if not self._is_fetch(svc)
+                   for t in self.client.api.tasks(filters={"service": svc.id}))
+
+    @staticmethod
+    def _is_fetch(svc: Any) -> bool:
+        return bool(svc.attrs["Spec"].get("Labels", {}).get(spec.ROLE_LABEL) == spec.FETCH_ROLE)
 
     def read_config(self) -> str | None:
         """The model config every replica of every service of ours reads (merged)."""
@@ -461,6 +557,9 @@ class SwarmTarget(ServingTarget):
         self.purge()
 
     def purge(self, timeout_s: float = 60.0) -> list[str]:
+        """Remove our services, their configs/secrets, and (sidecar mode) the model volumes on *this*
+        engine once no container uses them. A volume is local to each node's engine: the copies on
+        other nodes can only be removed from those engines (`docker volume rm <service>-models` there)."""
         import docker
 
         if not (self.client.info().get("Swarm") or {}).get("ControlAvailable"):
@@ -484,6 +583,14 @@ class SwarmTarget(ServingTarget):
                         pass
                     except docker.errors.APIError:
                         left.append(obj.name)  # in use until the service's containers are gone
+            for vol in self.client.volumes.list(filters={"label": selector["label"]}):
+                try:
+                    vol.remove()
+                    removed.append(f"volume {vol.name}")
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError:
+                    left.append(f"volume {vol.name}")  # a stopping container still mounts it
             if not left:
                 return removed
             if time.monotonic() > deadline:
@@ -555,6 +662,11 @@ class SwarmTarget(ServingTarget):
         services = {}
         for svc in self._services():
             model = svc.attrs["Spec"]["Labels"].get(spec.MODEL_LABEL, "")
+            if self._is_fetch(svc):
+                raw = svc.attrs["Spec"]["Labels"].get(spec.VERSION_LABEL)
+                services[svc.name] = {"model": model, "role": spec.FETCH_ROLE, "version": int(raw) if raw else None,
+                                      "update": (svc.attrs.get("UpdateStatus") or {}).get("State", "")}
+                continue
             services[svc.name] = {"model": model, "version": self.served_version(model),
                                   "update": (svc.attrs.get("UpdateStatus") or {}).get("State", ""),
                                   "replicas": self.replicas(model)}

@@ -26,8 +26,18 @@ connection gets a graceful GOAWAY within that age and the client reconnects to a
 sibling), and only then forwards SIGTERM. `pidfd_getfd` needs CAP_SYS_PTRACE in the
 container (the spec adds it); without it the agent logs that and stops at once.
 
+Sidecar mode (`rollout.swarm_fetch = "sidecar"`, for serving images without Python such as the
+official tensorflow/serving): the same fetch + verify runs in a separate global service, one task
+per node, into a named volume the serving replicas mount read-only (`swarm_spec`, sidecar part).
+Each version is staged in a hidden, non-numeric directory private to this process and renamed to
+`<model>/<version>` only after every file matched the manifest, so a server polling the directory
+never sees half a version, and two fetchers of one node (start-first: old and new task) never mix
+their bytes. Versions the spec no longer lists are removed once the listed ones are complete.
+
     python agent.py serve SPEC -- SERVER ARGS...   fetch, verify, run the server, supervise it
     python agent.py health SPEC                    exit 0 iff the intended version was AVAILABLE just now
+    python agent.py fetch FETCHSPEC                fetch + verify every listed version, prune, then idle
+    python agent.py fetched FETCHSPEC              exit 0 iff every listed version directory is complete
 """
 
 from __future__ import annotations
@@ -181,13 +191,21 @@ def fetch_version(spec: dict[str, Any], creds: dict[str, str] | None) -> str:
     if want and hashlib.sha256(data).hexdigest() != want:
         raise AgentError(f"store manifest of {model} version {version} changed since the rollout was planned "
                          f"(sha256 {hashlib.sha256(data).hexdigest()[:16]}… != {want[:16]}…)")
-    staging = os.path.join(spec["models_dir"], model, f".{version}.partial")
+    # private to this process: a shared volume may have two fetchers of one version at once
+    staging = os.path.join(spec["models_dir"], model, f".{version}.partial-{os.uname().nodename}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    for rel, size, sha in parse_manifest(data, model, version):
-        dest = os.path.join(staging, *rel.split("/"))
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        fetcher.download(store_key(store, model, version, rel), dest, size, sha)
-    os.rename(staging, final)  # TF Serving never sees half a version
+    try:
+        for rel, size, sha in parse_manifest(data, model, version):
+            dest = os.path.join(staging, *rel.split("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            fetcher.download(store_key(store, model, version, rel), dest, size, sha)
+        try:
+            os.rename(staging, final)  # TF Serving never sees half a version
+        except OSError:
+            if not os.path.isdir(final):  # else another fetcher renamed its verified copy first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
@@ -451,14 +469,81 @@ def serve(spec: dict[str, Any], server_args: list[str]) -> int:
     return child.wait()
 
 
+# ----------------------------------------------------------------------------- sidecar fetch (I/O)
+STALE_STAGING_S = 3600.0
+
+
+def version_dirs(spec: dict[str, Any]) -> list[str]:
+    """The complete-version directories a fetch spec wants (pure)."""
+    return [os.path.join(spec["models_dir"], spec["model"], str(int(v["version"]))) for v in spec["versions"]]
+
+
+def prune(model_dir: str, keep: set[int], now: float, stale_s: float = STALE_STAGING_S) -> list[str]:
+    """Remove version directories not in `keep`, and staging directories a crashed fetcher left
+    (older than `stale_s`: a live fetcher's are younger). Returns the names removed."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(model_dir)
+    except FileNotFoundError:
+        return removed
+    for name in sorted(names):
+        path = os.path.join(model_dir, name)
+        if name.isdigit() and int(name) not in keep:
+            pass
+        elif name.startswith(".") and ".partial" in name and now - os.path.getmtime(path) > stale_s:
+            pass
+        else:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def fetch_all(spec: dict[str, Any]) -> int:
+    """The fetch service: every listed version fetched + verified into the volume, the rest pruned,
+    then idle until stopped (files stay). Exits 3 on a version that cannot be proven: the task fails,
+    so swarm rolls the fetch service back and the rollout never touches the serving service."""
+    creds = json.loads(_read(spec.get("credentials_file")) or "null")
+    stop: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop.append(signum))
+    started = time.monotonic()
+    for entry in spec["versions"]:
+        one = {"model": spec["model"], "version": int(entry["version"]), "store": spec["store"],
+               "models_dir": spec["models_dir"], "manifest_sha256": entry.get("manifest_sha256")}
+        try:
+            path = fetch_version(one, creds)
+        except AgentError as exc:
+            print(f"tfrollout-fetch: refusing to fetch: {exc}", flush=True)
+            return 3
+        print(f"tfrollout-fetch: {path} present and verified ({time.monotonic() - started:.2f} s)", flush=True)
+    keep = {int(v["version"]) for v in spec["versions"]}
+    removed = prune(os.path.join(spec["models_dir"], spec["model"]), keep, time.time())
+    if removed:
+        print(f"tfrollout-fetch: removed {', '.join(removed)}", flush=True)
+    while not stop:
+        time.sleep(0.5)
+    return 0
+
+
+def fetched(spec: dict[str, Any]) -> int:
+    """The fetch service's health check: every listed version directory is there (they appear by rename)."""
+    missing = [d for d in version_dirs(spec) if not os.path.isdir(d)]
+    print(f"unhealthy: missing {', '.join(missing)}" if missing else "healthy: every version present")
+    return 1 if missing else 0
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("serve", "health"):
+    if len(argv) < 2 or argv[0] not in ("serve", "health", "fetch", "fetched"):
         print(__doc__, file=sys.stderr)
         return 2
     with open(argv[1], encoding="utf-8") as f:
         spec = json.load(f)
     if argv[0] == "health":
         return health(spec)
+    if argv[0] == "fetch":
+        return fetch_all(spec)
+    if argv[0] == "fetched":
+        return fetched(spec)
     rest = argv[2:]
     return serve(spec, rest[1:] if rest[:1] == ["--"] else rest)
 

@@ -173,3 +173,159 @@ def test_serve_stop_on_an_engine_outside_any_swarm_is_a_no_op():
     assert target.purge() == []
     with pytest.raises(RolloutError, match="not a swarm manager"):
         target.require_manager()
+
+
+# ----------------------------------------------------------------------------- sidecar fetch mode
+def _sidecar(version: int = 2) -> dict:
+    objs = spec.sidecar_objects(SETTINGS, version, token=b"t", stable_label="stable")
+    return spec.sidecar_task_template(SETTINGS, version, objs, {o.name: f"id-{o.name}" for o in objs})
+
+
+def test_fetch_mode_is_agent_for_our_image_and_sidecar_otherwise():
+    assert spec.resolve_fetch("auto", "tfrollout/model-server:x", "tfrollout/") == "agent"
+    assert spec.resolve_fetch("auto", "tensorflow/serving:2.18.0", "tfrollout/") == "sidecar"
+    assert spec.resolve_fetch("sidecar", "tfrollout/model-server:x", "tfrollout/") == "sidecar"
+    assert spec.resolve_fetch("agent", "tensorflow/serving:2.18.0", "tfrollout/") == "agent"
+
+
+def test_sidecar_fetch_image_defaults_to_ours_else_must_be_set():
+    from pipeline.config import RolloutConfig
+    from pipeline.targets.swarm import SwarmTarget
+
+    ours = SwarmTarget(RolloutConfig(target="swarm", image="tfrollout/model-server:x", swarm_fetch="sidecar"), object())
+    fs = ours.fetch_settings("digits")
+    assert fs.image == "tfrollout/model-server:x" and fs.mode == "global" and fs.role == spec.FETCH_ROLE
+    assert spec.settings_service(fs) == "tfrollout-digits-fetch" and not fs.admin_token
+    official = SwarmTarget(RolloutConfig(target="swarm", image="tensorflow/serving:2.18.0"), object())
+    assert official.fetch_mode == "sidecar"
+    with pytest.raises(RolloutError, match="rollout.fetch_image"):
+        official.fetch_settings("digits")
+    chosen = SwarmTarget(RolloutConfig(target="swarm", image="tensorflow/serving:2.18.0",
+                                       fetch_image="python:3.12-slim"), object())
+    assert chosen.fetch_settings("digits").image == "python:3.12-slim"
+
+
+def test_sidecar_serving_spec_runs_only_bash_and_the_entrypoint_on_a_read_only_volume():
+    c = _sidecar()["ContainerSpec"]
+    assert c["Command"][:2] == ["bash", "-c"] and c["Command"][3] == spec.SIDECAR_PROGRAM
+    assert f'exec {spec.ENTRYPOINT} "$@" --rest_api_port="$port"' in c["Command"][2]
+    assert c["Healthcheck"]["Test"][:3] == ["CMD", "bash", "-c"]
+    flat = " ".join([*c["Command"], *c["Args"], *c["Healthcheck"]["Test"]])
+    assert "python" not in flat and spec.AGENT_PATH not in flat and "curl" not in flat
+    assert c["Mounts"] == [{"Type": "volume", "Source": "tfr-digits-models", "Target": "/models", "ReadOnly": True,
+                            "VolumeOptions": {"NoCopy": True, "Labels": {spec.MANAGED: "1", spec.SERVICE_LABEL: "tfr",
+                                                                         spec.MODEL_LABEL: "digits"}}}]
+    channel = next(a for a in c["Args"] if a.startswith("--grpc_channel_arguments="))
+    assert "grpc.so_reuseport=1" in channel and "grpc.max_connection_age_ms=2000" in channel
+    assert "--port=8600" in c["Args"] and f"--model_config_file={spec.MODEL_CONFIG_PATH}" in c["Args"]
+    assert not any(a.startswith(("--rest_api_port", "--grpc_socket_path")) for a in c["Args"])
+    assert "TFR_SERVING_HOST=127.0.0.1" in c["Env"] and "TINI_KILL_PROCESS_GROUP=1" in c["Env"]
+    assert "CapabilityAdd" not in c and c["Init"] is True
+    assert {r["File"]["Name"] for r in c["Configs"]} == {spec.MODEL_CONFIG_PATH}
+    assert {r["File"]["Name"] for r in c["Secrets"]} == {spec.TOKEN_PATH}  # no store credentials in the replica
+
+
+def test_fetch_service_spec_is_global_writes_the_volume_and_lists_new_and_serving_versions():
+    import dataclasses
+
+    fs = dataclasses.replace(SETTINGS, role=spec.FETCH_ROLE, mode="global", admin_token=False)
+    objs = spec.fetch_objects(fs, [(3, "cd" * 32), (2, "ab" * 32)], STORE, agent_source=b"print()",
+                              credentials=b"{}")
+    template = spec.fetch_task_template(fs, 3, objs, {o.name: f"id-{o.name}" for o in objs})
+    c = template["ContainerSpec"]
+    assert c["Command"] == ["python3", spec.AGENT_PATH, "fetch", spec.FETCH_SPEC_PATH]
+    assert c["Healthcheck"]["Test"] == ["CMD", "python3", spec.AGENT_PATH, "fetched", spec.FETCH_SPEC_PATH]
+    assert c["Mounts"][0]["Source"] == "tfr-digits-models" and c["Mounts"][0]["ReadOnly"] is False
+    assert c["Labels"][spec.VERSION_LABEL] == "3" and c["Labels"][spec.ROLE_LABEL] == "fetch"
+    assert template["Networks"] == [{"Target": "host"}] and spec.service_mode(fs) == {"Global": {}}
+    data = json.loads(next(o.data for o in objs if o.target == spec.FETCH_SPEC_PATH))
+    assert data["versions"] == [{"version": 3, "manifest_sha256": "cd" * 32}, {"version": 2, "manifest_sha256": "ab" * 32}]
+    assert data["credentials_file"] == spec.CREDENTIALS_PATH and data["models_dir"] == "/models"
+    assert all(o.name.startswith("tfr-digits-fetch-") for o in objs)
+    assert agent.version_dirs(data) == ["/models/digits/3", "/models/digits/2"]
+
+
+def test_fetch_prunes_unlisted_versions_and_stale_staging_only(tmp_path):
+    import os
+
+    for name in ("1", "2", "3", ".4.partial-host-1", ".5.partial-host-2", "notes"):
+        (tmp_path / name).mkdir()
+    os.utime(tmp_path / ".4.partial-host-1", (0, 0))
+    assert agent.prune(str(tmp_path), {2, 3}, now=10_000.0 + os.path.getmtime(tmp_path / "3")) == [
+        ".4.partial-host-1", ".5.partial-host-2", "1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2", "3", "notes"]
+    assert agent.prune(str(tmp_path / "missing"), {1}, now=0.0) == []
+
+
+def test_fetched_health_needs_every_listed_version(tmp_path):
+    fspec = {"model": "digits", "models_dir": str(tmp_path), "versions": [{"version": 2}, {"version": 1}]}
+    (tmp_path / "digits" / "2").mkdir(parents=True)
+    assert agent.fetched(fspec) == 1
+    (tmp_path / "digits" / "1").mkdir()
+    assert agent.fetched(fspec) == 0
+
+
+@pytest.mark.parametrize(("status", "body", "healthy"), [
+    (200, {"model_version_status": [{"version": "2", "state": "AVAILABLE",
+                                     "status": {"error_code": "OK", "error_message": ""}}]}, True),
+    (200, {"model_version_status": [{"version": "2", "state": "LOADING",
+                                     "status": {"error_code": "OK", "error_message": ""}}]}, False),
+    (200, {"model_version_status": [{"version": "12", "state": "AVAILABLE", "status": {}}]}, False),
+    (404, {"error": "Could not find any versions of model digits"}, False),
+])
+def test_sidecar_health_script_in_bash_against_a_rest_status(tmp_path, status, body, healthy):
+    """The bash health check against a stand-in REST server (TF Serving's status JSON, pretty-printed
+    as TF Serving does)."""
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(self.path)
+            payload = json.dumps(body, indent=1).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port_file = tmp_path / "port"
+        port_file.write_text(f"{server.server_address[1]}\n")
+        script = spec.sidecar_health_script("digits", 2, port_file=str(port_file))
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert (done.returncode == 0) is healthy, done.stdout + done.stderr
+    assert seen == ["/v1/models/digits/versions/2"]
+
+
+def test_sidecar_start_script_picks_a_port_nobody_listens_on_and_execs_the_entrypoint(tmp_path):
+    import socket
+    import subprocess
+
+    fake = tmp_path / "entrypoint.sh"
+    fake.write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    port_file = tmp_path / "port"
+    script = spec.sidecar_start_script(port_file=str(port_file), entrypoint=str(fake))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = subprocess.run(["bash", "-c", script, spec.SIDECAR_PROGRAM, "--port=8600", "--x=a b"],
+                              capture_output=True, text=True, timeout=10, check=True)
+    port = int(port_file.read_text())
+    low, high = spec.REST_PORT_RANGE
+    assert low <= port <= high
+    assert done.stdout.splitlines() == ["--port=8600", "--x=a b", f"--rest_api_port={port}"]
