@@ -128,11 +128,16 @@ def replica_spec(s: ServiceSettings, model: str, version: int, manifest_sha256: 
 
 
 def server_args(s: ServiceSettings) -> list[str]:
-    """Model-server flags: shared gRPC port (SO_REUSEPORT on), private UNIX socket, no REST."""
+    """Model-server flags: shared gRPC port (SO_REUSEPORT on), private UNIX socket, no REST.
+
+    `--max_num_load_retries=0`: a replica whose version fails to load fails its start at once
+    (TF Serving: "Failed to start server", exit 255) instead of retrying for 5 × 60 s first;
+    swarm's restart policy is the retry, and a canary's failed task ends its check early."""
     age_ms = int(s.connection_age_s * 1000)
     channel = f"grpc.so_reuseport=1,grpc.max_connection_age_ms={age_ms},grpc.max_connection_age_grace_ms=30000"
     args = [f"--port={s.grpc_port}", "--rest_api_port=0", f"--grpc_socket_path={SOCKET_PATH}",
-            f"--model_config_file={MODEL_CONFIG_PATH}", f"--grpc_channel_arguments={channel}"]
+            f"--model_config_file={MODEL_CONFIG_PATH}", f"--grpc_channel_arguments={channel}",
+            "--max_num_load_retries=0"]
     if s.admin_token:
         args += [f"--admin_token_file={TOKEN_PATH}", f"--model_base_path_prefix={s.models_dir.rstrip('/')}"]
     return [*args, *s.serving_args]
