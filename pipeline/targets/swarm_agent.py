@@ -396,8 +396,24 @@ def stop_listening(pid: int, port: int) -> int:
     return closed
 
 
+MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+
+def migrates_queued_connections(path: str = MIGRATE_REQ) -> bool | None:
+    """net.ipv4.tcp_migrate_req (Linux >= 5.14) of this network namespace: when 1, connections
+    the kernel already queued on a listener that leaves its SO_REUSEPORT group move to a
+    sibling; when 0 they are reset (a client then sees UNAVAILABLE until it reconnects).
+    None: the kernel has no such setting."""
+    try:
+        with open(path) as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return None
+
+
 def drain(pid: int, port: int, timeout_s: float) -> str:
     """Stop new connections to this replica, then wait for its connections to be GOAWAY'd away."""
+    migrate = migrates_queued_connections()
     try:
         closed = stop_listening(pid, port)
     except OSError as exc:
@@ -407,7 +423,9 @@ def drain(pid: int, port: int, timeout_s: float) -> str:
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
         left = _fds_of(pid, _inet_sockets(port, "01"))
-    return f"closed {closed} listener(s); {len(left)} connection(s) left after the drain"
+    warning = "" if migrate else ("; net.ipv4.tcp_migrate_req is not 1 on this host: connections queued at "
+                                  "the listener were reset, not moved to a sibling")
+    return f"closed {closed} listener(s); {len(left)} connection(s) left after the drain{warning}"
 
 
 def serve(spec: dict[str, Any], server_args: list[str]) -> int:

@@ -8,7 +8,8 @@ so an update creates new ones and a rollback finds the previous ones still there
 
 Networking: host networking (`Networks: [{Target: host}]`, no published ports). All
 replicas on a node bind the same gRPC port; the kernel spreads new connections over
-them with SO_REUSEPORT. Our model server turns SO_REUSEPORT off by default (a port
+them with SO_REUSEPORT (a stopping replica's listener leaves the group; with the host's
+net.ipv4.tcp_migrate_req=1 the connections queued on it move to a sibling, else they are reset). Our model server turns SO_REUSEPORT off by default (a port
 conflict must be an error there), so the swarm spec turns it back on through
 `--grpc_channel_arguments`. REST is off (`--rest_api_port=0`): the server's REST
 listener (Python's ThreadingHTTPServer) sets SO_REUSEADDR only, so a second replica

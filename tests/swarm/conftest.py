@@ -19,6 +19,25 @@ from tests.support.procs import free_port
 UNLOADABLE, TAMPERED = 7, 8
 
 
+@pytest.fixture(scope="session", autouse=True)
+def migrate_queued_connections() -> Iterator[None]:
+    """net.ipv4.tcp_migrate_req=1 on this host while the swarm tests run (restored after), as the
+    README asks of swarm nodes: a replica leaving the shared port's SO_REUSEPORT group hands the
+    connections already queued on its listener to a sibling instead of resetting them."""
+    from pipeline.targets.swarm_agent import MIGRATE_REQ
+
+    path = Path(MIGRATE_REQ)
+    if not path.exists():
+        yield  # kernel < 5.14: queued connections are reset on drain (see the README)
+        return
+    before = path.read_text()
+    path.write_text("1")
+    try:
+        yield
+    finally:
+        path.write_text(before)
+
+
 @pytest.fixture(scope="session")
 def swarm(docker_client) -> Iterator[Any]:  # noqa: F811 - the imported fixture
     """A one-node swarm on 127.0.0.1 with a non-private address pool (see shared/README.md)."""

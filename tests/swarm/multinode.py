@@ -104,6 +104,9 @@ def two_engine_swarm(tmp: Path, image: str, source: Any) -> Iterator[Cluster]:
             _ip("-n", ns, "addr", "add", f"{address}/24", "dev", ns_end)
             _ip("-n", ns, "link", "set", ns_end, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
+            # each namespace has its own copy of the setting the README asks of swarm nodes
+            subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "sysctl", "-qw", "net.ipv4.tcp_migrate_req=1"],
+                           check=True, capture_output=True)
             run = Path(f"/run/tfr-{tag}-{i}")  # short: unix socket paths are limited to 108 bytes
             data = tmp / f"engine{i}"
             run.mkdir(parents=True)

@@ -61,7 +61,7 @@ def test_a_drained_replica_stops_without_failing_a_request(tmp_path: Path):
             t.start()
         time.sleep(1.5)
         note = agent.drain(procs[0].pid, port, 5.0)
-        assert "closed 1 listener(s); 0 connection(s) left" in note
+        assert note == "closed 1 listener(s); 0 connection(s) left after the drain", note
         assert len(agent._inet_sockets(port, "0A")) == 1  # the sibling still listens
         procs[0].send_signal(signal.SIGTERM)
         procs[0].wait(timeout=20)

@@ -329,3 +329,14 @@ def test_sidecar_start_script_picks_a_port_nobody_listens_on_and_execs_the_entry
     low, high = spec.REST_PORT_RANGE
     assert low <= port <= high
     assert done.stdout.splitlines() == ["--port=8600", "--x=a b", f"--rest_api_port={port}"]
+
+
+def test_the_drain_says_whether_queued_connections_move_or_are_reset(tmp_path):
+    from pipeline.targets.swarm_agent import migrates_queued_connections
+
+    setting = tmp_path / "tcp_migrate_req"
+    setting.write_text("1\n")
+    assert migrates_queued_connections(str(setting)) is True
+    setting.write_text("0\n")
+    assert migrates_queued_connections(str(setting)) is False
+    assert migrates_queued_connections(str(tmp_path / "absent")) is None
