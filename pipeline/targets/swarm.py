@@ -572,7 +572,8 @@ class SwarmTarget(ServingTarget):
         selector = {"label": f"{spec.SERVICE_LABEL}={self.cfg.service_name}"}
         while True:
             left = []
-            for kind, coll in (("config", self.client.configs), ("secret", self.client.secrets)):
+            for kind, coll in (("config", self.client.configs), ("secret", self.client.secrets),
+                               ("volume", self.client.volumes)):
                 for obj in coll.list(filters=selector):
                     if obj.name == self._lock_name and self._locked:
                         continue
@@ -582,15 +583,7 @@ class SwarmTarget(ServingTarget):
                     except docker.errors.NotFound:
                         pass
                     except docker.errors.APIError:
-                        left.append(obj.name)  # in use until the service's containers are gone
-            for vol in self.client.volumes.list(filters={"label": selector["label"]}):
-                try:
-                    vol.remove()
-                    removed.append(f"volume {vol.name}")
-                except docker.errors.NotFound:
-                    pass
-                except docker.errors.APIError:
-                    left.append(f"volume {vol.name}")  # a stopping container still mounts it
+                        left.append(f"{kind} {obj.name}")  # in use until the service's containers are gone
             if not left:
                 return removed
             if time.monotonic() > deadline:

@@ -53,6 +53,8 @@ def test_cli_deploy_to_a_three_replica_swarm_service_update_under_load_rollback_
         x = {k: v[:1] for k, v in golden.inputs.items()}
         with FleetLoad(f"127.0.0.1:{port}", "digits", "stable", x, clients=16) as load:
             second = cli("deploy", "--config", str(REPO_CONFIG))
+        gate = second["stages"]["gate"]["outputs"]  # deploy.toml's max_drop_vs_serving scored the service's stable
+        assert gate["serving_version"] == 1 and gate["serving_note"] is None and gate["passed"]
         rollout = second["stages"]["rollout"]["outputs"]
         assert (rollout["action"], rollout["previous"], rollout["version"]) == ("update", 1, 2)
         assert rollout["timings_s"]["canary"] > 0  # the one-replica canary service was checked first

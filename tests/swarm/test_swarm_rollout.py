@@ -18,6 +18,7 @@ from tests.rollout.test_local_target import inputs
 from tests.support.procs import free_port, wait_for
 from tests.swarm.conftest import TAMPERED, UNLOADABLE
 from tests.swarm.load import FleetLoad
+from tests.swarm.replicas import healthy_versions
 
 pytestmark = pytest.mark.e2e
 
@@ -32,18 +33,6 @@ def listeners(port: int) -> int:
             count += sum(1 for line in f.readlines()[1:]
                          if line.split()[1] in wanted and line.split()[3] == "0A")
     return count
-
-
-def healthy_versions(target: SwarmTarget, client) -> list[int]:
-    """Versions of the running replicas whose container health check says healthy."""
-    out = []
-    for r in target.replicas(MODEL):
-        if r["state"] != "running":
-            continue
-        container = client.containers.get(r["container"])
-        if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
-            out.append(r["version"])
-    return sorted(out)
 
 
 class VersionWatch:

@@ -22,6 +22,7 @@ from tests.rollout.test_local_target import inputs
 from tests.support.procs import free_port, wait_for
 from tests.swarm.conftest import TAMPERED, swarm_config
 from tests.swarm.load import FleetLoad
+from tests.swarm.replicas import healthy_versions
 
 pytestmark = pytest.mark.e2e
 
@@ -31,18 +32,6 @@ def sidecar_cfg(tmp_path: Path, swarm, serving_image: str, bad_versions) -> Iter
     cfg = swarm_config(tmp_path, serving_image, bad_versions[1], replicas=2, swarm_fetch="sidecar")
     yield cfg
     SwarmTarget(cfg.rollout, swarm).purge()
-
-
-def healthy_versions(target: SwarmTarget, client) -> list[int]:
-    """Versions of the running serving replicas whose container health check says healthy."""
-    out = []
-    for r in target.replicas(MODEL):
-        if r["state"] != "running":
-            continue
-        container = client.containers.get(r["container"])
-        if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
-            out.append(r["version"])
-    return sorted(out)
 
 
 def fetch_service(target: SwarmTarget):
