@@ -196,11 +196,26 @@ def rollback_config(s: ServiceSettings) -> dict[str, Any]:
             "MaxFailureRatio": 0.0, "Order": "start-first"}
 
 
+def _healthcheck(s: ServiceSettings, test: list[str]) -> dict[str, Any]:
+    """Docker's HEALTHCHECK for a replica: `test` every health_interval_s, unhealthy after 3 misses."""
+    return {"Test": test, "Interval": int(s.health_interval_s * SECOND_NS), "Timeout": 5 * SECOND_NS,
+            "Retries": 3, "StartPeriod": int(s.start_period_s * SECOND_NS)}
+
+
+def _task(container: dict[str, Any], objs: list[SwarmObject], ids: dict[str, str]) -> dict[str, Any]:
+    """The TaskTemplate around `container`: its config/secret references, host networking, always restarted."""
+    container["Configs"] = [_reference(o, ids[o.name]) for o in objs if o.kind == "config"]
+    secrets = [_reference(o, ids[o.name]) for o in objs if o.kind == "secret"]
+    if secrets:
+        container["Secrets"] = secrets
+    return {"ContainerSpec": container, "Networks": [{"Target": "host"}],
+            "RestartPolicy": {"Condition": "any", "Delay": SECOND_NS, "MaxAttempts": 0},
+            "ForceUpdate": 0}
+
+
 def task_template(s: ServiceSettings, version: int, objs: list[SwarmObject],
                   ids: dict[str, str]) -> dict[str, Any]:
     """The TaskTemplate: the agent wraps the image's entrypoint; health = intended version AVAILABLE."""
-    configs = [_reference(o, ids[o.name]) for o in objs if o.kind == "config"]
-    secrets = [_reference(o, ids[o.name]) for o in objs if o.kind == "secret"]
     container: dict[str, Any] = {
         "Image": s.image,
         "Command": ["python", AGENT_PATH, "serve", REPLICA_SPEC_PATH, "--"],
@@ -210,16 +225,9 @@ def task_template(s: ServiceSettings, version: int, objs: list[SwarmObject],
         "Init": True,
         "CapabilityAdd": ["CAP_SYS_PTRACE"],  # the agent's pidfd_getfd on its own child (drain)
         "StopGracePeriod": int((s.stop_grace_s + s.drain_s) * SECOND_NS),
-        "Healthcheck": {"Test": ["CMD", "python", AGENT_PATH, "health", REPLICA_SPEC_PATH],
-                        "Interval": int(s.health_interval_s * SECOND_NS), "Timeout": 5 * SECOND_NS,
-                        "Retries": 3, "StartPeriod": int(s.start_period_s * SECOND_NS)},
-        "Configs": configs,
+        "Healthcheck": _healthcheck(s, ["CMD", "python", AGENT_PATH, "health", REPLICA_SPEC_PATH]),
     }
-    if secrets:
-        container["Secrets"] = secrets
-    return {"ContainerSpec": container, "Networks": [{"Target": "host"}],
-            "RestartPolicy": {"Condition": "any", "Delay": SECOND_NS, "MaxAttempts": 0},
-            "ForceUpdate": 0}
+    return _task(container, objs, ids)
 
 
 def task_version(task: dict[str, Any]) -> int | None:
@@ -340,17 +348,10 @@ def fetch_task_template(fs: ServiceSettings, version: int, objs: list[SwarmObjec
         "Labels": labels(fs, version),
         "Init": True,
         "StopGracePeriod": 10 * SECOND_NS,
-        "Healthcheck": {"Test": ["CMD", "python3", AGENT_PATH, "fetched", FETCH_SPEC_PATH],
-                        "Interval": int(fs.health_interval_s * SECOND_NS), "Timeout": 5 * SECOND_NS,
-                        "Retries": 3, "StartPeriod": int(fs.start_period_s * SECOND_NS)},
+        "Healthcheck": _healthcheck(fs, ["CMD", "python3", AGENT_PATH, "fetched", FETCH_SPEC_PATH]),
         "Mounts": [volume_mount(fs, read_only=False)],
-        "Configs": [_reference(o, ids[o.name]) for o in objs if o.kind == "config"],
     }
-    secret_refs = [_reference(o, ids[o.name]) for o in objs if o.kind == "secret"]
-    if secret_refs:
-        container["Secrets"] = secret_refs
-    return {"ContainerSpec": container, "Networks": [{"Target": "host"}],
-            "RestartPolicy": {"Condition": "any", "Delay": SECOND_NS, "MaxAttempts": 0}, "ForceUpdate": 0}
+    return _task(container, objs, ids)
 
 
 def sidecar_objects(s: ServiceSettings, version: int, *, token: bytes | None, stable_label: str) -> list[SwarmObject]:
@@ -415,8 +416,6 @@ def sidecar_task_template(s: ServiceSettings, version: int, objs: list[SwarmObje
     TINI_KILL_PROCESS_GROUP: the official entrypoint runs tensorflow_model_server as a child of bash
     (no exec); the init then forwards SIGTERM to the whole group, so the server stops gracefully
     instead of being killed with the container."""
-    configs = [_reference(o, ids[o.name]) for o in objs if o.kind == "config"]
-    secret_refs = [_reference(o, ids[o.name]) for o in objs if o.kind == "secret"]
     container: dict[str, Any] = {
         "Image": s.image,
         "Command": ["bash", "-c", sidecar_start_script(), SIDECAR_PROGRAM],
@@ -425,14 +424,7 @@ def sidecar_task_template(s: ServiceSettings, version: int, objs: list[SwarmObje
         "Labels": labels(s, version),
         "Init": True,
         "StopGracePeriod": int(s.stop_grace_s * SECOND_NS),
-        "Healthcheck": {"Test": ["CMD", "bash", "-c", sidecar_health_script(s.model, version)],
-                        "Interval": int(s.health_interval_s * SECOND_NS), "Timeout": 5 * SECOND_NS,
-                        "Retries": 3, "StartPeriod": int(s.start_period_s * SECOND_NS)},
+        "Healthcheck": _healthcheck(s, ["CMD", "bash", "-c", sidecar_health_script(s.model, version)]),
         "Mounts": [volume_mount(s, read_only=True)],
-        "Configs": configs,
     }
-    if secret_refs:
-        container["Secrets"] = secret_refs
-    return {"ContainerSpec": container, "Networks": [{"Target": "host"}],
-            "RestartPolicy": {"Condition": "any", "Delay": SECOND_NS, "MaxAttempts": 0},
-            "ForceUpdate": 0}
+    return _task(container, objs, ids)
