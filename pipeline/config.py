@@ -56,10 +56,15 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Target-domain data: the built-in digits demo, an image folder, or an .npz."""
+    """Target-domain data: the built-in digits demo, an image folder, an .npz, or TFRecord files."""
 
-    source: Literal["demo", "dir", "npz"] = "demo"
-    path: Path | None = None
+    source: Literal["demo", "dir", "npz", "tfrecord"] = "demo"
+    path: Path | None = Field(default=None, description="dir: the folder; npz: the file; tfrecord: a "
+                              "file, a folder or a glob ('data/*.tfrecord').")
+    image_feature: str = Field(default="image/encoded", min_length=1,
+                               description="tfrecord: the feature holding the encoded image (JPEG/PNG bytes).")
+    label_feature: str = Field(default="image/class/label", min_length=1,
+                               description="tfrecord: the feature holding the class label (int64 or string).")
     labels_per_class: int = Field(default=1, ge=1, description="Demo: labelled examples per class.")
     test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
     seed: int = 0
@@ -105,6 +110,9 @@ class TransferConfig(_Section):
                                 "both arms (the accuracy-vs-epochs/time picture; costs one predict per epoch).")
     seed: int = 0
     baseline: bool = True
+    baseline_max_examples: int | None = Field(
+        default=None, ge=2, description="Train the from-scratch baseline on at most this many labelled "
+        "examples (a stratified, seeded subset; the report says so). Unset: all of them.")
     baseline_epochs: int | None = Field(
         default=None, ge=1, le=100_000, description="From-scratch epochs; default head_epochs + "
         "fine_tune_epochs, the transfer arm's budget (a fair baseline gets no fewer).")

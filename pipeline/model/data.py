@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from pipeline.errors import DataError
+from pipeline.model.image_files import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, image_to_array
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-MAX_IMAGE_PIXELS = 40_000_000  # a 40 MP photo decodes to ≈120 MB; anything larger is refused unread
+__all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "image_to_array"]  # kept importable from here
+
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: what a model input can be made of
 DEMO_CLASSES = tuple("0123456789")
 DEMO_COPIES_PER_GLYPH = 40  # augmented renderings of each digit in each font (8,400 source images)
@@ -91,10 +91,18 @@ def require_classes(y: np.ndarray, origin: str) -> None:
 
 def split_dataset(x: np.ndarray, y: np.ndarray, names: tuple[str, ...],
                   test_fraction: float, seed: int, origin: str = "data") -> Dataset:
-    """Stratified split that leaves every class at least one training and one held-out example.
+    """Stratified split of arrays already in memory (see `split_indices`)."""
+    train, test = split_indices(y, names, test_fraction, seed, origin)
+    return Dataset(x[train], y[train], x[test], y[test], names)
+
+
+def split_indices(y: np.ndarray, names: tuple[str, ...], test_fraction: float, seed: int,
+                  origin: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (train, held-out) indices leaving every class one example on each side.
 
     Transfer is judged on held-out accuracy; with no held-out example there is nothing
-    to judge, so that is an error here rather than an empty evaluation later.
+    to judge, so that is an error here rather than an empty evaluation later. Decided
+    on labels alone, so a file list can be split before any pixel is decoded.
     """
     counts = np.bincount(y, minlength=len(names))
     if counts.min() < 2:
@@ -105,7 +113,7 @@ def split_dataset(x: np.ndarray, y: np.ndarray, names: tuple[str, ...],
     if len(test) == 0:
         raise DataError(f"{origin}: {len(y)} examples with test_fraction={test_fraction} leave no held-out "
                         "example; add data or raise data.test_fraction")
-    return Dataset(x[train], y[train], x[test], y[test], names)
+    return train, test
 
 
 def require_labels(y: np.ndarray, origin: str) -> None:
@@ -186,70 +194,18 @@ def load_npz(path: Path, input_shape: tuple[int | None, ...], test_fraction: flo
 
 def load_image_dir(path: Path, input_shape: tuple[int | None, ...], test_fraction: float,
                    seed: int) -> Dataset:
-    """A folder with one sub-folder of images per class; images are resized to the model input."""
-    from PIL import Image, UnidentifiedImageError
+    """A folder with one sub-folder of images per class; images are resized to the model input.
+
+    Indexed and header-checked first, split on the index, then each split decoded in
+    parallel into its own array (see image_files)."""
+    from pipeline.model.image_files import decode_subset, fixed_image_shape, image_folder_index
 
     if not path.is_dir():
         raise DataError(f"data directory not found: {path}")
-    if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
-        raise DataError(f"{path}: image folders need a model with (height, width, 1|3) input, "
-                        f"got {tuple(input_shape)}")
-    height, width, channels = input_shape
-    if height is None or width is None or channels is None:
-        raise DataError(f"{path}: the model input has no fixed image size {tuple(input_shape)}")
-    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(class_dirs) < 2:
-        raise DataError(f"{path}: found {len(class_dirs)} class folder(s); at least 2 are needed "
-                        "(one sub-folder of images per class)")
-    images, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
-        files = sorted(f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"{class_dir}: no images (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
-        for file in files:
-            try:
-                with Image.open(file) as opened:
-                    if opened.width * opened.height > MAX_IMAGE_PIXELS:
-                        raise DataError(f"{file}: {opened.width}x{opened.height} pixels is over the "
-                                        f"{MAX_IMAGE_PIXELS:,}-pixel limit (a decompression bomb or a "
-                                        "photo to downscale first)")
-                    arr = image_to_array(opened, (width, height), channels)
-            except Image.DecompressionBombError:
-                raise DataError(f"{file}: image too large to decode safely (over Pillow's decompression-bomb "
-                                "limit)") from None
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"{file}: not a readable image ({exc.__class__.__name__})") from None
-            images.append(arr)
-            labels.append(label)
-    return split_dataset(np.stack(images), np.array(labels, dtype=np.int64),
-                         tuple(d.name for d in class_dirs), test_fraction, seed, str(path))
-
-
-HIGH_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
-
-
-def image_to_array(image: Any, size: tuple[int, int], channels: int) -> np.ndarray:
-    """An image scaled to [0, 1] at `size` (width, height) with `channels` channels.
-
-    16-bit and 32-bit greyscale images are scaled by their own range: converting them
-    to 8-bit first (Pillow's "L") clips everything above 255 to white.
-    """
-    from PIL import Image
-
-    if image.mode in HIGH_DEPTH_MODES or image.mode in ("I", "F"):
-        raw = np.asarray(image, dtype=np.float64)
-        full = HIGH_DEPTH_MODES.get(image.mode) or _full_scale(raw, image.mode)
-        grey = Image.fromarray((raw / full).astype(np.float32), mode="F").resize(size)
-        arr = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)
-        return np.repeat(arr[..., np.newaxis], channels, axis=-1)
-    converted = image.convert("L" if channels == 1 else "RGB").resize(size)
-    arr = np.asarray(converted, dtype=np.float32) / 255.0
-    return arr.reshape(size[1], size[0], channels)
-
-
-def _full_scale(raw: np.ndarray, mode: str) -> float:
-    """Full-scale value of a 32-bit greyscale image: 16-bit data stored as "I" stays 16-bit."""
-    if mode == "F":
-        return max(1.0, float(np.nanmax(raw))) if raw.size else 1.0
-    peak = float(raw.max()) if raw.size else 0.0
-    return 65535.0 if peak <= 65535 else 2.0**31 - 1
+    shape = fixed_image_shape(input_shape, str(path))
+    files, labels, names = image_folder_index(path)
+    train, test = split_indices(labels, names, test_fraction, seed, str(path))
+    origins = [str(f) for f in files]
+    items: list[Path | bytes] = list(files)
+    return Dataset(decode_subset(items, origins, train, shape), labels[train],
+                   decode_subset(items, origins, test, shape), labels[test], names)

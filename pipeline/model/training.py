@@ -120,6 +120,8 @@ class BaselineOutcome:
     wall_s: float
     skipped_reason: str | None = None
     bn_layers_recalibrated: int = 0
+    examples: int = 0  # labelled examples the baseline trained on
+    capped_from: int | None = None  # the labelled set's size when transfer.baseline_max_examples cut it
     accuracy_before_recalibration: float | None = None
     curve: Curve | None = None
 
@@ -375,6 +377,10 @@ def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, 
     model = keras.Model(inputs, head(base(inputs)), name="from_scratch")
     _compile(model, cfg.learning_rate)
     split = validation_split(data, cfg.validation_fraction, cfg.seed)
+    split, capped_from = cap_examples(split, cfg.baseline_max_examples, cfg.seed)
+    if capped_from is not None:
+        reporter.note(f"baseline: trained on {len(split.y_fit)} of {capped_from} labelled examples "
+                      f"(transfer.baseline_max_examples = {cfg.baseline_max_examples}); transfer used all")
     val = split.validation
     curve = Curve(t0) if cfg.record_curves else None
     phase = _fit(model, split.x_fit, split.y_fit, val, split, cfg.scratch_epochs, cfg, reporter,
@@ -387,7 +393,18 @@ def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, 
         recalibrated = recalibrate_batchnorm(model, split.x_fit)
     return BaselineOutcome(accuracy(model, data.x_test, data.y_test), phase.epochs_run,
                            time.perf_counter() - t0, bn_layers_recalibrated=recalibrated,
+                           examples=int(len(split.y_fit)), capped_from=capped_from,
                            accuracy_before_recalibration=before, curve=curve)
+
+
+def cap_examples(split: Split, limit: int | None, seed: int) -> tuple[Split, int | None]:
+    """At most `limit` training rows, a stratified seeded subset (every class kept); the
+    original count when it cut, else None. Validation rows are left as they are."""
+    total = len(split.y_fit)
+    if limit is None or total <= limit:
+        return split, None
+    keep, _ = stratified_split(split.y_fit, 1.0 - limit / total, seed)
+    return Split(split.x_fit[keep], split.y_fit[keep], split.x_val, split.y_val), total
 
 
 def batchnorm_layers(model: Any) -> list[Any]:

@@ -8,6 +8,7 @@ export parity check and the golden set.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,11 @@ def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...]) -> Da
         raise DataError(f"data.path is required when data.source = {cfg.source!r}")
     if cfg.source == "npz":
         return load_npz(cfg.path, input_shape, cfg.test_fraction, cfg.seed)
+    if cfg.source == "tfrecord":
+        from pipeline.model.tfrecord_source import load_tfrecords
+
+        return load_tfrecords(cfg.path, input_shape, cfg.test_fraction, cfg.seed,
+                              cfg.image_feature, cfg.label_feature)
     return load_image_dir(cfg.path, input_shape, cfg.test_fraction, cfg.seed)
 
 
@@ -91,9 +97,13 @@ def run(ctx: StageContext) -> TransferOutput:
 
     cfg = ctx.config.transfer
     source = source_from(ctx)
+    started = time.perf_counter()
     data = load_target_data(ctx.config.data, tuple(source.model.input_shape[1:]))
+    load_s = time.perf_counter() - started
+    examples = len(data.y_train) + len(data.y_test)
     ctx.reporter.note(f"target data: {len(data.y_train)} labelled, {len(data.y_test)} held out, "
-                      f"{data.num_classes} classes ({', '.join(data.class_names)})")
+                      f"{data.num_classes} classes ({', '.join(data.class_names)}); read in {load_s:.1f} s "
+                      f"({examples / max(load_s, 1e-9):,.0f} examples/s)")
     mode, data, heldout_raw = map_inputs(ctx.config.data, data)
     outcome = transfer(source.model, source.cut_layer, data, cfg, ctx.reporter)
     baseline = (train_from_scratch(source.model, source.cut_layer, data, cfg, ctx.reporter)
@@ -107,6 +117,9 @@ def run(ctx: StageContext) -> TransferOutput:
         "seed": cfg.seed,
         "cache_features": cfg.cache_features,
         "labelled_examples": int(len(data.y_train)),
+        "data": {"source": ctx.config.data.source, "examples": int(examples), "load_s": round(load_s, 3),
+                 "examples_per_s": round(examples / max(load_s, 1e-9), 1),
+                 "decoded_bytes": int(data.x_train.nbytes + data.x_test.nbytes)},
         "test_examples": int(len(data.y_test)),
         "classes": list(data.class_names),
         "unfrozen_layers": outcome.unfrozen,
@@ -122,6 +135,8 @@ def run(ctx: StageContext) -> TransferOutput:
         "baseline": None if baseline is None else {
             "test_accuracy": baseline.test_accuracy,
             "epochs_run": baseline.epochs_run,
+            "examples": baseline.examples,
+            "capped_from": baseline.capped_from,
             "wall_s": round(baseline.wall_s, 3),
             "skipped_reason": baseline.skipped_reason,
             "batchnorm": None if not baseline.bn_layers_recalibrated else {

@@ -218,3 +218,38 @@ def test_quantized_export_reports_bytes_latency_accuracy_and_keeps_parity(workdi
     got = np.concatenate([served(inputs=tf.constant(row[None]))["probabilities"].numpy() for row in x[:4]])
     np.testing.assert_allclose(got, expected[:4], atol=1e-6)
     assert f"quantized {mode}: weights" in " ".join(proc.stderr.split())
+
+
+def test_tfrecord_source_deploys_through_export_with_the_records_held_out_pixels(workdir: Path):
+    """`data.source=tfrecord` with a glob: handwritten digits written as PNG records in two shards
+    by TensorFlow's own writer; the exported model's held-out set is those records' pixels."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = (digits.images[:200] * 16).clip(0, 255).astype(np.uint8)
+    for shard in range(2):
+        with tf.io.TFRecordWriter(str(workdir / f"digits-{shard}.tfrecord")) as writer:
+            for image, label in zip(pixels[shard::2], digits.target[:200][shard::2], strict=True):
+                png = io.BytesIO()
+                Image.fromarray(image).save(png, format="PNG")
+                feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png.getvalue()])),
+                           "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))}
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    proc = run_cli("deploy", "--json", "--until", "export", *FAST, "--set", "data.source=tfrecord",
+                   "--set", f"data.path={workdir}/*.tfrecord", "--set", "gate.min_accuracy=0", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    stages = json.loads(proc.stdout)["stages"]
+    report = json.loads(Path(stages["transfer"]["outputs"]["report"]).read_text())
+    assert report["labelled_examples"] + report["test_examples"] == 200
+    assert report["classes"] == [str(c) for c in range(10)]
+    with np.load(stages["transfer"]["outputs"]["heldout"]) as heldout:
+        held = np.round(heldout["x"][..., 0] * 255).astype(np.uint8)
+    assert len(held) == report["test_examples"]
+    assert all(any(np.array_equal(h, p) for p in pixels) for h in held[:10])  # records' own pixels
+    manifest = json.loads(Path(stages["export"]["outputs"]["manifest"]).read_text())
+    assert manifest["parity"]["max_abs_diff"] <= manifest["parity"]["atol"]
+    assert manifest["classes"] == report["classes"]

@@ -266,6 +266,27 @@ def test_the_baseline_trains_every_layer_even_after_transfer_froze_the_source(de
     assert not np.array_equal(conv, source.get_layer("conv1").kernel.numpy())  # fresh weights
 
 
+def test_a_capped_baseline_trains_on_the_stated_subset_and_says_so(demo_source_model, data):
+    """transfer.baseline_max_examples: the from-scratch arm sees fewer labels, never silently."""
+    from pipeline.model.training import train_from_scratch
+
+    notes: list[str] = []
+
+    class Recording(Reporter):
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+    source = load_source_model(demo_source_model, "features")
+    cfg = TransferConfig(head_epochs=2, fine_tune_epochs=0, baseline_max_examples=20, patience=50)
+    capped = train_from_scratch(source.model, "features", data, cfg, Recording(quiet=True))
+    assert capped.capped_from == len(data.y_train) == 50 and 18 <= capped.examples <= 22
+    assert any("baseline: trained on" in n and "of 50 labelled" in n for n in notes), notes
+    assert capped.test_accuracy is not None and np.isfinite(capped.test_accuracy)
+    whole = train_from_scratch(source.model, "features", data, cfg.model_copy(update={"baseline_max_examples": None}),
+                               QUIET)
+    assert whole.capped_from is None and whole.examples == 50
+
+
 def _residual_source(num_classes: int = 5):
     """A small conv net with a residual block, so the cut has to skip over the block."""
     import keras

@@ -186,3 +186,54 @@ def test_decompression_bomb_is_refused_unread(tmp_path: Path):
     assert 9000 * 9000 > data_module.MAX_IMAGE_PIXELS
     with pytest.raises(DataError, match="big.png: 9000x9000 pixels is over"):
         load_image_dir(tmp_path, (8, 8, 1), 0.3, 0)
+
+
+def test_zero_byte_and_truncated_images_name_the_file(tmp_path: Path):
+    """A 0-byte JPEG is refused by the header pass; a truncated PNG when its pixels are decoded."""
+    for i in range(3):
+        _image(tmp_path / "a" / f"{i}.png", 1)
+        _image(tmp_path / "b" / f"{i}.png", 200)
+    (tmp_path / "b" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.jpg: empty file \(0 bytes\)"):
+        load_image_dir(tmp_path, (8, 8, 1), 0.3, 0)
+    (tmp_path / "b" / "empty.jpg").unlink()
+    whole = (tmp_path / "b" / "0.png").read_bytes()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(
+        tmp_path / "b" / "cut.png")
+    cut = (tmp_path / "b" / "cut.png").read_bytes()
+    (tmp_path / "b" / "cut.png").write_bytes(cut[: len(cut) // 2])
+    assert len(whole) > 0
+    with pytest.raises(DataError, match=r"cut\.png: not a readable image"):
+        load_image_dir(tmp_path, (8, 8, 1), 0.3, 0)
+
+
+def test_image_dir_split_is_decided_on_the_file_list(tmp_path: Path):
+    """Each image's pixels encode its own index: train and held-out hold exactly the files the
+    label-only split picked, and two loads agree."""
+    from pipeline.model.data import split_indices
+    from pipeline.model.image_files import image_folder_index
+
+    for i in range(10):
+        _image(tmp_path / ("a" if i < 5 else "b") / f"{i}.png", 20 * i + 5)
+    files, labels, names = image_folder_index(tmp_path)
+    _, test = split_indices(labels, names, 0.4, 3)
+    data = load_image_dir(tmp_path, (8, 8, 1), 0.4, 3)
+    expected = sorted(20 * int(files[t].stem) + 5 for t in test)
+    assert sorted(np.round(data.x_test[:, 0, 0, 0] * 255).astype(int)) == expected
+    assert np.array_equal(load_image_dir(tmp_path, (8, 8, 1), 0.4, 3).x_train, data.x_train)
+
+
+def test_baseline_cap_keeps_a_stratified_seeded_subset_of_every_class():
+    from pipeline.model.training import Split, cap_examples
+
+    y = np.repeat(np.arange(4), [50, 30, 15, 5])
+    x = np.arange(len(y), dtype=np.float32)[:, None]
+    split = Split(x, y, None, None)
+    same, capped_from = cap_examples(split, None, 0)
+    assert same is split and capped_from is None
+    assert cap_examples(split, 100, 0)[1] is None  # at the limit: nothing cut
+    small, capped_from = cap_examples(split, 40, 7)
+    assert capped_from == 100 and 38 <= len(small.y_fit) <= 42
+    assert set(np.unique(small.y_fit)) == {0, 1, 2, 3}  # every class survives the cut
+    assert np.array_equal(small.y_fit, y[small.x_fit[:, 0].astype(int)])  # rows stay paired
+    assert np.array_equal(cap_examples(split, 40, 7)[0].x_fit, small.x_fit)

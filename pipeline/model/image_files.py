@@ -1,0 +1,180 @@
+"""Images as a list first, pixels second.
+
+A data set is indexed (which files, which labels) and checked by its headers before
+any pixel is decoded, so a bad file is named in seconds rather than after a long decode;
+the train/held-out split is decided on that index, so it never depends on decode
+order. Pixels are then decoded in parallel by `tf.data` straight into one array per
+split: the decoded set is held once, not once per list, stack and split copy.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+MAX_IMAGE_PIXELS = 40_000_000  # a 40 MP photo decodes to ≈120 MB; anything larger is refused unread
+DECODE_BATCH = 64  # images per tf.data batch copied into the split's array
+
+
+def image_folder_index(path: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """(files, labels 0..K-1, class names) of a folder with one sub-folder per class.
+
+    Every file's header is read here (cheap: no pixels), so an empty, non-image or
+    oversized file is refused before decoding starts."""
+    if not path.is_dir():
+        raise DataError(f"data directory not found: {path}")
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DataError(f"{path}: found {len(class_dirs)} class folder(s); at least 2 are needed "
+                        "(one sub-folder of images per class)")
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        members = sorted(f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not members:
+            raise DataError(f"{class_dir}: no images (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
+        for file in members:
+            check_image_header(file, str(file))
+        files.extend(members)
+        labels.extend([label] * len(members))
+    return files, np.array(labels, dtype=np.int64), tuple(d.name for d in class_dirs)
+
+
+def _open(source: Path | bytes) -> Any:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def check_image_header(source: Path | bytes, origin: str) -> None:
+    """Refuse a file that is empty, not an image, or too large to decode — headers only."""
+    from PIL import Image, UnidentifiedImageError
+
+    empty = len(source) == 0 if isinstance(source, bytes) else source.stat().st_size == 0
+    if empty:
+        raise DataError(f"{origin}: empty file (0 bytes), not an image")
+    try:
+        with _open(source) as opened:
+            pixels = opened.width * opened.height
+            if pixels > MAX_IMAGE_PIXELS:
+                raise DataError(f"{origin}: {opened.width}x{opened.height} pixels is over the "
+                                f"{MAX_IMAGE_PIXELS:,}-pixel limit (a decompression bomb or a "
+                                "photo to downscale first)")
+    except Image.DecompressionBombError:
+        raise DataError(f"{origin}: image too large to decode safely (over Pillow's decompression-bomb "
+                        "limit)") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{origin}: not a readable image ({exc.__class__.__name__})") from None
+
+
+def decode_image(source: Path | bytes, origin: str, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image as float32 [0, 1] at `size` (width, height); one-line DataError naming `origin`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with _open(source) as opened:
+            return image_to_array(opened, size, channels)
+    except Image.DecompressionBombError:
+        raise DataError(f"{origin}: image too large to decode safely (over Pillow's decompression-bomb "
+                        "limit)") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{origin}: not a readable image ({exc.__class__.__name__})") from None
+
+
+def decode_all(count: int, decode: Callable[[int], np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """`decode(i)` for i in 0..count-1, run in parallel by tf.data, into one float32 array.
+
+    Pillow releases the GIL while it decodes and resizes, so tf.data's parallel map
+    uses every core; the first DataError a worker raised is re-raised as it was
+    (tf.data would otherwise wrap it in an UnknownError)."""
+    import tensorflow as tf
+
+    out = np.empty((count, *shape), dtype=np.float32)
+    if count == 0:
+        return out
+    failures: list[DataError] = []
+
+    def one(index: np.int64) -> np.ndarray:
+        try:
+            return decode(int(index))
+        except DataError as exc:
+            failures.append(exc)
+            raise
+
+    def mapped(index: Any) -> Any:
+        image = tf.numpy_function(one, [index], tf.float32, stateful=False)
+        return tf.ensure_shape(image, shape)
+
+    stream = (tf.data.Dataset.range(count)
+              .map(mapped, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+              .batch(DECODE_BATCH).prefetch(2))
+    start = 0
+    try:
+        for batch in stream.as_numpy_iterator():
+            out[start:start + len(batch)] = batch
+            start += len(batch)
+    except tf.errors.OpError:
+        if failures:
+            raise failures[0] from None
+        raise
+    return out
+
+
+def decode_subset(items: Sequence[Path | bytes], origins: Sequence[str], indices: np.ndarray,
+                  image_shape: tuple[int, int, int]) -> np.ndarray:
+    """The images at `indices`, decoded to `image_shape` (height, width, channels)."""
+    height, width, channels = image_shape
+
+    def decode(i: int) -> np.ndarray:
+        item = int(indices[i])
+        return decode_image(items[item], origins[item], (width, height), channels)
+
+    return decode_all(len(indices), decode, image_shape)
+
+
+def fixed_image_shape(input_shape: tuple[int | None, ...], origin: str) -> tuple[int, int, int]:
+    """(height, width, channels) of an image model input, or a DataError saying why not."""
+    if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
+        raise DataError(f"{origin}: image data needs a model with (height, width, 1|3) input, "
+                        f"got {tuple(input_shape)}")
+    height, width, channels = input_shape
+    if height is None or width is None or channels is None:
+        raise DataError(f"{origin}: the model input has no fixed image size {tuple(input_shape)}")
+    return height, width, channels
+
+
+HIGH_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
+
+
+def image_to_array(image: Any, size: tuple[int, int], channels: int) -> np.ndarray:
+    """An image scaled to [0, 1] at `size` (width, height) with `channels` channels.
+
+    16-bit and 32-bit greyscale images are scaled by their own range: converting them
+    to 8-bit first (Pillow's "L") clips everything above 255 to white.
+    """
+    from PIL import Image
+
+    if image.mode in HIGH_DEPTH_MODES or image.mode in ("I", "F"):
+        raw = np.asarray(image, dtype=np.float64)
+        full = HIGH_DEPTH_MODES.get(image.mode) or _full_scale(raw, image.mode)
+        grey = Image.fromarray((raw / full).astype(np.float32), mode="F").resize(size)
+        arr = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(arr[..., np.newaxis], channels, axis=-1)
+    converted = image.convert("L" if channels == 1 else "RGB").resize(size)
+    arr = np.asarray(converted, dtype=np.float32) / 255.0
+    return arr.reshape(size[1], size[0], channels)
+
+
+def _full_scale(raw: np.ndarray, mode: str) -> float:
+    """Full-scale value of a 32-bit greyscale image: 16-bit data stored as "I" stays 16-bit."""
+    if mode == "F":
+        return max(1.0, float(np.nanmax(raw))) if raw.size else 1.0
+    peak = float(raw.max()) if raw.size else 0.0
+    return 65535.0 if peak <= 65535 else 2.0**31 - 1
