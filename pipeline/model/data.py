@@ -13,6 +13,7 @@ import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.model.image_files import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, image_to_array
+from pipeline.progress import Reporter
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "image_to_array"]  # kept importable from here
 
@@ -72,16 +73,20 @@ def encode_labels(raw: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
 
 def fit_to_input(x: np.ndarray, input_shape: tuple[int | None, ...], origin: str) -> np.ndarray:
     """Check `x` (N, ...) matches the model's input shape; add a channel axis if that is all it lacks."""
+    sample = fitted_sample_shape(tuple(x.shape[1:]), input_shape, origin)
+    return x.reshape(len(x), *sample).astype(np.float32, copy=False)
+
+
+def fitted_sample_shape(got: tuple[int, ...], input_shape: tuple[int | None, ...], origin: str) -> tuple[int, ...]:
+    """The sample shape `got` as the model takes it (a missing last channel of 1 added), or a DataError."""
     expected = tuple(input_shape)
-    got = tuple(x.shape[1:])
     if len(got) + 1 == len(expected) and expected[-1] == 1:
-        x = x[..., np.newaxis]
-        got = tuple(x.shape[1:])
+        got = (*got, 1)
     compatible = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got, strict=True))
     if not compatible:
         shown = tuple(-1 if d is None else d for d in expected)
         raise DataError(f"{origin}: sample shape {got} does not fit the model input shape {shown}")
-    return x.astype(np.float32, copy=False)
+    return got
 
 
 def require_classes(y: np.ndarray, origin: str) -> None:
@@ -166,34 +171,8 @@ def demo_target_domain(labels_per_class: int, test_fraction: float, seed: int) -
     return Dataset(x[labelled], y[labelled], x[test], y[test], DEMO_CLASSES)
 
 
-def load_npz(path: Path, input_shape: tuple[int | None, ...], test_fraction: float, seed: int) -> Dataset:
-    """An .npz with arrays `x` (samples) and `y` (labels) of equal length."""
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = {"x", "y"} - set(archive.files)
-            if missing:
-                raise DataError(f"{path}: missing array(s) {sorted(missing)}; expected 'x' and 'y'")
-            x, y_raw = archive["x"], archive["y"]
-    except DataError:
-        raise
-    except Exception as exc:  # zipfile/pickle/format errors all mean "not a usable npz"
-        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
-    if len(x) != len(y_raw):
-        raise DataError(f"{path}: x has {len(x)} samples but y has {len(y_raw)} labels")
-    if y_raw.ndim != 1:
-        raise DataError(f"{path}: y must be 1-D class labels, got shape {y_raw.shape}")
-    require_labels(y_raw, str(path))
-    require_numeric(x, str(path))
-    y, names = encode_labels(y_raw)
-    require_classes(y, str(path))
-    x = fit_to_input(x, input_shape, str(path))
-    return split_dataset(x, y, names, test_fraction, seed, str(path))
-
-
 def load_image_dir(path: Path, input_shape: tuple[int | None, ...], test_fraction: float,
-                   seed: int) -> Dataset:
+                   seed: int, reporter: Reporter | None = None) -> Dataset:
     """A folder with one sub-folder of images per class; images are resized to the model input.
 
     Indexed and header-checked first, split on the index, then each split decoded in
@@ -207,5 +186,7 @@ def load_image_dir(path: Path, input_shape: tuple[int | None, ...], test_fractio
     train, test = split_indices(labels, names, test_fraction, seed, str(path))
     origins = [str(f) for f in files]
     items: list[Path | bytes] = list(files)
-    return Dataset(decode_subset(items, origins, train, shape), labels[train],
-                   decode_subset(items, origins, test, shape), labels[test], names)
+    return Dataset(decode_subset(items, origins, train, shape, reporter, "decode training images"),
+                   labels[train],
+                   decode_subset(items, origins, test, shape, reporter, "decode held-out images"),
+                   labels[test], names)

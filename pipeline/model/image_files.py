@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import DataError
+from pipeline.progress import Reporter
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MAX_IMAGE_PIXELS = 40_000_000  # a 40 MP photo decodes to ≈120 MB; anything larger is refused unread
@@ -88,12 +89,16 @@ def decode_image(source: Path | bytes, origin: str, size: tuple[int, int], chann
         raise DataError(f"{origin}: not a readable image ({exc.__class__.__name__})") from None
 
 
-def decode_all(count: int, decode: Callable[[int], np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+def decode_all(count: int, decode: Callable[[int], np.ndarray], shape: tuple[int, ...],
+               reporter: Reporter | None = None, label: str = "decode images") -> np.ndarray:
     """`decode(i)` for i in 0..count-1, run in parallel by tf.data, into one float32 array.
 
     Pillow releases the GIL while it decodes and resizes, so tf.data's parallel map
     uses every core; the first DataError a worker raised is re-raised as it was
-    (tf.data would otherwise wrap it in an UnknownError)."""
+    (tf.data would otherwise wrap it in an UnknownError). With a reporter, a bar shows
+    images decoded and their rate."""
+    import time
+
     import tensorflow as tf
 
     out = np.empty((count, *shape), dtype=np.float32)
@@ -116,10 +121,14 @@ def decode_all(count: int, decode: Callable[[int], np.ndarray], shape: tuple[int
               .map(mapped, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
               .batch(DECODE_BATCH).prefetch(2))
     start = 0
+    t0 = time.perf_counter()
     try:
-        for batch in stream.as_numpy_iterator():
-            out[start:start + len(batch)] = batch
-            start += len(batch)
+        with (reporter or Reporter(quiet=True)).progress(label, count, unit="images") as advance:
+            for batch in stream.as_numpy_iterator():
+                out[start:start + len(batch)] = batch
+                start += len(batch)
+                rate = start / max(time.perf_counter() - t0, 1e-9)
+                advance(len(batch), status=f"{rate:,.0f} images/s")
     except tf.errors.OpError:
         if failures:
             raise failures[0] from None
@@ -128,7 +137,8 @@ def decode_all(count: int, decode: Callable[[int], np.ndarray], shape: tuple[int
 
 
 def decode_subset(items: Sequence[Path | bytes], origins: Sequence[str], indices: np.ndarray,
-                  image_shape: tuple[int, int, int]) -> np.ndarray:
+                  image_shape: tuple[int, int, int], reporter: Reporter | None = None,
+                  label: str = "decode images") -> np.ndarray:
     """The images at `indices`, decoded to `image_shape` (height, width, channels)."""
     height, width, channels = image_shape
 
@@ -136,7 +146,7 @@ def decode_subset(items: Sequence[Path | bytes], origins: Sequence[str], indices
         item = int(indices[i])
         return decode_image(items[item], origins[item], (width, height), channels)
 
-    return decode_all(len(indices), decode, image_shape)
+    return decode_all(len(indices), decode, image_shape, reporter, label)
 
 
 def fixed_image_shape(input_shape: tuple[int | None, ...], origin: str) -> tuple[int, int, int]:

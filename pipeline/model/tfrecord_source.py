@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.errors import DataError
 from pipeline.model.data import Dataset, encode_labels, require_classes, split_indices
 from pipeline.model.image_files import check_image_header, decode_subset, fixed_image_shape
+from pipeline.progress import Reporter
 
 
 def tfrecord_files(pattern: Path) -> list[Path]:
@@ -83,7 +84,7 @@ def read_records(files: list[Path], image_key: str, label_key: str) -> tuple[lis
 
 
 def load_tfrecords(pattern: Path, input_shape: tuple[int | None, ...], test_fraction: float, seed: int,
-                   image_key: str, label_key: str) -> Dataset:
+                   image_key: str, label_key: str, reporter: Reporter | None = None) -> Dataset:
     """Records of (encoded image, label) resized to the model input, split stratified on the index."""
     shape = fixed_image_shape(input_shape, str(pattern))
     files = tfrecord_files(pattern)
@@ -92,5 +93,7 @@ def load_tfrecords(pattern: Path, input_shape: tuple[int | None, ...], test_frac
     require_classes(y, str(pattern))
     train, test = split_indices(y, names, test_fraction, seed, str(pattern))
     items: list[Path | bytes] = list(images)
-    return Dataset(decode_subset(items, origins, train, shape), y[train],
-                   decode_subset(items, origins, test, shape), y[test], names)
+    return Dataset(decode_subset(items, origins, train, shape, reporter, "decode training records"),
+                   y[train],
+                   decode_subset(items, origins, test, shape, reporter, "decode held-out records"),
+                   y[test], names)

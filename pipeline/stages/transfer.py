@@ -15,13 +15,16 @@ import numpy as np
 
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
-from pipeline.model.data import Dataset, demo_target_domain, load_image_dir, load_npz
+from pipeline.model.data import Dataset, demo_target_domain, load_image_dir
+from pipeline.model.npz_source import load_npz
 from pipeline.model.source import SourceModel, load_source_model
+from pipeline.progress import Reporter
 from pipeline.run import StageContext
 from pipeline.stages.results import LoadOutput, TransferOutput
 
 
-def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...]) -> Dataset:
+def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...],
+                     reporter: Reporter | None = None) -> Dataset:
     """Dispatch on `data.source`; every loader checks samples fit the model input."""
     if cfg.source == "demo":
         data = demo_target_domain(cfg.labels_per_class, cfg.test_fraction, cfg.seed)
@@ -37,8 +40,8 @@ def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...]) -> Da
         from pipeline.model.tfrecord_source import load_tfrecords
 
         return load_tfrecords(cfg.path, input_shape, cfg.test_fraction, cfg.seed,
-                              cfg.image_feature, cfg.label_feature)
-    return load_image_dir(cfg.path, input_shape, cfg.test_fraction, cfg.seed)
+                              cfg.image_feature, cfg.label_feature, reporter)
+    return load_image_dir(cfg.path, input_shape, cfg.test_fraction, cfg.seed, reporter)
 
 
 def map_inputs(cfg: DataConfig, data: Dataset) -> tuple[str, Dataset, np.ndarray]:
@@ -98,7 +101,7 @@ def run(ctx: StageContext) -> TransferOutput:
     cfg = ctx.config.transfer
     source = source_from(ctx)
     started = time.perf_counter()
-    data = load_target_data(ctx.config.data, tuple(source.model.input_shape[1:]))
+    data = load_target_data(ctx.config.data, tuple(source.model.input_shape[1:]), ctx.reporter)
     load_s = time.perf_counter() - started
     examples = len(data.y_train) + len(data.y_test)
     ctx.reporter.note(f"target data: {len(data.y_train)} labelled, {len(data.y_test)} held out, "

@@ -12,9 +12,10 @@ from pipeline.model.data import (
     few_shot_indices,
     fit_to_input,
     load_image_dir,
-    load_npz,
+    split_dataset,
     stratified_split,
 )
+from pipeline.model.npz_source import load_npz
 
 
 def test_stratified_split_keeps_every_class_on_both_sides():
@@ -237,3 +238,67 @@ def test_baseline_cap_keeps_a_stratified_seeded_subset_of_every_class():
     assert set(np.unique(small.y_fit)) == {0, 1, 2, 3}  # every class survives the cut
     assert np.array_equal(small.y_fit, y[small.x_fit[:, 0].astype(int)])  # rows stay paired
     assert np.array_equal(cap_examples(split, 40, 7)[0].x_fit, small.x_fit)
+
+
+def test_decoding_shows_a_bar_with_the_image_rate(tmp_path: Path):
+    import io
+
+    from rich.console import Console
+
+    from pipeline.progress import Reporter
+
+    for i in range(6):
+        _image(tmp_path / ("a" if i % 2 else "b") / f"{i}.png", 40 * i)
+    shown = io.StringIO()
+    load_image_dir(tmp_path, (8, 8, 1), 0.3, 0, Reporter(console=Console(file=shown, width=160)))
+    text = shown.getvalue()
+    assert "decode training images" in text and "decode held-out images" in text
+    assert "images/s" in text and "4/4" in text and "2/2" in text
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_read_in_chunks_equals_the_whole_array_split(tmp_path: Path, monkeypatch, save):
+    """Chunks of 7 rows (not a divisor of 100) scatter every row to the split the labels chose."""
+    from pipeline.model import npz_source
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (100, 8, 8)).astype(np.uint8)
+    y = np.repeat(np.array(["cat", "dog", "eel"]), [40, 35, 25])
+    save(tmp_path / "d.npz", x=x, y=y)
+    monkeypatch.setattr(npz_source, "CHUNK_BYTES", 7 * 64)
+    data = load_npz(tmp_path / "d.npz", (8, 8, 1), 0.3, 5)
+    expected = split_dataset(x[..., None].astype(np.float32), encode_labels(y)[0], ("cat", "dog", "eel"), 0.3, 5)
+    for got, want in zip((data.x_train, data.y_train, data.x_test, data.y_test),
+                         (expected.x_train, expected.y_train, expected.x_test, expected.y_test), strict=True):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert data.class_names == ("cat", "dog", "eel") and data.x_train.dtype == np.float32
+
+
+def test_npz_nan_in_a_later_chunk_and_a_truncated_member_are_refused(tmp_path: Path, monkeypatch):
+    import zipfile
+
+    from pipeline.model import npz_source
+
+    x = np.zeros((20, 8, 8), np.float32)
+    x[17, 3, 3] = np.inf
+    np.savez(tmp_path / "inf.npz", x=x, y=np.arange(20) % 2)
+    monkeypatch.setattr(npz_source, "CHUNK_BYTES", 4 * 256)
+    with pytest.raises(DataError, match="NaN/Inf"):
+        load_npz(tmp_path / "inf.npz", (8, 8, 1), 0.2, 0)
+    header = np.lib.format
+    with zipfile.ZipFile(tmp_path / "cut.npz", "w") as archive:
+        with archive.open("y.npy", "w") as member:
+            header.write_array(member, np.arange(20) % 2)
+        with archive.open("x.npy", "w") as member:
+            header.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": (20, 8, 8)})
+            member.write(np.zeros((12, 8, 8), np.float32).tobytes())
+    with pytest.raises(DataError, match=r"cut\.npz: x ends after 12 of 20 rows"):
+        load_npz(tmp_path / "cut.npz", (8, 8, 1), 0.2, 0)
+
+
+def test_npz_of_objects_is_refused_from_its_header(tmp_path: Path):
+    x = np.empty((10, 8, 8), dtype=object)
+    x[:] = 1.0
+    np.savez(tmp_path / "obj.npz", x=x, y=np.arange(10) % 2)
+    with pytest.raises(DataError, match="not a readable .npz file|numeric samples"):
+        load_npz(tmp_path / "obj.npz", (8, 8, 1), 0.2, 0)
