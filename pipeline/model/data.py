@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +25,14 @@ DEMO_COPIES_PER_GLYPH = 40  # augmented renderings of each digit in each font (8
 
 @dataclass(frozen=True)
 class Dataset:
-    """A labelled training set and a held-out test set, labels as 0..K-1."""
+    """A labelled training set and a held-out test set, labels as 0..K-1.
 
-    x_train: np.ndarray
+    x is an array in memory, or lazy rows (image_set.ImageSet) for image folders and
+    TFRecords, which every consumer streams instead of holding decoded."""
+
+    x_train: Any
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: Any
     y_test: np.ndarray
     class_names: tuple[str, ...]
 
@@ -173,20 +177,34 @@ def demo_target_domain(labels_per_class: int, test_fraction: float, seed: int) -
 
 def load_image_dir(path: Path, input_shape: tuple[int | None, ...], test_fraction: float,
                    seed: int, reporter: Reporter | None = None) -> Dataset:
-    """A folder with one sub-folder of images per class; images are resized to the model input.
+    """A folder with one sub-folder of images per class, decoded into arrays (see `image_dir_rows`)."""
+    return materialized(image_dir_rows(path, input_shape, test_fraction, seed), reporter, "images")
 
-    Indexed and header-checked first, split on the index, then each split decoded in
-    parallel into its own array (see image_files)."""
-    from pipeline.model.image_files import decode_subset, fixed_image_shape, image_folder_index
+
+def image_dir_rows(path: Path, input_shape: tuple[int | None, ...], test_fraction: float,
+                   seed: int) -> Dataset:
+    """A folder with one sub-folder of images per class, as lazy rows resized to the model input.
+
+    Indexed and header-checked first and split on the index; no pixel is decoded here
+    (see image_set: each pass decodes its batches)."""
+    from pipeline.model.image_files import fixed_image_shape, image_folder_index
+    from pipeline.model.image_set import ImageSet
 
     if not path.is_dir():
         raise DataError(f"data directory not found: {path}")
     shape = fixed_image_shape(input_shape, str(path))
     files, labels, names = image_folder_index(path)
     train, test = split_indices(labels, names, test_fraction, seed, str(path))
-    origins = [str(f) for f in files]
-    items: list[Path | bytes] = list(files)
-    return Dataset(decode_subset(items, origins, train, shape, reporter, "decode training images"),
-                   labels[train],
-                   decode_subset(items, origins, test, shape, reporter, "decode held-out images"),
-                   labels[test], names)
+    rows = ImageSet(list(files), [str(f) for f in files], np.arange(len(files)), shape)
+    return Dataset(rows[train], labels[train], rows[test], labels[test], names)
+
+
+def materialized(data: Dataset, reporter: Reporter | None, what: str) -> Dataset:
+    """A Dataset of lazy rows decoded into one array per split (small sets, tests, benchmarks)."""
+    from pipeline.model.image_set import is_lazy
+
+    def decoded(x: Any, label: str) -> np.ndarray:
+        return x.materialize(reporter, label) if is_lazy(x) else x
+
+    return Dataset(decoded(data.x_train, f"decode training {what}"), data.y_train,
+                   decoded(data.x_test, f"decode held-out {what}"), data.y_test, data.class_names)

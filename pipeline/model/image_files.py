@@ -3,25 +3,21 @@
 A data set is indexed (which files, which labels) and checked by its headers before
 any pixel is decoded, so a bad file is named in seconds rather than after a long decode;
 the train/held-out split is decided on that index, so it never depends on decode
-order. Pixels are then decoded in parallel by `tf.data` straight into one array per
-split: the decoded set is held once, not once per list, stack and split copy.
+order. Pixels are decoded later, in parallel by `tf.data`, pass by pass (image_set).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.progress import Reporter
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MAX_IMAGE_PIXELS = 40_000_000  # a 40 MP photo decodes to ≈120 MB; anything larger is refused unread
-DECODE_BATCH = 64  # images per tf.data batch copied into the split's array
 
 
 def image_folder_index(path: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
@@ -87,66 +83,6 @@ def decode_image(source: Path | bytes, origin: str, size: tuple[int, int], chann
                         "limit)") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{origin}: not a readable image ({exc.__class__.__name__})") from None
-
-
-def decode_all(count: int, decode: Callable[[int], np.ndarray], shape: tuple[int, ...],
-               reporter: Reporter | None = None, label: str = "decode images") -> np.ndarray:
-    """`decode(i)` for i in 0..count-1, run in parallel by tf.data, into one float32 array.
-
-    Pillow releases the GIL while it decodes and resizes, so tf.data's parallel map
-    uses every core; the first DataError a worker raised is re-raised as it was
-    (tf.data would otherwise wrap it in an UnknownError). With a reporter, a bar shows
-    images decoded and their rate."""
-    import time
-
-    import tensorflow as tf
-
-    out = np.empty((count, *shape), dtype=np.float32)
-    if count == 0:
-        return out
-    failures: list[DataError] = []
-
-    def one(index: np.int64) -> np.ndarray:
-        try:
-            return decode(int(index))
-        except DataError as exc:
-            failures.append(exc)
-            raise
-
-    def mapped(index: Any) -> Any:
-        image = tf.numpy_function(one, [index], tf.float32, stateful=False)
-        return tf.ensure_shape(image, shape)
-
-    stream = (tf.data.Dataset.range(count)
-              .map(mapped, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-              .batch(DECODE_BATCH).prefetch(2))
-    start = 0
-    t0 = time.perf_counter()
-    try:
-        with (reporter or Reporter(quiet=True)).progress(label, count, unit="images") as advance:
-            for batch in stream.as_numpy_iterator():
-                out[start:start + len(batch)] = batch
-                start += len(batch)
-                rate = start / max(time.perf_counter() - t0, 1e-9)
-                advance(len(batch), status=f"{rate:,.0f} images/s")
-    except tf.errors.OpError:
-        if failures:
-            raise failures[0] from None
-        raise
-    return out
-
-
-def decode_subset(items: Sequence[Path | bytes], origins: Sequence[str], indices: np.ndarray,
-                  image_shape: tuple[int, int, int], reporter: Reporter | None = None,
-                  label: str = "decode images") -> np.ndarray:
-    """The images at `indices`, decoded to `image_shape` (height, width, channels)."""
-    height, width, channels = image_shape
-
-    def decode(i: int) -> np.ndarray:
-        item = int(indices[i])
-        return decode_image(items[item], origins[item], (width, height), channels)
-
-    return decode_all(len(indices), decode, image_shape, reporter, label)
 
 
 def fixed_image_shape(input_shape: tuple[int | None, ...], origin: str) -> tuple[int, int, int]:

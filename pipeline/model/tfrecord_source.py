@@ -3,8 +3,8 @@ and most image pipelines write them — an encoded image (JPEG/PNG/...) and a cl
 per record, under feature names the config gives.
 
 One pass reads the records (bytes only: no pixel decoded) and checks every record has
-both features and a readable image header; the split is made on record indices; then
-each split is decoded in parallel into its own array (see image_files).
+both features and a readable image header; the split is made on record indices; pixels
+are decoded in parallel pass by pass (see image_set), or into arrays for small sets.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.model.data import Dataset, encode_labels, require_classes, split_indices
-from pipeline.model.image_files import check_image_header, decode_subset, fixed_image_shape
+from pipeline.model.data import Dataset, encode_labels, materialized, require_classes, split_indices
+from pipeline.model.image_files import check_image_header, fixed_image_shape
 from pipeline.progress import Reporter
 
 
@@ -85,15 +85,23 @@ def read_records(files: list[Path], image_key: str, label_key: str) -> tuple[lis
 
 def load_tfrecords(pattern: Path, input_shape: tuple[int | None, ...], test_fraction: float, seed: int,
                    image_key: str, label_key: str, reporter: Reporter | None = None) -> Dataset:
-    """Records of (encoded image, label) resized to the model input, split stratified on the index."""
+    """Records decoded into arrays (see `tfrecord_rows`)."""
+    return materialized(tfrecord_rows(pattern, input_shape, test_fraction, seed, image_key, label_key),
+                        reporter, "records")
+
+
+def tfrecord_rows(pattern: Path, input_shape: tuple[int | None, ...], test_fraction: float, seed: int,
+                  image_key: str, label_key: str) -> Dataset:
+    """Records of (encoded image, label) as lazy rows resized to the model input, split
+    stratified on the index. The encoded bytes stay in memory (a JPEG is ≈1/30 of its
+    decoded float32 pixels); pixels are decoded pass by pass (see image_set)."""
+    from pipeline.model.image_set import ImageSet
+
     shape = fixed_image_shape(input_shape, str(pattern))
     files = tfrecord_files(pattern)
     images, origins, raw_labels = read_records(files, image_key, label_key)
     y, names = encode_labels(raw_labels)
     require_classes(y, str(pattern))
     train, test = split_indices(y, names, test_fraction, seed, str(pattern))
-    items: list[Path | bytes] = list(images)
-    return Dataset(decode_subset(items, origins, train, shape, reporter, "decode training records"),
-                   y[train],
-                   decode_subset(items, origins, test, shape, reporter, "decode held-out records"),
-                   y[test], names)
+    rows = ImageSet(images, origins, np.arange(len(images)), shape)
+    return Dataset(rows[train], y[train], rows[test], y[test], names)

@@ -2,12 +2,16 @@
 
 Kept apart from the stage module so it can be driven by tests and benchmarks with
 in-memory arrays. Frozen-base training runs on cached base features (the base is
-evaluated once, not every epoch), then the full model is assembled.
+evaluated once, not every epoch), then the full model is assembled. Rows are either
+arrays in memory or lazy rows (an ImageSet decoded pass by pass, a FeatureFile read
+from disk): lazy inputs train from tf.data streams, so memory does not grow with the
+data set, and their frozen-base features go through the on-disk FeatureCache.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +21,10 @@ import numpy as np
 from pipeline.config import TransferConfig
 from pipeline.errors import TransferError
 from pipeline.model.data import Dataset, stratified_split
+from pipeline.model.feature_cache import FeatureCache, rows_of
 from pipeline.model.freeze import LayerInfo, layers_to_unfreeze
 from pipeline.model.graph_cut import frozen_cut
+from pipeline.model.image_set import is_lazy, named_decode_errors
 from pipeline.progress import Advance, Reporter
 
 
@@ -46,7 +52,7 @@ class Curve:
     t0: float
     points: list[tuple[int, float, float]] = field(default_factory=list)  # (epoch, wall_s, accuracy)
 
-    def callback(self, model: Any, x: np.ndarray, y: np.ndarray) -> keras.callbacks.Callback:
+    def callback(self, model: Any, x: Any, y: np.ndarray) -> keras.callbacks.Callback:
         """Records `model`'s accuracy on (x, y) after each epoch; epochs continue across phases.
 
         Must come after EarlyStopping in the callback list: its `restore_best_weights`
@@ -75,12 +81,20 @@ class Curve:
         return [[e, round(w, 4), a] for e, w, a in self.points]
 
 
-def quick_accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+def quick_accuracy(model: Any, x: Any, y: np.ndarray, batch_size: int = 256) -> float:
     """Accuracy by calling the model directly: `predict()` builds a dataset and a function per
     call (≈50 ms), which dominated the per-epoch curves on small held-out sets."""
     if len(x) == 0:
         return float("nan")
     hits = 0
+    if is_lazy(x):  # streamed in row order: labels follow by position
+        start = 0
+        with named_decode_errors(x):
+            for batch in x.batches(batch_size):
+                out = np.asarray(model(batch, training=False))
+                hits += int(np.sum(np.argmax(out, axis=-1) == y[start:start + len(batch)]))
+                start += len(batch)
+        return hits / len(x)
     for start in range(0, len(x), batch_size):
         out = np.asarray(model(x[start:start + batch_size], training=False))
         hits += int(np.sum(np.argmax(out, axis=-1) == y[start:start + batch_size]))
@@ -124,20 +138,21 @@ class BaselineOutcome:
     capped_from: int | None = None  # the labelled set's size when transfer.baseline_max_examples cut it
     accuracy_before_recalibration: float | None = None
     curve: Curve | None = None
+    reused: bool = False  # read from an earlier run's record (see baseline_record), not retrained
 
 
 @dataclass
 class Split:
-    """Training rows and the early-stopping validation rows (stratified)."""
+    """Training rows and the early-stopping validation rows (stratified); x as arrays or lazy rows."""
 
-    x_fit: np.ndarray
+    x_fit: Any
     y_fit: np.ndarray
-    x_val: np.ndarray | None
+    x_val: Any
     y_val: np.ndarray | None
     extra: dict[str, int] = field(default_factory=dict)
 
     @property
-    def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+    def validation(self) -> tuple[Any, np.ndarray] | None:
         """(x_val, y_val) for Keras' validation_data; None without a validation split."""
         if self.x_val is None or self.y_val is None:
             return None
@@ -199,13 +214,22 @@ def _early_stopping(split: Split, patience: int) -> keras.callbacks.EarlyStoppin
     return keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
 
 
-def _fit(model: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
+def fit_arguments(x: Any, y: np.ndarray, val: tuple[Any, np.ndarray] | None, batch_size: int,
+                  seed: int) -> dict[str, Any]:
+    """model.fit's data arguments: arrays as they are, lazy rows as shuffled tf.data streams."""
+    if not is_lazy(x):
+        return {"x": x, "y": y, "validation_data": val, "batch_size": batch_size, "shuffle": True}
+    if val is not None and is_lazy(val[0]):
+        val = val[0].training_dataset(val[1], batch_size, seed, shuffle=False)
+    return {"x": x.training_dataset(y, batch_size, seed), "validation_data": val}
+
+
+def _fit(model: Any, x: Any, y: np.ndarray, val: tuple[Any, np.ndarray] | None,
          split: Split, epochs: int, cfg: TransferConfig, reporter: Reporter, label: str,
          extra: list[keras.callbacks.Callback] | None = None) -> PhaseResult:
     t0 = time.perf_counter()
-    with reporter.progress(label, epochs, unit="epochs") as advance:
-        history = model.fit(x, y, validation_data=val, epochs=epochs, batch_size=cfg.batch_size,
-                            verbose=0, shuffle=True,
+    with reporter.progress(label, epochs, unit="epochs") as advance, named_decode_errors(x):
+        history = model.fit(**fit_arguments(x, y, val, cfg.batch_size, cfg.seed), epochs=epochs, verbose=0,
                             callbacks=[keras.callbacks.TerminateOnNaN(), _early_stopping(split, cfg.patience),
                                        ProgressCallback(advance), *(extra or [])])
         losses = history.history.get("loss", [])
@@ -215,6 +239,8 @@ def _fit(model: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.nda
             advance(0, status=f"early stop after {epochs_run} epochs (best weights restored)")
     return PhaseResult(epochs_run, time.perf_counter() - t0)
 
+
+HELDOUT_BASE = "frozen base: held-out features"
 
 # A head on cached features costs microseconds per step, so Keras' per-step dispatch
 # dominates; running many steps per compiled call removes most of that overhead.
@@ -227,21 +253,31 @@ def _compile(model: Any, learning_rate: float, steps_per_execution: int = 1) -> 
                   steps_per_execution=steps_per_execution)
 
 
+def features_of(model: Any, x: Any, cache: FeatureCache | None, label: str) -> Any:
+    """`model`'s outputs for `x`: computed in memory for arrays; for lazy rows, streamed
+    through the on-disk cache (reused when the key matches) and handed back as rows."""
+    if not is_lazy(x):
+        return model.predict(x, batch_size=256, verbose=0)
+    if cache is None:
+        raise TransferError("internal: lazy rows need a feature cache")
+    return rows_of(cache.features(model, x, label))
+
+
 def train_head(base: Any, head: Any, split: Split, cfg: TransferConfig, reporter: Reporter,
                *, cache_features: bool, curve: Curve | None = None,
-               heldout: tuple[np.ndarray, np.ndarray] | None = None) -> PhaseResult:
+               heldout: tuple[Any, np.ndarray] | None = None, cache: FeatureCache | None = None) -> PhaseResult:
     """Train the head on a frozen base: on cached features, or through the base every epoch."""
     base.trainable = False
     if cache_features:
         t0 = time.perf_counter()
-        f_fit = base.predict(split.x_fit, batch_size=256, verbose=0)
+        f_fit = features_of(base, split.x_fit, cache, "frozen base: training features")
         extra = []
         if curve is not None and heldout is not None:  # the head alone scores cached held-out features
-            extra = [curve.callback(head, base.predict(heldout[0], batch_size=256, verbose=0), heldout[1])]
+            extra = [curve.callback(head, features_of(base, heldout[0], cache, HELDOUT_BASE), heldout[1])]
         validation = split.validation
         val = None
         if validation is not None:
-            val = (base.predict(validation[0], batch_size=256, verbose=0), validation[1])
+            val = (features_of(base, validation[0], cache, "frozen base: validation features"), validation[1])
         extract_s = time.perf_counter() - t0
         steps_per_epoch = max(1, -(-len(f_fit) // cfg.batch_size))
         _compile(head, cfg.learning_rate, min(CACHED_HEAD_STEPS_PER_EXECUTION, steps_per_epoch))
@@ -266,24 +302,29 @@ def cut_layer_name(model: Any, tensor: Any) -> str:
 
 def fine_tune_cached(base: Any, head: Any, cut: Any, split: Split, cfg: TransferConfig,
                      reporter: Reporter, curve: Curve | None,
-                     heldout: tuple[np.ndarray, np.ndarray]) -> PhaseResult:
+                     heldout: tuple[Any, np.ndarray], cache: FeatureCache | None = None,
+                     scores: list[Callable[[], float]] | None = None) -> PhaseResult:
     """Fine-tune on the cached output of the frozen part below `cut` (see graph_cut).
 
     The trained layers are the base's own (shared weights), called in inference mode
-    as `assemble` calls them, so the assembled model ends up exactly as trained."""
+    as `assemble` calls them, so the assembled model ends up exactly as trained.
+    `scores`, when given, receives a function scoring the result on cached held-out
+    features (lazy rows: no second decode of the held-out images)."""
     t0 = time.perf_counter()
     bottom = keras.Model(base.inputs, cut, name="frozen_bottom")
     top = keras.Model(cut, base.output, name="trained_top")
     below = cut_layer_name(base, cut)
 
-    def features(x: np.ndarray) -> np.ndarray:
-        return bottom.predict(x, batch_size=256, verbose=0)
+    def features(x: Any, part: str) -> Any:
+        return features_of(bottom, x, cache, f"frozen bottom ({below}): {part} features")
 
-    f_fit = features(split.x_fit)
-    val = None if split.validation is None else (features(split.validation[0]), split.validation[1])
+    f_fit = features(split.x_fit, "training")
+    val = None if split.validation is None else (features(split.validation[0], "validation"), split.validation[1])
     inputs = keras.Input(tuple(cut.shape[1:]), name="cached")
     model = keras.Model(inputs, head(top(inputs, training=False)), name="fine_tune_cached")
-    extra = [curve.callback(model, features(heldout[0]), heldout[1])] if curve is not None else []
+    extra = [curve.callback(model, features(heldout[0], "held-out"), heldout[1])] if curve is not None else []
+    if scores is not None:
+        scores.append(lambda: accuracy(model, features(heldout[0], "held-out"), heldout[1]))
     extract_s = time.perf_counter() - t0
     _compile(model, cfg.fine_tune_learning_rate)
     result = _fit(model, f_fit, split.y_fit, val, split, cfg.fine_tune_epochs, cfg, reporter,
@@ -296,14 +337,22 @@ def layer_infos(model: Any) -> list[LayerInfo]:
                       isinstance(layer, keras.layers.BatchNormalization)) for layer in model.layers]
 
 
-def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
+def accuracy(model: Any, x: Any, y: np.ndarray) -> float:
+    if is_lazy(x):
+        return quick_accuracy(model, x, y)
     predictions = model.predict(x, batch_size=256, verbose=0)
     return float(np.mean(np.argmax(predictions, axis=-1) == y))
 
 
 def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: TransferConfig,
-             reporter: Reporter) -> TransferOutcome:
-    """Run the configured strategy and return the assembled target model."""
+             reporter: Reporter, cache: FeatureCache | None = None) -> TransferOutcome:
+    """Run the configured strategy and return the assembled target model.
+
+    With lazy rows (an ImageSet) and no `cache`, features go to a temporary cache
+    removed at the end; the stage passes a persistent one so a re-run reuses them."""
+    if is_lazy(data.x_train) and cache is None and cfg.cache_features:
+        with FeatureCache(None, reporter) as temporary:
+            return transfer(source_model, cut_layer, data, cfg, reporter, temporary)
     keras.utils.set_random_seed(cfg.seed)
     t0 = time.perf_counter()
     split = validation_split(data, cfg.validation_fraction, cfg.seed)
@@ -314,6 +363,9 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
     val = split.validation
     curve = Curve(t0) if cfg.record_curves else None
     heldout = (data.x_test, data.y_test)
+    # Lazy rows: the final accuracy is scored on cached held-out features by the part of the
+    # model that trained on them (same weights) instead of decoding every held-out image again.
+    scores: list[Callable[[], float]] | None = [] if is_lazy(data.x_test) and cfg.cache_features else None
 
     def track(model: Any) -> list[keras.callbacks.Callback]:
         return [curve.callback(model, *heldout)] if curve is not None else []
@@ -325,9 +377,12 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
         phases["full"] = _fit(model, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg,
                               reporter, "train all layers", track(model))
         unfrozen = [info.name for info in layer_infos(base) if info.has_weights]
+        scores = None
     else:
         phases["head"] = train_head(base, head, split, cfg, reporter, cache_features=cfg.cache_features,
-                                    curve=curve, heldout=heldout)
+                                    curve=curve, heldout=heldout, cache=cache)
+        if scores is not None:
+            scores.append(lambda: accuracy(head, features_of(base, data.x_test, cache, HELDOUT_BASE), data.y_test))
         model = assemble(base, head)
         if cfg.strategy == "fine-tune" and cfg.fine_tune_epochs > 0:
             unfrozen = layers_to_unfreeze(layer_infos(base), top=cfg.unfreeze_top, after=cfg.unfreeze_after)
@@ -338,16 +393,17 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
                 cut = frozen_cut(base, set(unfrozen)) if cfg.cache_features else None
                 if cut is not None:
                     phases["fine_tune"] = fine_tune_cached(base, head, cut, split, cfg, reporter,
-                                                           curve, heldout)
+                                                           curve, heldout, cache, scores)
                 else:
+                    scores = None  # the top trained on images: score the whole model on them
                     _compile(model, cfg.fine_tune_learning_rate)
                     phases["fine_tune"] = _fit(model, split.x_fit, split.y_fit, val, split,
                                                cfg.fine_tune_epochs, cfg, reporter, "fine-tune top layers",
                                                track(model))
             else:
                 reporter.note("fine-tune: no base layer selected to unfreeze; keeping the frozen base")
-    return TransferOutcome(model, accuracy(model, data.x_test, data.y_test), phases, unfrozen,
-                           time.perf_counter() - t0, curve)
+    test_accuracy = scores[-1]() if scores else accuracy(model, data.x_test, data.y_test)
+    return TransferOutcome(model, test_accuracy, phases, unfrozen, time.perf_counter() - t0, curve)
 
 
 def fresh_base(source_model: Any, cut_layer: str | None) -> Any:
@@ -421,7 +477,7 @@ def batchnorm_layers(model: Any) -> list[Any]:
     return found
 
 
-def recalibrate_batchnorm(model: Any, x: np.ndarray, batch_size: int = 64) -> int:
+def recalibrate_batchnorm(model: Any, x: Any, batch_size: int = 64) -> int:
     """Replace BN moving statistics with the average of per-batch statistics over `x`.
 
     A net trained from scratch for a few dozen steps has moving averages (momentum
@@ -435,11 +491,12 @@ def recalibrate_batchnorm(model: Any, x: np.ndarray, batch_size: int = 64) -> in
     if not layers or len(x) == 0:
         return 0
     saved = [layer.momentum for layer in layers]
+    batches = x.batches(batch_size) if is_lazy(x) else (x[s:s + batch_size] for s in range(0, len(x), batch_size))
     try:
-        for i, start in enumerate(range(0, len(x), batch_size), start=1):
+        for i, batch in enumerate(batches, start=1):
             for layer in layers:
                 layer.momentum = (i - 1) / i
-            model(x[start:start + batch_size], training=True)
+            model(batch, training=True)
     finally:
         for layer, momentum in zip(layers, saved, strict=True):
             layer.momentum = momentum

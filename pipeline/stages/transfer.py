@@ -7,15 +7,17 @@ export parity check and the golden set.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
 
 import numpy as np
 
-from pipeline.config import DataConfig
+from pipeline.config import DataConfig, TransferConfig
 from pipeline.errors import DataError
-from pipeline.model.data import Dataset, demo_target_domain, load_image_dir
+from pipeline.model.data import Dataset, demo_target_domain, image_dir_rows
+from pipeline.model.image_set import is_lazy
 from pipeline.model.npz_source import load_npz
 from pipeline.model.source import SourceModel, load_source_model
 from pipeline.progress import Reporter
@@ -23,9 +25,11 @@ from pipeline.run import StageContext
 from pipeline.stages.results import LoadOutput, TransferOutput
 
 
-def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...],
-                     reporter: Reporter | None = None) -> Dataset:
-    """Dispatch on `data.source`; every loader checks samples fit the model input."""
+def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...]) -> Dataset:
+    """Dispatch on `data.source`; every loader checks samples fit the model input.
+
+    Image folders and TFRecords come back as lazy rows (decoded pass by pass); the
+    demo and .npz as arrays."""
     if cfg.source == "demo":
         data = demo_target_domain(cfg.labels_per_class, cfg.test_fraction, cfg.seed)
         if tuple(input_shape) != data.x_train.shape[1:]:
@@ -37,11 +41,11 @@ def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...],
     if cfg.source == "npz":
         return load_npz(cfg.path, input_shape, cfg.test_fraction, cfg.seed)
     if cfg.source == "tfrecord":
-        from pipeline.model.tfrecord_source import load_tfrecords
+        from pipeline.model.tfrecord_source import tfrecord_rows
 
-        return load_tfrecords(cfg.path, input_shape, cfg.test_fraction, cfg.seed,
-                              cfg.image_feature, cfg.label_feature, reporter)
-    return load_image_dir(cfg.path, input_shape, cfg.test_fraction, cfg.seed, reporter)
+        return tfrecord_rows(cfg.path, input_shape, cfg.test_fraction, cfg.seed,
+                             cfg.image_feature, cfg.label_feature)
+    return image_dir_rows(cfg.path, input_shape, cfg.test_fraction, cfg.seed)
 
 
 def map_inputs(cfg: DataConfig, data: Dataset) -> tuple[str, Dataset, np.ndarray]:
@@ -59,6 +63,9 @@ def map_inputs(cfg: DataConfig, data: Dataset) -> tuple[str, Dataset, np.ndarray
     if needs_rgb(mode) and data.x_train.shape[-1] != 3:
         raise DataError(f"data.preprocess = {cfg.preprocess!r} needs RGB images (3 channels); the model "
                         f"input has {data.x_train.shape[-1]}")
+    if is_lazy(data.x_train):  # the mapping runs in the decode stream
+        return mode, replace(data, x_train=data.x_train.with_mode(mode), x_test=data.x_test.with_mode(mode)), \
+            data.x_test.with_mode("raw")
     raw_train, raw_test = raw_pixels(data.x_train, cfg.source), raw_pixels(data.x_test, cfg.source)
     mapped = replace(data, x_train=apply(raw_train, mode).astype(np.float32),
                      x_test=apply(raw_test, mode).astype(np.float32))
@@ -95,22 +102,82 @@ def speed_report(outcome: Any, baseline: Any, workdir: Any) -> dict[str, Any]:
     return out
 
 
+def baseline_outcome(source: SourceModel, data: Dataset, cfg: TransferConfig, reporter: Reporter,
+                     cache: Any) -> Any:
+    """The from-scratch arm: trained, or — for lazy rows with a cache — read back from an
+    earlier run whose architecture, rows, settings and library versions were the same."""
+    from pipeline.model import baseline_record
+    from pipeline.model.exporter import library_versions
+    from pipeline.model.training import train_from_scratch
+
+    if not cfg.baseline:
+        return None
+    if cache is None:
+        return train_from_scratch(source.model, source.cut_layer, data, cfg, reporter)
+    try:
+        architecture = source.model.to_json()
+    except Exception:  # no config to hash (a wrapped SavedModel): train it
+        return train_from_scratch(source.model, source.cut_layer, data, cfg, reporter)
+    key = baseline_record.baseline_key(
+        architecture, source.cut_layer,
+        [data.x_train.fingerprint(), data.x_test.fingerprint(), labels_digest(data.y_train),
+         labels_digest(data.y_test)], cfg.model_dump(mode="json"), library_versions())
+    path = cache.root / f"baseline-{key}.json"
+    stored = baseline_record.load(path)
+    if stored is not None:
+        stored.reused = True
+        reporter.note(f"baseline: reused an earlier run's result (same architecture, rows, settings and "
+                      f"library versions): held-out accuracy {stored.test_accuracy}")
+        return stored
+    outcome = train_from_scratch(source.model, source.cut_layer, data, cfg, reporter)
+    if outcome.test_accuracy is not None:
+        baseline_record.save(path, outcome)
+    return outcome
+
+
+def labels_digest(y: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(y, dtype=np.int64).tobytes()).hexdigest()
+
+
+def write_heldout(path: Any, x: Any, y: np.ndarray, cache: Any, reporter: Reporter) -> None:
+    """heldout.npz in the run folder: lazy rows go through the cache (a re-run links the
+    same file instead of decoding every held-out image again)."""
+    import os
+    import shutil
+
+    from pipeline.model.heldout_file import save_heldout
+
+    if cache is None:
+        save_heldout(path, x, y)
+        return
+    name = f"heldout-{hashlib.sha256((x.fingerprint() + labels_digest(y)).encode()).hexdigest()[:32]}.npz"
+    cached = cache.stored(name, lambda target: save_heldout(target, x, y, reporter))
+    path.unlink(missing_ok=True)
+    try:
+        os.link(cached, path)
+    except OSError:  # another filesystem
+        shutil.copyfile(cached, path)
+
+
 def run(ctx: StageContext) -> TransferOutput:
-    from pipeline.model.training import train_from_scratch, transfer
+    from pipeline.model.feature_cache import FeatureCache
+    from pipeline.model.training import transfer
 
     cfg = ctx.config.transfer
     source = source_from(ctx)
     started = time.perf_counter()
-    data = load_target_data(ctx.config.data, tuple(source.model.input_shape[1:]), ctx.reporter)
+    data = load_target_data(ctx.config.data, tuple(source.model.input_shape[1:]))
     load_s = time.perf_counter() - started
     examples = len(data.y_train) + len(data.y_test)
+    lazy = is_lazy(data.x_train)
     ctx.reporter.note(f"target data: {len(data.y_train)} labelled, {len(data.y_test)} held out, "
-                      f"{data.num_classes} classes ({', '.join(data.class_names)}); read in {load_s:.1f} s "
+                      f"{data.num_classes} classes ({', '.join(data.class_names)}); "
+                      f"{'indexed' if lazy else 'read'} in {load_s:.1f} s "
                       f"({examples / max(load_s, 1e-9):,.0f} examples/s)")
     mode, data, heldout_raw = map_inputs(ctx.config.data, data)
-    outcome = transfer(source.model, source.cut_layer, data, cfg, ctx.reporter)
-    baseline = (train_from_scratch(source.model, source.cut_layer, data, cfg, ctx.reporter)
-                if cfg.baseline else None)
+    cache = FeatureCache(ctx.config.run.workdir / "feature-cache", ctx.reporter) if lazy else None
+    outcome = transfer(source.model, source.cut_layer, data, cfg, ctx.reporter, cache)
+    baseline = baseline_outcome(source, data, cfg, ctx.reporter, cache)
     if mode != "none":  # the exported model takes raw pixels: the mapping is its first layer
         from pipeline.model.preprocess_layer import with_preprocess
 
@@ -122,7 +189,8 @@ def run(ctx: StageContext) -> TransferOutput:
         "labelled_examples": int(len(data.y_train)),
         "data": {"source": ctx.config.data.source, "examples": int(examples), "load_s": round(load_s, 3),
                  "examples_per_s": round(examples / max(load_s, 1e-9), 1),
-                 "decoded_bytes": int(data.x_train.nbytes + data.x_test.nbytes)},
+                 "streamed": lazy,
+                 "decoded_bytes": 0 if lazy else int(data.x_train.nbytes + data.x_test.nbytes)},
         "test_examples": int(len(data.y_test)),
         "classes": list(data.class_names),
         "unfrozen_layers": outcome.unfrozen,
@@ -142,6 +210,7 @@ def run(ctx: StageContext) -> TransferOutput:
             "capped_from": baseline.capped_from,
             "wall_s": round(baseline.wall_s, 3),
             "skipped_reason": baseline.skipped_reason,
+            "reused": baseline.reused,
             "batchnorm": None if not baseline.bn_layers_recalibrated else {
                 "layers_recalibrated": baseline.bn_layers_recalibrated,
                 "accuracy_before": baseline.accuracy_before_recalibration,
@@ -157,7 +226,9 @@ def run(ctx: StageContext) -> TransferOutput:
     model_path = workdir / "transferred.keras"
     outcome.model.save(model_path)
     heldout_path = workdir / "heldout.npz"
-    np.savez(heldout_path, x=heldout_raw, y=data.y_test)  # what the saved model takes
+    write_heldout(heldout_path, heldout_raw, data.y_test, cache, ctx.reporter)  # what the saved model takes
+    if cache is not None:
+        report["feature_cache"] = {"path": str(cache.root.resolve()), **cache.stats.to_json()}
     report_path = workdir / "transfer_report.json"
     report_path.write_text(json.dumps(report, indent=2))
     ctx.transferred_model = outcome.model

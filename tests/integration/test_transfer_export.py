@@ -332,3 +332,67 @@ def test_fine_tune_on_cached_activations_trains_the_same_model(data):
     assert fast.phases["fine_tune"].epochs_run == slow.phases["fine_tune"].epochs_run == 4
     assert fast.phases["fine_tune"].cached_below == "block_add" and slow.phases["fine_tune"].cached_below is None
     assert len(fast.curve.points) == len(slow.curve.points) == 7  # curves cover both phases either way
+
+
+def _as_png_rows(data):
+    """The demo split as lazy rows: each image PNG-encoded in memory, the same split."""
+    import io
+
+    from PIL import Image
+
+    from pipeline.model.data import Dataset
+    from pipeline.model.image_set import ImageSet
+
+    encoded = []
+    for image in np.concatenate([data.x_train, data.x_test]):
+        png = io.BytesIO()
+        Image.fromarray(np.round(image[..., 0] * 255).astype(np.uint8)).save(png, format="PNG")
+        encoded.append(png.getvalue())
+    rows = ImageSet(encoded, [f"row{i}" for i in range(len(encoded))], np.arange(len(encoded)), (8, 8, 1))
+    n = len(data.y_train)
+    return Dataset(rows[np.arange(n)], data.y_train, rows[np.arange(n, len(encoded))], data.y_test,
+                   data.class_names)
+
+
+def test_lazy_rows_train_through_the_feature_cache_like_arrays(data, tmp_path, monkeypatch):
+    """Image rows decoded pass by pass, features streamed back from the on-disk cache (float16,
+    never loaded whole: the in-memory limit is 0 here): the fine-tuned model matches the one
+    trained on the same pixels in memory, the reported held-out accuracy (scored on cached
+    features) is the assembled model's own, and a re-run reads every pass back."""
+    import keras
+
+    from pipeline.model import feature_cache
+    from pipeline.model.data import materialized
+    from pipeline.model.feature_cache import FeatureCache
+    from pipeline.model.training import accuracy, transfer
+
+    monkeypatch.setattr(feature_cache, "IN_MEMORY_BYTES", 0)
+
+    lazy = _as_png_rows(data)
+    arrays = materialized(lazy, None, "images")
+    source = _residual_source()
+    weights = source.get_weights()
+    cfg = TransferConfig(head_epochs=8, fine_tune_epochs=4, unfreeze_top=1, patience=50, batch_size=64,
+                         learning_rate=0.01, record_curves=False)  # one full batch: order-free
+    outcomes = {}
+    for name, rows in (("arrays", arrays), ("lazy", lazy)):
+        keras.utils.set_random_seed(0)
+        source.set_weights(weights)
+        cache = FeatureCache(tmp_path / "cache") if name == "lazy" else None
+        outcomes[name] = transfer(source, "pool", rows, cfg, QUIET, cache)
+        outcomes[name].top = [w.copy() for w in source.get_layer("top_conv").get_weights()]
+        if cache is not None:
+            assert (cache.stats.misses, cache.stats.hits) == (3, 0)  # base: train; bottom: train, held-out
+    fast, slow = outcomes["lazy"], outcomes["arrays"]
+    assert fast.phases["fine_tune"].cached_below == "block_add"
+    n = len(data.y_test)
+    assert abs(fast.test_accuracy - accuracy(fast.model, arrays.x_test, arrays.y_test)) <= 1 / n
+    assert abs(fast.test_accuracy - slow.test_accuracy) <= 3 / n
+    for a, b in zip(fast.top, slow.top, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-2)
+    source.set_weights(weights)
+    keras.utils.set_random_seed(0)
+    again_cache = FeatureCache(tmp_path / "cache")
+    again = transfer(source, "pool", lazy, cfg, QUIET, again_cache)
+    assert again_cache.stats.misses == 0 and again_cache.stats.hits == 3
+    assert again.test_accuracy == fast.test_accuracy
