@@ -193,9 +193,9 @@ def image_dir_rows(path: Path, input_shape: tuple[int | None, ...], test_fractio
     if not path.is_dir():
         raise DataError(f"data directory not found: {path}")
     shape = fixed_image_shape(input_shape, str(path))
-    files, labels, names = image_folder_index(path)
+    files, labels, names, kinds = image_folder_index(path)
     train, test = split_indices(labels, names, test_fraction, seed, str(path))
-    rows = ImageSet(list(files), [str(f) for f in files], np.arange(len(files)), shape)
+    rows = ImageSet(list(files), [str(f) for f in files], np.arange(len(files)), shape, kinds=kinds)
     return Dataset(rows[train], labels[train], rows[test], labels[test], names)
 
 

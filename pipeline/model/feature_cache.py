@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,17 +47,21 @@ class FeatureFile:
     offset: int
 
     @classmethod
-    def open(cls, path: Path) -> FeatureFile:
+    def open(cls, path: Path, start: int = 0, whole_file: bool = True) -> FeatureFile:
+        """The `.npy` array at byte `start` of `path` (the file itself, or — `whole_file`
+        false — a member stored uncompressed inside an `.npz`)."""
         with path.open("rb") as handle:
+            handle.seek(start)
             major, _ = np.lib.format.read_magic(handle)
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read_header(handle)
             offset = handle.tell()
         if fortran or len(shape) < 1:
-            raise TransferError(f"feature cache {path}: unexpected layout")
+            raise TransferError(f"{path}: an array file in an unexpected layout")
         expected = offset + int(np.prod(shape)) * dtype.itemsize
-        if path.stat().st_size != expected:
-            raise TransferError(f"feature cache {path}: {path.stat().st_size} bytes, expected {expected}")
+        size = path.stat().st_size
+        if size != expected if whole_file else size < expected:
+            raise TransferError(f"{path}: a truncated or damaged array file ({size} bytes, expected {expected})")
         return cls(path, int(shape[0]), tuple(int(d) for d in shape[1:]), dtype, offset)
 
     def __len__(self) -> int:
@@ -84,6 +89,15 @@ class FeatureFile:
             flat[i:j] = np.frombuffer(chunk, dtype=np.uint8).reshape(j - i, -1)
             i = j
         return out.astype(np.float32)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop-1 (clipped to the file) as float32."""
+        start, stop = max(0, start), min(stop, self.count)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            return self.read(fd, np.arange(start, max(start, stop)))
+        finally:
+            os.close(fd)
 
     def batches(self, batch_size: int = READ_BATCH) -> Iterator[np.ndarray]:
         """Rows in order, `batch_size` at a time."""
@@ -137,6 +151,25 @@ def model_fingerprint(model: Any) -> str:
         digest.update(f"{weight.path}\0{value.dtype}\0{value.shape}\n".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
     return digest.hexdigest()
+
+
+_INFERENCE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def inference_function(model: Any) -> Any:
+    """`model` in inference mode as one traced graph per model, any batch size: tracing a
+    large net takes seconds, so every pass over it (train, validation, held-out) shares it."""
+    import tensorflow as tf
+
+    if model not in _INFERENCE:
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        held = weakref.ref(model)  # the function must not keep its own key alive
+
+        def forward(batch: Any) -> Any:
+            return held()(batch, training=False)  # type: ignore[misc]
+
+        _INFERENCE[model] = tf.function(forward, input_signature=[spec])
+    return _INFERENCE[model]
 
 
 @dataclass
@@ -229,11 +262,8 @@ class FeatureCache:
         return FeatureFile.open(path)
 
     def _forward_into(self, model: Any, rows: Any, handle: Any, dtype: np.dtype[Any], label: str) -> None:
-        import tensorflow as tf
-
-        # one trace per pass (reduce_retracing: the last, shorter batch does not trace again)
-        forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-        stream = iter(rows.batches(reporter=self.reporter, label=label))
+        forward = inference_function(model)
+        stream = iter(rows.batches(reporter=self.reporter, label=label, tensors=True))
         while True:
             t0 = time.perf_counter()
             batch = next(stream, None)

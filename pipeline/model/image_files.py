@@ -20,8 +20,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 MAX_IMAGE_PIXELS = 40_000_000  # a 40 MP photo decodes to ≈120 MB; anything larger is refused unread
 
 
-def image_folder_index(path: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
-    """(files, labels 0..K-1, class names) of a folder with one sub-folder per class.
+def image_folder_index(path: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...], list[str]]:
+    """(files, labels 0..K-1, class names, each file's "FORMAT:mode") of a folder with one
+    sub-folder per class.
 
     Every file's header is read here (cheap: no pixels), so an empty, non-image or
     oversized file is refused before decoding starts."""
@@ -33,15 +34,15 @@ def image_folder_index(path: Path) -> tuple[list[Path], np.ndarray, tuple[str, .
                         "(one sub-folder of images per class)")
     files: list[Path] = []
     labels: list[int] = []
+    kinds: list[str] = []
     for label, class_dir in enumerate(class_dirs):
         members = sorted(f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if not members:
             raise DataError(f"{class_dir}: no images (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
-        for file in members:
-            check_image_header(file, str(file))
+        kinds.extend(check_image_header(file, str(file)) for file in members)
         files.extend(members)
         labels.extend([label] * len(members))
-    return files, np.array(labels, dtype=np.int64), tuple(d.name for d in class_dirs)
+    return files, np.array(labels, dtype=np.int64), tuple(d.name for d in class_dirs), kinds
 
 
 def _open(source: Path | bytes) -> Any:
@@ -50,8 +51,10 @@ def _open(source: Path | bytes) -> Any:
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
 
 
-def check_image_header(source: Path | bytes, origin: str) -> None:
-    """Refuse a file that is empty, not an image, or too large to decode — headers only."""
+def check_image_header(source: Path | bytes, origin: str) -> str:
+    """Refuse a file that is empty, not an image, or too large to decode — headers only.
+
+    Returns its "FORMAT:mode" (e.g. "JPEG:RGB"): which decoder can take it (image_set)."""
     from PIL import Image, UnidentifiedImageError
 
     empty = len(source) == 0 if isinstance(source, bytes) else source.stat().st_size == 0
@@ -64,6 +67,7 @@ def check_image_header(source: Path | bytes, origin: str) -> None:
                 raise DataError(f"{origin}: {opened.width}x{opened.height} pixels is over the "
                                 f"{MAX_IMAGE_PIXELS:,}-pixel limit (a decompression bomb or a "
                                 "photo to downscale first)")
+            return f"{opened.format}:{opened.mode}"
     except Image.DecompressionBombError:
         raise DataError(f"{origin}: image too large to decode safely (over Pillow's decompression-bomb "
                         "limit)") from None

@@ -5,6 +5,12 @@ records, labels, which rows) and decoded batch by batch by `tf.data` each time a
 pass runs: memory is bounded by the batch and prefetch sizes, not by the number of
 images. Selecting rows (`images[idx]`) and changing the pixel scale are free; a
 decode failure still ends in one line naming the file (see image_files).
+
+8-bit greyscale/RGB JPEGs and PNGs whose mode matches the model's channels are decoded
+by TensorFlow's own ops (no GIL: both cores decode while the model runs); everything
+else (16-bit, palette, TIFF, WebP, a channel conversion) by Pillow as before. Both
+resize bicubically with antialiasing to the model size and round to 8-bit values, so
+either decoder yields the pixels the other would, up to the JPEG library's rounding.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pipeline.model.image_files import decode_image
 from pipeline.progress import Reporter
 
 PASS_BATCH = 64  # images per decoded batch of a forward pass
+NATIVE_KINDS = {1: {"JPEG:L", "PNG:L"}, 3: {"JPEG:RGB", "PNG:RGB"}}  # by the model's channel count
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class ImageSet:
     indices: np.ndarray
     shape: tuple[int, int, int]
     mode: str = "none"
+    kinds: Sequence[str] | None = None  # each item's "FORMAT:mode" from the header pass
     failures: list[DataError] = field(default_factory=list, compare=False, repr=False)
 
     def __len__(self) -> int:
@@ -68,18 +76,93 @@ class ImageSet:
             return image
         return np.asarray(apply(image * np.float32(255.0), self.mode), dtype=np.float32)
 
-    def _decode_op(self, position: Any) -> Any:
-        """The graph op tf.data's parallel map runs: Pillow releases the GIL as it decodes."""
+    def native(self) -> np.ndarray:
+        """Per row: True where TensorFlow's decoder takes the item (see the module docstring)."""
+        if self.kinds is None:
+            return np.zeros(len(self), dtype=bool)
+        accepted = NATIVE_KINDS.get(self.shape[-1], set())
+        return np.array([self.kinds[int(i)] in accepted for i in self.indices], dtype=bool)
+
+    def decoders(self) -> np.ndarray:
+        """Per row: 0 Pillow, 1 TensorFlow's JPEG decoder, 2 its PNG decoder."""
+        jpeg = np.array([self.kinds is not None and self.kinds[int(i)].startswith("JPEG:") for i in self.indices],
+                        dtype=bool)
+        return np.where(self.native(), np.where(jpeg, 1, 2), 0).astype(np.int32)
+
+    def encoded(self, position: int) -> bytes:
+        """Row `position`'s file bytes (for TensorFlow's decoder)."""
+        item = self.items[int(self.indices[position])]
+        return item if isinstance(item, bytes) else Path(item).read_bytes()
+
+    def file_names(self) -> np.ndarray:
+        """Per row: the file path TensorFlow reads itself, or "" for in-memory bytes."""
+        names = ["" if isinstance(item, bytes) else str(item) for item in (self.items[int(i)] for i in self.indices)]
+        return np.array(names, dtype=object)
+
+    def _decode_op(self, position: Any, decoder: Any, file_name: Any) -> Any:
+        """The graph op tf.data's parallel map runs for one row (`decoder`: see `decoders`).
+
+        Files are read by TensorFlow too, and a set that needs only TensorFlow's decoders
+        (all files, all JPEG or all PNG) gets a graph without any Python in it: the map
+        runs on every core and leaves the GIL to the thread that feeds the model."""
         import tensorflow as tf
 
-        image = tf.numpy_function(lambda p: self.decode(int(p)), [position], tf.float32, stateful=False)
+        channels = self.shape[-1]
+        present = set(self.decoders().tolist())
+        files_only = not any(isinstance(self.items[int(i)], bytes) for i in self.indices)
+
+        def by_pillow() -> Any:  # Pillow releases the GIL for most of its decode
+            return tf.numpy_function(lambda p: self.decode(int(p)), [position], tf.float32, stateful=False)
+
+        def read() -> Any:
+            if files_only:
+                return tf.io.read_file(file_name)
+            return tf.cond(tf.equal(file_name, ""),
+                           lambda: tf.reshape(tf.numpy_function(lambda p: self.encoded(int(p)), [position],
+                                                                tf.string, stateful=False), []),
+                           lambda: tf.io.read_file(file_name))
+
+        def by_tensorflow(jpeg: bool) -> Any:
+            raw = read()
+            if jpeg:  # the accurate integer IDCT, as Pillow's libjpeg uses (TF's default is the fast one)
+                image = tf.io.decode_jpeg(raw, channels=channels, dct_method="INTEGER_ACCURATE")
+            else:
+                image = tf.io.decode_png(raw, channels=channels)
+            image = tf.cast(image, tf.float32)
+
+            def resized() -> Any:  # as Pillow's bicubic (antialiased when shrinking), rounded to 8 bits
+                out = tf.image.resize(image, self.shape[:2], method="bicubic", antialias=True)
+                return tf.clip_by_value(tf.round(out), 0.0, 255.0)
+
+            same = tf.reduce_all(tf.equal(tf.shape(image)[:2], self.shape[:2]))
+            return self._scaled(tf.cond(same, lambda: image, resized) / 255.0)
+
+        branches = [by_pillow, lambda: by_tensorflow(True), lambda: by_tensorflow(False)]
+        image = branches[present.pop()]() if len(present) == 1 else tf.switch_case(decoder, branches)
         return tf.ensure_shape(image, self.shape)
+
+    def _scaled(self, unit: Any) -> Any:
+        """[0, 1] pixels in this set's scale, with the formula `decode` uses."""
+        import keras
+
+        from pipeline.model.preprocess import apply
+
+        if self.mode == "none":
+            return unit
+        return keras.ops.cast(apply(unit * 255.0, self.mode, keras.ops), "float32")
+
+    def _positions(self) -> Any:
+        """(position, decoder, file name) in row order."""
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices((np.arange(len(self), dtype=np.int64), self.decoders(),
+                                                   self.file_names()))
 
     def dataset(self, batch_size: int = PASS_BATCH) -> Any:
         """Batches of images in row order (a forward pass)."""
         import tensorflow as tf
 
-        return (tf.data.Dataset.range(len(self))
+        return (self._positions()
                 .map(self._decode_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .batch(batch_size).prefetch(2))
 
@@ -88,27 +171,29 @@ class ImageSet:
         shuffled, not pixels, so the whole set is one shuffle buffer at 16 bytes a row)."""
         import tensorflow as tf
 
-        pairs = tf.data.Dataset.from_tensor_slices((np.arange(len(self), dtype=np.int64),
-                                                    np.asarray(y, dtype=np.int64)))
+        pairs = tf.data.Dataset.from_tensor_slices((np.arange(len(self), dtype=np.int64), self.decoders(),
+                                                    self.file_names(), np.asarray(y, dtype=np.int64)))
         if shuffle:
             pairs = pairs.shuffle(max(1, len(self)), seed=seed, reshuffle_each_iteration=True)
 
-        def one(position: Any, label: Any) -> Any:
-            return self._decode_op(position), label
+        def one(position: Any, decoder: Any, file_name: Any, label: Any) -> Any:
+            return self._decode_op(position, decoder, file_name), label
 
         return (pairs.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .batch(batch_size).prefetch(2))
 
     def batches(self, batch_size: int = PASS_BATCH, reporter: Reporter | None = None,
-                label: str = "decode images") -> Iterator[np.ndarray]:
-        """Decoded batches in row order; a bar with images/s when a reporter is given."""
+                label: str = "decode images", tensors: bool = False) -> Iterator[Any]:
+        """Decoded batches in row order (NumPy arrays, or TensorFlow tensors with `tensors`
+        for a model to take without a copy); a bar with images/s when a reporter is given."""
         import time
 
         t0 = time.perf_counter()
         done = 0
+        dataset = self.dataset(batch_size)
         with named_decode_errors(self), (reporter or Reporter(quiet=True)).progress(
                 label, len(self), unit="images") as advance:
-            for batch in self.dataset(batch_size).as_numpy_iterator():
+            for batch in (dataset if tensors else dataset.as_numpy_iterator()):
                 done += len(batch)
                 advance(len(batch), status=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f} images/s")
                 yield batch
@@ -121,6 +206,16 @@ class ImageSet:
             out[start:start + len(batch)] = batch
             start += len(batch)
         return out
+
+    def first_failure(self) -> DataError | None:
+        """The first row Pillow cannot decode, as its one-line error (a slow scan: only
+        run after TensorFlow's decoder failed somewhere, to name the file)."""
+        for position in range(len(self)):
+            try:
+                self.decode(position)
+            except DataError as exc:
+                return exc
+        return None
 
     def fingerprint(self) -> str:
         """A hash of what the pixels are made from: each selected file's path, size and
@@ -145,10 +240,16 @@ def named_decode_errors(rows: Any) -> Iterator[None]:
 
     try:
         yield
-    except (tf.errors.OpError, RuntimeError, ValueError):
+    except (tf.errors.OpError, RuntimeError, ValueError) as exc:
         failures = getattr(rows, "failures", None)
         if failures:
             raise failures[0] from None
+        if isinstance(exc, tf.errors.InvalidArgumentError) and isinstance(rows, ImageSet):
+            found = rows.first_failure()  # TensorFlow's decoder names no file: find it
+            if found is not None:
+                raise found from None
+            message = str(exc.message).splitlines()[0] if exc.message else type(exc).__name__
+            raise DataError(f"an image could not be decoded by TensorFlow ({message})") from None
         raise
 
 

@@ -51,13 +51,15 @@ def _feature_value(example: object, key: str, kind: str, origin: str) -> object:
     return values[0]
 
 
-def read_records(files: list[Path], image_key: str, label_key: str) -> tuple[list[bytes], list[str], np.ndarray]:
-    """(encoded images, "file#record" origins, raw labels) of every record in `files`."""
+def read_records(files: list[Path], image_key: str,
+                 label_key: str) -> tuple[list[bytes], list[str], np.ndarray, list[str]]:
+    """(encoded images, "file#record" origins, raw labels, "FORMAT:mode" kinds) of every record in `files`."""
     import tensorflow as tf
 
     images: list[bytes] = []
     origins: list[str] = []
     labels: list[object] = []
+    kinds: list[str] = []
     for file in files:
         count = 0
         try:
@@ -69,7 +71,7 @@ def read_records(files: list[Path], image_key: str, label_key: str) -> tuple[lis
                     raise DataError(f"{origin}: not a tf.train.Example record") from None
                 image = _feature_value(example, image_key, "bytes", origin)
                 assert isinstance(image, bytes)
-                check_image_header(image, origin)
+                kinds.append(check_image_header(image, origin))
                 label = _feature_value(example, label_key, "label", origin)
                 labels.append(label.decode("utf-8", "replace") if isinstance(label, bytes) else label)
                 images.append(image)
@@ -80,7 +82,7 @@ def read_records(files: list[Path], image_key: str, label_key: str) -> tuple[lis
             raise DataError(f"{file}: not a readable TFRecord file ({type(exc).__name__}: {reason})") from None
         if count == 0:
             raise DataError(f"{file}: holds no records")
-    return images, origins, np.array(labels)
+    return images, origins, np.array(labels), kinds
 
 
 def load_tfrecords(pattern: Path, input_shape: tuple[int | None, ...], test_fraction: float, seed: int,
@@ -99,9 +101,9 @@ def tfrecord_rows(pattern: Path, input_shape: tuple[int | None, ...], test_fract
 
     shape = fixed_image_shape(input_shape, str(pattern))
     files = tfrecord_files(pattern)
-    images, origins, raw_labels = read_records(files, image_key, label_key)
+    images, origins, raw_labels, kinds = read_records(files, image_key, label_key)
     y, names = encode_labels(raw_labels)
     require_classes(y, str(pattern))
     train, test = split_indices(y, names, test_fraction, seed, str(pattern))
-    rows = ImageSet(images, origins, np.arange(len(images)), shape)
+    rows = ImageSet(images, origins, np.arange(len(images)), shape, kinds=kinds)
     return Dataset(rows[train], y[train], rows[test], y[test], names)

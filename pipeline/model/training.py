@@ -221,7 +221,8 @@ def fit_arguments(x: Any, y: np.ndarray, val: tuple[Any, np.ndarray] | None, bat
         return {"x": x, "y": y, "validation_data": val, "batch_size": batch_size, "shuffle": True}
     if val is not None and is_lazy(val[0]):
         val = val[0].training_dataset(val[1], batch_size, seed, shuffle=False)
-    return {"x": x.training_dataset(y, batch_size, seed), "validation_data": val}
+    return {"x": x.training_dataset(y, batch_size, seed), "validation_data": val,
+            "shuffle": False}  # the stream reshuffles itself every epoch
 
 
 def _fit(model: Any, x: Any, y: np.ndarray, val: tuple[Any, np.ndarray] | None,

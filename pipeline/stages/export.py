@@ -12,8 +12,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from pipeline.config import DeployConfig
 from pipeline.errors import ExportError, GateError, StorageError
 from pipeline.model.versions import (
@@ -160,8 +158,9 @@ def run(ctx: StageContext) -> ExportOutput:
     import pipeline.model.preprocess_layer  # noqa: F401 - registers the PixelPreprocess layer
 
     model = ctx.transferred_model or keras.models.load_model(transferred.model_path)
-    with np.load(transferred.heldout) as heldout:
-        heldout_x, heldout_y = heldout["x"], heldout["y"]
+    from pipeline.model.heldout_file import open_heldout
+
+    heldout_x, heldout_y = open_heldout(transferred.heldout)  # rows read batch by batch
     gate = ctx.output(GateOutput)  # nothing is exported that the quality gate did not see
     if not gate.passed and ctx.config.gate.enforce:
         raise GateError("the quality gate failed for this run's model and gate.enforce is true; "

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.config import DeployConfig
 from pipeline.errors import GateError
+from pipeline.model.heldout_file import open_heldout
 from pipeline.model.quality import Evaluation, EvaluationError, evaluate, failure_line, judge
 from pipeline.run import StageContext
 from pipeline.stages.results import GateOutput, TransferOutput
@@ -24,7 +25,9 @@ from pipeline.stages.results import GateOutput, TransferOutput
 PREDICT_BATCH = 64
 
 
-def candidate_probabilities(ctx: StageContext, transfer: TransferOutput, x: np.ndarray) -> np.ndarray:
+def candidate_probabilities(ctx: StageContext, transfer: TransferOutput, x: Any) -> np.ndarray:
+    """The transferred model's outputs over `x` (an array, or the held-out file's rows read
+    batch by batch: the held-out set is never all in memory)."""
     model = ctx.transferred_model
     if model is None:
         import keras
@@ -33,10 +36,12 @@ def candidate_probabilities(ctx: StageContext, transfer: TransferOutput, x: np.n
 
         model = keras.models.load_model(transfer.model_path, compile=False)
         ctx.transferred_model = model
-    return np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0))
+    parts = [np.asarray(model(x[start:start + PREDICT_BATCH], training=False))
+             for start in range(0, len(x), PREDICT_BATCH)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def served_stable(cfg: DeployConfig, x: np.ndarray) -> tuple[np.ndarray | None, int | None, str | None]:
+def served_stable(cfg: DeployConfig, x: Any) -> tuple[np.ndarray | None, int | None, str | None]:
     """(probabilities, version, None) from the served stable version, or (None, None, why skipped).
 
     Skipped only when nothing is served: no runtime, or no stable label for this model.
@@ -75,8 +80,7 @@ def served_stable(cfg: DeployConfig, x: np.ndarray) -> tuple[np.ndarray | None, 
 def run(ctx: StageContext) -> GateOutput:
     cfg = ctx.config.gate
     transfer = ctx.output(TransferOutput)
-    with np.load(transfer.heldout) as held:
-        x, y = held["x"], held["y"]
+    x, y = open_heldout(transfer.heldout)
     try:
         candidate = evaluate(y, candidate_probabilities(ctx, transfer, x), transfer.classes)
     except EvaluationError as exc:

@@ -216,7 +216,7 @@ def test_image_dir_split_is_decided_on_the_file_list(tmp_path: Path):
 
     for i in range(10):
         _image(tmp_path / ("a" if i < 5 else "b") / f"{i}.png", 20 * i + 5)
-    files, labels, names = image_folder_index(tmp_path)
+    files, labels, names, _ = image_folder_index(tmp_path)
     _, test = split_indices(labels, names, 0.4, 3)
     data = load_image_dir(tmp_path, (8, 8, 1), 0.4, 3)
     expected = sorted(20 * int(files[t].stem) + 5 for t in test)
