@@ -99,8 +99,13 @@ class FeatureFile:
         finally:
             os.close(fd)
 
-    def batches(self, batch_size: int = READ_BATCH) -> Iterator[np.ndarray]:
-        """Rows in order, `batch_size` at a time."""
+    def fingerprint(self) -> str:
+        """What these rows are: a cache file is named by the hash of what made it."""
+        return f"{self.path.name}@{self.offset}:{self.count}"
+
+    def batches(self, batch_size: int = READ_BATCH, reporter: Reporter | None = None,
+                label: str = "", tensors: bool = False) -> Iterator[np.ndarray]:
+        """Rows in order, `batch_size` at a time (the other arguments match ImageSet's)."""
         fd = os.open(self.path, os.O_RDONLY)
         try:
             for start in range(0, self.count, batch_size):

@@ -266,19 +266,32 @@ def features_of(model: Any, x: Any, cache: FeatureCache | None, label: str) -> A
 
 def train_head(base: Any, head: Any, split: Split, cfg: TransferConfig, reporter: Reporter,
                *, cache_features: bool, curve: Curve | None = None,
-               heldout: tuple[Any, np.ndarray] | None = None, cache: FeatureCache | None = None) -> PhaseResult:
-    """Train the head on a frozen base: on cached features, or through the base every epoch."""
+               heldout: tuple[Any, np.ndarray] | None = None, cache: FeatureCache | None = None,
+               through: tuple[Any, Any] | None = None) -> PhaseResult:
+    """Train the head on a frozen base: on cached features, or through the base every epoch.
+
+    `through` = (bottom, top) splits the base where fine-tuning will cache it: the head's
+    features are then `top` over the bottom's cached outputs, which the fine-tune phase
+    reads again — the images go through the bottom once, not twice."""
     base.trainable = False
     if cache_features:
         t0 = time.perf_counter()
-        f_fit = features_of(base, split.x_fit, cache, "frozen base: training features")
+
+        def base_features(x: Any, label: str) -> Any:
+            if through is None:
+                return features_of(base, x, cache, label)
+            bottom, top = through
+            below = features_of(bottom, x, cache, label.replace("frozen base", "frozen bottom"))
+            return features_of(top, below, cache, label)
+
+        f_fit = base_features(split.x_fit, "frozen base: training features")
         extra = []
         if curve is not None and heldout is not None:  # the head alone scores cached held-out features
-            extra = [curve.callback(head, features_of(base, heldout[0], cache, HELDOUT_BASE), heldout[1])]
+            extra = [curve.callback(head, base_features(heldout[0], HELDOUT_BASE), heldout[1])]
         validation = split.validation
         val = None
         if validation is not None:
-            val = (features_of(base, validation[0], cache, "frozen base: validation features"), validation[1])
+            val = (base_features(validation[0], "frozen base: validation features"), validation[1])
         extract_s = time.perf_counter() - t0
         steps_per_epoch = max(1, -(-len(f_fit) // cfg.batch_size))
         _compile(head, cfg.learning_rate, min(CACHED_HEAD_STEPS_PER_EXECUTION, steps_per_epoch))
@@ -291,6 +304,12 @@ def train_head(base: Any, head: Any, split: Split, cfg: TransferConfig, reporter
     callbacks = [curve.callback(model, *heldout)] if curve is not None and heldout is not None else []
     return _fit(model, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
                 "train head (frozen base)", callbacks)
+
+
+def split_at(base: Any, cut: Any) -> tuple[Any, Any]:
+    """(the frozen part below `cut`, the part above it) as models sharing the base's layers.
+    Built the same way each time, so the bottom's cache key is the same in both phases."""
+    return keras.Model(base.inputs, cut, name="frozen_bottom"), keras.Model(cut, base.output, name="trained_top")
 
 
 def cut_layer_name(model: Any, tensor: Any) -> str:
@@ -312,8 +331,7 @@ def fine_tune_cached(base: Any, head: Any, cut: Any, split: Split, cfg: Transfer
     `scores`, when given, receives a function scoring the result on cached held-out
     features (lazy rows: no second decode of the held-out images)."""
     t0 = time.perf_counter()
-    bottom = keras.Model(base.inputs, cut, name="frozen_bottom")
-    top = keras.Model(cut, base.output, name="trained_top")
+    bottom, top = split_at(base, cut)
     below = cut_layer_name(base, cut)
 
     def features(x: Any, part: str) -> Any:
@@ -380,8 +398,10 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
         unfrozen = [info.name for info in layer_infos(base) if info.has_weights]
         scores = None
     else:
+        planned = planned_cut(base, cfg) if is_lazy(data.x_train) else None
         phases["head"] = train_head(base, head, split, cfg, reporter, cache_features=cfg.cache_features,
-                                    curve=curve, heldout=heldout, cache=cache)
+                                    curve=curve, heldout=heldout, cache=cache,
+                                    through=None if planned is None else split_at(base, planned))
         if scores is not None:
             scores.append(lambda: accuracy(head, features_of(base, data.x_test, cache, HELDOUT_BASE), data.y_test))
         model = assemble(base, head)
@@ -405,6 +425,15 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
                 reporter.note("fine-tune: no base layer selected to unfreeze; keeping the frozen base")
     test_accuracy = scores[-1]() if scores else accuracy(model, data.x_test, data.y_test)
     return TransferOutcome(model, test_accuracy, phases, unfrozen, time.perf_counter() - t0, curve)
+
+
+def planned_cut(base: Any, cfg: TransferConfig) -> Any | None:
+    """Where the fine-tune phase will cache the base (None: it will not), known before the
+    head trains: which layers unfreeze depends only on the base's layers and the config."""
+    if cfg.strategy != "fine-tune" or not cfg.cache_features or cfg.fine_tune_epochs <= 0:
+        return None
+    unfrozen = layers_to_unfreeze(layer_infos(base), top=cfg.unfreeze_top, after=cfg.unfreeze_after)
+    return frozen_cut(base, set(unfrozen)) if unfrozen else None
 
 
 def fresh_base(source_model: Any, cut_layer: str | None) -> Any:
