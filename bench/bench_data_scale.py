@@ -162,7 +162,7 @@ def child_pass(how: str, model_path: Path, folder: Path, cache_dir: Path) -> dic
         cache.stats = type(cache.stats)()
         t0 = time.perf_counter()
         cache.features(base, everything, "pass")
-        result.update(decode_wait_s=cache.stats.decode_s, model_s=cache.stats.model_s)
+        result.update(decode_wait_s=cache.stats.decode_s, model_s=cache.stats.model_s, sync_s=cache.stats.sync_s)
     else:
         base.predict(np.zeros((64, *SHAPE), np.float32), verbose=0)
         t0 = time.perf_counter()

@@ -185,6 +185,7 @@ class CacheStats:
     bytes_reused: int = 0
     decode_s: float = 0.0  # time a pass waited for decoded images
     model_s: float = 0.0  # time a pass spent in the model
+    sync_s: float = 0.0  # time spent making written files durable (fsync)
     images: int = 0
     dtypes: set[str] = field(default_factory=set)
 
@@ -192,6 +193,7 @@ class CacheStats:
         return {"hits": self.hits, "misses": self.misses, "bytes_written": self.bytes_written,
                 "bytes_reused": self.bytes_reused, "images_forwarded": self.images,
                 "decode_wait_s": round(self.decode_s, 3), "model_s": round(self.model_s, 3),
+                "sync_s": round(self.sync_s, 3),
                 "dtypes": sorted(self.dtypes)}
 
 
@@ -259,8 +261,10 @@ class FeatureCache:
                           "shape": (len(rows), *row_shape)}
                 np.lib.format.write_array_header_1_0(handle, header)
                 self._forward_into(model, rows, handle, dtype, label)
+                t0 = time.perf_counter()
                 handle.flush()
                 os.fsync(handle.fileno())
+                self.stats.sync_s += time.perf_counter() - t0
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)

@@ -283,6 +283,7 @@ def test_an_image_folder_streams_and_a_second_run_reuses_features_baseline_and_h
     assert first["data"]["streamed"] is True and first["data"]["decoded_bytes"] == 0
     assert first["feature_cache"]["misses"] >= 2 and first["feature_cache"]["bytes_written"] > 0
     assert first["baseline"]["reused"] is False
+    assert first["baseline"]["batchnorm"]["layers_recalibrated"] >= 1  # re-estimated over streamed batches
     assert second["feature_cache"]["misses"] == 0 and second["feature_cache"]["images_forwarded"] == 0
     assert second["feature_cache"]["hits"] == first["feature_cache"]["misses"] + first["feature_cache"]["hits"]
     assert second["baseline"]["reused"] is True
