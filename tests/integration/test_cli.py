@@ -220,9 +220,10 @@ def test_quantized_export_reports_bytes_latency_accuracy_and_keeps_parity(workdi
     assert f"quantized {mode}: weights" in " ".join(proc.stderr.split())
 
 
-def test_tfrecord_source_deploys_through_export_with_the_records_held_out_pixels(workdir: Path):
+def test_tfrecord_source_deploys_end_to_end_with_the_records_held_out_pixels(workdir: Path):
     """`data.source=tfrecord` with a glob: handwritten digits written as PNG records in two shards
-    by TensorFlow's own writer; the exported model's held-out set is those records' pixels."""
+    by TensorFlow's own writer, deployed to the local runtime and verified over gRPC; the
+    exported model's held-out set is those records' pixels."""
     import io
 
     import tensorflow as tf
@@ -239,10 +240,23 @@ def test_tfrecord_source_deploys_through_export_with_the_records_held_out_pixels
                 feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png.getvalue()])),
                            "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))}
                 writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    proc = run_cli("deploy", "--json", "--until", "export", *FAST, "--set", "data.source=tfrecord",
-                   "--set", f"data.path={workdir}/*.tfrecord", "--set", "gate.min_accuracy=0", cwd=workdir)
+    from tests.support.procs import free_port
+
+    port = free_port()
+    served = ["--set", f"rollout.grpc_port={port}", "--set", "rollout.rest_port=0",
+              "--set", f"verify.endpoint=127.0.0.1:{port}"]
+    try:  # the whole pipeline: export, push to the file store, the local runtime, verify over gRPC
+        proc = run_cli("deploy", "--json", *FAST, "--set", "data.source=tfrecord",
+                       "--set", f"data.path={workdir}/*.tfrecord", "--set", "gate.min_accuracy=0", *served,
+                       cwd=workdir)
+    finally:
+        stopped = run_cli("serve", "stop", "--json", *served, cwd=workdir)
+    assert json.loads(stopped.stdout or "{}").get("running") is False, stopped.stderr
     assert proc.returncode == 0, proc.stderr
-    stages = json.loads(proc.stdout)["stages"]
+    report_json = json.loads(proc.stdout)
+    assert report_json["ran"][-2:] == ["rollout", "verify"]
+    assert report_json["stages"]["verify"]["status"] == "ok"
+    stages = report_json["stages"]
     report = json.loads(Path(stages["transfer"]["outputs"]["report"]).read_text())
     assert report["labelled_examples"] + report["test_examples"] == 200
     assert report["classes"] == [str(c) for c in range(10)]
