@@ -14,8 +14,8 @@ process, so its peak RSS is its own:
    not timed) vs the cache's streamed pass (decode, model, write) vs
    `keras.utils.image_dataset_from_directory` + `model.predict` — small CNN and MobileNetV2.
 3. `tfrollout deploy --until transfer --no-baseline` twice on the 10,000-image folder,
-   small CNN and MobileNetV2: the second run reads the cache; transfer-stage time ratio
-   and both accuracies.
+   small CNN and MobileNetV2 fine-tuned, MobileNetV2 feature extraction: the second run
+   reads the cache; transfer-stage time ratio and both accuracies.
 Sizes can be cut with BENCH_DATA_SCALE_SIZES=1000,10000 (the default runs all three).
 """
 
@@ -201,13 +201,13 @@ def run_child(*args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def deploy_twice(model_path: Path, folder: Path, work: Path) -> dict:
+def deploy_twice(model_path: Path, folder: Path, work: Path, strategy: str = "fine-tune") -> dict:
     """The acceptance measurement: the CLI's transfer stage, first run vs re-run."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "deploy.toml").write_text(
         f'[model]\npath = "{model_path}"\n[data]\nsource = "dir"\npath = "{folder}"\n'
-        f'[transfer]\nhead_epochs = {TRANSFER["head_epochs"]}\nfine_tune_epochs = {TRANSFER["fine_tune_epochs"]}\n'
-        f'patience = {TRANSFER["patience"]}\n')
+        f'[transfer]\nstrategy = "{strategy}"\nhead_epochs = {TRANSFER["head_epochs"]}\n'
+        f'fine_tune_epochs = {TRANSFER["fine_tune_epochs"]}\npatience = {TRANSFER["patience"]}\n')
     runs = []
     for _ in range(2):
         proc = subprocess.run([TFROLLOUT, "deploy", "--json", "--until", "transfer", "--no-baseline"],
@@ -261,8 +261,10 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 shutil.rmtree(root / "cache-mnet", ignore_errors=True)
             if size == 10000:
-                results["rerun_10000"] = {name: deploy_twice(model, folder, root / f"rerun-{name}")
-                                          for name, model in (("small_cnn", cnn), ("mobilenet_v2", mnet))}
+                results["rerun_10000"] = {
+                    f"{name} {strategy}": deploy_twice(model, folder, root / f"rerun-{name}-{strategy}", strategy)
+                    for name, model, strategy in (("small_cnn", cnn, "fine-tune"), ("mobilenet_v2", mnet, "fine-tune"),
+                                                  ("mobilenet_v2", mnet, "feature-extraction"))}
                 print(json.dumps(results["rerun_10000"]), flush=True)
             if size != SIZES[-1]:
                 shutil.rmtree(folder)
