@@ -115,7 +115,7 @@ class FeatureFile:
 
     def load(self) -> np.ndarray:
         """Every row in memory (float32)."""
-        return np.concatenate(list(self.batches())) if self.count else np.zeros((0, *self.row_shape), np.float32)
+        return self.rows(0, self.count)
 
     def training_dataset(self, y: np.ndarray, batch_size: int, seed: int, shuffle: bool = True) -> Any:
         """(rows, labels) batches; with `shuffle`, a new seeded permutation every epoch."""

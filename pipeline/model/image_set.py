@@ -16,6 +16,7 @@ either decoder yields the pixels the other would, up to the JPEG library's round
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -78,16 +79,15 @@ class ImageSet:
 
     def native(self) -> np.ndarray:
         """Per row: True where TensorFlow's decoder takes the item (see the module docstring)."""
-        if self.kinds is None:
-            return np.zeros(len(self), dtype=bool)
-        accepted = NATIVE_KINDS.get(self.shape[-1], set())
-        return np.array([self.kinds[int(i)] in accepted for i in self.indices], dtype=bool)
+        return self.decoders() > 0
 
     def decoders(self) -> np.ndarray:
         """Per row: 0 Pillow, 1 TensorFlow's JPEG decoder, 2 its PNG decoder."""
-        jpeg = np.array([self.kinds is not None and self.kinds[int(i)].startswith("JPEG:") for i in self.indices],
-                        dtype=bool)
-        return np.where(self.native(), np.where(jpeg, 1, 2), 0).astype(np.int32)
+        if self.kinds is None:
+            return np.zeros(len(self), dtype=np.int32)
+        accepted = NATIVE_KINDS.get(self.shape[-1], set())
+        kinds = [self.kinds[int(i)] for i in self.indices]
+        return np.array([0 if k not in accepted else 1 if k.startswith("JPEG:") else 2 for k in kinds], dtype=np.int32)
 
     def encoded(self, position: int) -> bytes:
         """Row `position`'s file bytes (for TensorFlow's decoder)."""
@@ -99,17 +99,16 @@ class ImageSet:
         names = ["" if isinstance(item, bytes) else str(item) for item in (self.items[int(i)] for i in self.indices)]
         return np.array(names, dtype=object)
 
-    def _decode_op(self, position: Any, decoder: Any, file_name: Any) -> Any:
+    def _decode_op(self, position: Any, decoder: Any, file_name: Any, *, present: set[int],
+                   files_only: bool) -> Any:
         """The graph op tf.data's parallel map runs for one row (`decoder`: see `decoders`).
 
         Files are read by TensorFlow too, and a set that needs only TensorFlow's decoders
-        (all files, all JPEG or all PNG) gets a graph without any Python in it: the map
-        runs on every core and leaves the GIL to the thread that feeds the model."""
+        (`files_only`, one decoder `present`) gets a graph without any Python in it: the
+        map runs on every core and leaves the GIL to the thread that feeds the model."""
         import tensorflow as tf
 
         channels = self.shape[-1]
-        present = set(self.decoders().tolist())
-        files_only = not any(isinstance(self.items[int(i)], bytes) for i in self.indices)
 
         def by_pillow() -> Any:  # Pillow releases the GIL for most of its decode
             return tf.numpy_function(lambda p: self.decode(int(p)), [position], tf.float32, stateful=False)
@@ -138,7 +137,7 @@ class ImageSet:
             return self._scaled(tf.cond(same, lambda: image, resized) / 255.0)
 
         branches = [by_pillow, lambda: by_tensorflow(True), lambda: by_tensorflow(False)]
-        image = branches[present.pop()]() if len(present) == 1 else tf.switch_case(decoder, branches)
+        image = branches[next(iter(present))]() if len(present) == 1 else tf.switch_case(decoder, branches)
         return tf.ensure_shape(image, self.shape)
 
     def _scaled(self, unit: Any) -> Any:
@@ -151,19 +150,20 @@ class ImageSet:
             return unit
         return keras.ops.cast(apply(unit * 255.0, self.mode, keras.ops), "float32")
 
-    def _positions(self) -> Any:
-        """(position, decoder, file name) in row order."""
-        import tensorflow as tf
-
-        return tf.data.Dataset.from_tensor_slices((np.arange(len(self), dtype=np.int64), self.decoders(),
-                                                   self.file_names()))
+    def _columns(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], Any]:
+        """((position, decoder, file name) per row, the decode op for them): computed once
+        per pass, so the op knows which decoders the rows need."""
+        decoders, names = self.decoders(), self.file_names()
+        op = functools.partial(self._decode_op, present=set(decoders.tolist()), files_only=bool(np.all(names != "")))
+        return (np.arange(len(self), dtype=np.int64), decoders, names), op
 
     def dataset(self, batch_size: int = PASS_BATCH) -> Any:
         """Batches of images in row order (a forward pass)."""
         import tensorflow as tf
 
-        return (self._positions()
-                .map(self._decode_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        columns, decode_op = self._columns()
+        return (tf.data.Dataset.from_tensor_slices(columns)
+                .map(decode_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .batch(batch_size).prefetch(2))
 
     def training_dataset(self, y: np.ndarray, batch_size: int, seed: int, shuffle: bool = True) -> Any:
@@ -171,13 +171,13 @@ class ImageSet:
         shuffled, not pixels, so the whole set is one shuffle buffer at 16 bytes a row)."""
         import tensorflow as tf
 
-        pairs = tf.data.Dataset.from_tensor_slices((np.arange(len(self), dtype=np.int64), self.decoders(),
-                                                    self.file_names(), np.asarray(y, dtype=np.int64)))
+        columns, decode_op = self._columns()
+        pairs = tf.data.Dataset.from_tensor_slices((*columns, np.asarray(y, dtype=np.int64)))
         if shuffle:
             pairs = pairs.shuffle(max(1, len(self)), seed=seed, reshuffle_each_iteration=True)
 
         def one(position: Any, decoder: Any, file_name: Any, label: Any) -> Any:
-            return self._decode_op(position, decoder, file_name), label
+            return decode_op(position, decoder, file_name), label
 
         return (pairs.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .batch(batch_size).prefetch(2))
@@ -217,9 +217,9 @@ class ImageSet:
                 return exc
         return None
 
-    def fingerprint(self) -> str:
-        """A hash of what the pixels are made from: each selected file's path, size and
-        mtime (or each record's bytes), the rows, the decoded shape and the scale."""
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        """Computed once per set (a run asks for it several times: each cache key)."""
         digest = hashlib.sha256()
         digest.update(repr((self.shape, self.mode, len(self.indices))).encode())
         digest.update(np.ascontiguousarray(self.indices, dtype=np.int64).tobytes())
@@ -230,6 +230,11 @@ class ImageSet:
                 stat = item.stat()
                 digest.update(f"{item}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()
+
+    def fingerprint(self) -> str:
+        """A hash of what the pixels are made from: each selected file's path, size and
+        mtime (or each record's bytes), the rows, the decoded shape and the scale."""
+        return self._fingerprint
 
 
 @contextlib.contextmanager

@@ -86,19 +86,20 @@ def quick_accuracy(model: Any, x: Any, y: np.ndarray, batch_size: int = 256) -> 
     call (≈50 ms), which dominated the per-epoch curves on small held-out sets."""
     if len(x) == 0:
         return float("nan")
-    hits = 0
-    if is_lazy(x):  # streamed in row order: labels follow by position
-        start = 0
-        with named_decode_errors(x):
-            for batch in x.batches(batch_size):
-                out = np.asarray(model(batch, training=False))
-                hits += int(np.sum(np.argmax(out, axis=-1) == y[start:start + len(batch)]))
-                start += len(batch)
-        return hits / len(x)
-    for start in range(0, len(x), batch_size):
-        out = np.asarray(model(x[start:start + batch_size], training=False))
-        hits += int(np.sum(np.argmax(out, axis=-1) == y[start:start + batch_size]))
+    hits = start = 0
+    with named_decode_errors(x):
+        for batch in row_batches(x, batch_size):  # in row order: labels follow by position
+            out = np.asarray(model(batch, training=False))
+            hits += int(np.sum(np.argmax(out, axis=-1) == y[start:start + len(batch)]))
+            start += len(batch)
     return hits / len(x)
+
+
+def row_batches(x: Any, batch_size: int) -> Any:
+    """`x` in row order, `batch_size` rows at a time: slices of an array, or a lazy pass."""
+    if is_lazy(x):
+        return x.batches(batch_size)
+    return (x[start:start + batch_size] for start in range(0, len(x), batch_size))
 
 
 def time_to_accuracy(points: list[tuple[int, float, float]], target: float) -> float | None:
@@ -521,9 +522,8 @@ def recalibrate_batchnorm(model: Any, x: Any, batch_size: int = 64) -> int:
     if not layers or len(x) == 0:
         return 0
     saved = [layer.momentum for layer in layers]
-    batches = x.batches(batch_size) if is_lazy(x) else (x[s:s + batch_size] for s in range(0, len(x), batch_size))
     try:
-        for i, batch in enumerate(batches, start=1):
+        for i, batch in enumerate(row_batches(x, batch_size), start=1):
             for layer in layers:
                 layer.momentum = (i - 1) / i
             model(batch, training=True)
