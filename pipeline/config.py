@@ -89,6 +89,24 @@ class DataConfig(_Section):
         return value
 
 
+class AugmentConfig(_Section):
+    """Random changes to the training images, as Keras preprocessing layers: every factor 0
+    and flip "none" (the default) = no augmentation. Only the training stream is changed:
+    never the held-out or validation rows, never the exported model."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    rotation: float = Field(default=0.0, ge=0.0, le=1.0, description="Up to ± this fraction of a full turn.")
+    zoom: float = Field(default=0.0, ge=0.0, lt=1.0, description="Up to ± this fraction of the size.")
+    translation: float = Field(default=0.0, ge=0.0, le=1.0, description="Up to ± this fraction of the size.")
+    contrast: float = Field(default=0.0, ge=0.0, le=1.0, description="Contrast scaled by 1 ± up to this.")
+    fill: Literal["reflect", "constant", "nearest", "wrap"] = Field(
+        default="reflect", description="What fills pixels a rotation, zoom or shift uncovers (constant: 0).")
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or any((self.rotation, self.zoom, self.translation, self.contrast))
+
+
 class TransferConfig(_Section):
     """How the source model is adapted to the target domain."""
 
@@ -116,6 +134,11 @@ class TransferConfig(_Section):
     baseline_epochs: int | None = Field(
         default=None, ge=1, le=100_000, description="From-scratch epochs; default head_epochs + "
         "fine_tune_epochs, the transfer arm's budget (a fair baseline gets no fewer).")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    augment_copies: int = Field(
+        default=0, ge=0, le=1000, description="With augmentation: 0 = new random changes every epoch "
+        "(the frozen base then runs every epoch: no feature cache); K = K augmented copies of the "
+        "labelled set made once, their frozen-base features cached beside the originals'.")
 
     @property
     def scratch_epochs(self) -> int:

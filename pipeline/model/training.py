@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import keras
@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.config import TransferConfig
 from pipeline.errors import TransferError
+from pipeline.model import augment
 from pipeline.model.data import Dataset, stratified_split
 from pipeline.model.feature_cache import FeatureCache, rows_of
 from pipeline.model.freeze import LayerInfo, layers_to_unfreeze
@@ -126,6 +127,8 @@ class TransferOutcome:
     unfrozen: list[str]
     wall_s: float
     curve: Curve | None = None
+    augmentation: dict[str, Any] | None = None  # how augmentation was applied (None: it was not)
+    reused: bool = False  # read from an earlier run's record (see outcome_records), not retrained
 
 
 @dataclass
@@ -139,7 +142,8 @@ class BaselineOutcome:
     capped_from: int | None = None  # the labelled set's size when transfer.baseline_max_examples cut it
     accuracy_before_recalibration: float | None = None
     curve: Curve | None = None
-    reused: bool = False  # read from an earlier run's record (see baseline_record), not retrained
+    reused: bool = False  # read from an earlier run's record (see outcome_records), not retrained
+    augmented: bool = False  # trained with the augmentation on the fly
 
 
 @dataclass
@@ -268,7 +272,7 @@ def features_of(model: Any, x: Any, cache: FeatureCache | None, label: str) -> A
 def train_head(base: Any, head: Any, split: Split, cfg: TransferConfig, reporter: Reporter,
                *, cache_features: bool, curve: Curve | None = None,
                heldout: tuple[Any, np.ndarray] | None = None, cache: FeatureCache | None = None,
-               through: tuple[Any, Any] | None = None) -> PhaseResult:
+               through: tuple[Any, Any] | None = None, augmenter: Any = None) -> PhaseResult:
     """Train the head on a frozen base: on cached features, or through the base every epoch.
 
     `through` = (bottom, top) splits the base where fine-tuning will cache it: the head's
@@ -300,11 +304,17 @@ def train_head(base: Any, head: Any, split: Split, cfg: TransferConfig, reporter
                       "train head (cached features)", extra)
         return PhaseResult(result.epochs_run, result.wall_s + extract_s, setup_s=extract_s)
     model = assemble(base, head)
-    _compile(model, cfg.learning_rate)
+    trainer = trainable_form(model, augmenter)
+    _compile(trainer, cfg.learning_rate)
     val = split.validation
     callbacks = [curve.callback(model, *heldout)] if curve is not None and heldout is not None else []
-    return _fit(model, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
+    return _fit(trainer, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg, reporter,
                 "train head (frozen base)", callbacks)
+
+
+def trainable_form(model: Any, augmenter: Any) -> Any:
+    """What model.fit trains: `model`, or `model` behind the augmentation layers (shared weights)."""
+    return model if augmenter is None else augment.training_wrapper(model, augmenter)
 
 
 def split_at(base: Any, cut: Any) -> tuple[Any, Any]:
@@ -369,13 +379,26 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
     """Run the configured strategy and return the assembled target model.
 
     With lazy rows (an ImageSet) and no `cache`, features go to a temporary cache
-    removed at the end; the stage passes a persistent one so a re-run reuses them."""
+    removed at the end; the stage passes a persistent one so a re-run reuses them.
+    With augmentation, see `augment` for the two ways it is applied."""
+    cfg, plan = augmentation_plan(cfg, reporter)
     if is_lazy(data.x_train) and cache is None and cfg.cache_features:
         with FeatureCache(None, reporter) as temporary:
-            return transfer(source_model, cut_layer, data, cfg, reporter, temporary)
+            return _transfer(source_model, cut_layer, data, cfg, reporter, temporary, plan)
+    return _transfer(source_model, cut_layer, data, cfg, reporter, cache, plan)
+
+
+def _transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: TransferConfig,
+              reporter: Reporter, cache: FeatureCache | None, plan: dict[str, Any] | None) -> TransferOutcome:
     keras.utils.set_random_seed(cfg.seed)
     t0 = time.perf_counter()
     split = validation_split(data, cfg.validation_fraction, cfg.seed)
+    augmenter = None if plan is None else augment.layers(cfg.augment, augment.pixel_range(data.x_train), cfg.seed)
+    cached_split = split  # what the phases on cached features train on: with copies, originals + copies
+    if plan is not None and plan["applied"] == "cached copies":
+        cached_split = replace(split, x_fit=augment.with_copies(split.x_fit, cfg.augment, cfg.augment_copies, cfg.seed),
+                               y_fit=np.tile(split.y_fit, cfg.augment_copies + 1))
+        plan["training_rows"] = int(len(cached_split.y_fit))
     base = split_base(source_model, cut_layer)
     head = make_head(tuple(base.output_shape[1:]), data.num_classes, cfg.head_units)
     phases: dict[str, PhaseResult] = {}
@@ -393,16 +416,18 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
     if cfg.strategy == "full":
         base.trainable = True
         model = assemble(base, head)
-        _compile(model, cfg.learning_rate)
-        phases["full"] = _fit(model, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg,
+        trainer = trainable_form(model, augmenter)
+        _compile(trainer, cfg.learning_rate)
+        phases["full"] = _fit(trainer, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg,
                               reporter, "train all layers", track(model))
         unfrozen = [info.name for info in layer_infos(base) if info.has_weights]
         scores = None
     else:
         planned = planned_cut(base, cfg) if is_lazy(data.x_train) else None
-        phases["head"] = train_head(base, head, split, cfg, reporter, cache_features=cfg.cache_features,
-                                    curve=curve, heldout=heldout, cache=cache,
-                                    through=None if planned is None else split_at(base, planned))
+        phases["head"] = train_head(base, head, cached_split if cfg.cache_features else split, cfg, reporter,
+                                    cache_features=cfg.cache_features, curve=curve, heldout=heldout,
+                                    cache=cache, through=None if planned is None else split_at(base, planned),
+                                    augmenter=None if cfg.cache_features else augmenter)
         if scores is not None:
             scores.append(lambda: accuracy(head, features_of(base, data.x_test, cache, HELDOUT_BASE), data.y_test))
         model = assemble(base, head)
@@ -414,18 +439,41 @@ def transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Trans
                     layer.trainable = layer.name in unfrozen
                 cut = frozen_cut(base, set(unfrozen)) if cfg.cache_features else None
                 if cut is not None:
-                    phases["fine_tune"] = fine_tune_cached(base, head, cut, split, cfg, reporter,
+                    phases["fine_tune"] = fine_tune_cached(base, head, cut, cached_split, cfg, reporter,
                                                            curve, heldout, cache, scores)
                 else:
                     scores = None  # the top trained on images: score the whole model on them
-                    _compile(model, cfg.fine_tune_learning_rate)
-                    phases["fine_tune"] = _fit(model, split.x_fit, split.y_fit, val, split,
+                    if plan is not None and plan["applied"] == "cached copies":
+                        plan["fine_tune"] = "on the fly (no frozen part below the unfrozen layers to cache)"
+                    trainer = trainable_form(model, augmenter)
+                    _compile(trainer, cfg.fine_tune_learning_rate)
+                    phases["fine_tune"] = _fit(trainer, split.x_fit, split.y_fit, val, split,
                                                cfg.fine_tune_epochs, cfg, reporter, "fine-tune top layers",
                                                track(model))
             else:
                 reporter.note("fine-tune: no base layer selected to unfreeze; keeping the frozen base")
     test_accuracy = scores[-1]() if scores else accuracy(model, data.x_test, data.y_test)
-    return TransferOutcome(model, test_accuracy, phases, unfrozen, time.perf_counter() - t0, curve)
+    return TransferOutcome(model, test_accuracy, phases, unfrozen, time.perf_counter() - t0, curve, plan)
+
+
+def augmentation_plan(cfg: TransferConfig, reporter: Reporter) -> tuple[TransferConfig, dict[str, Any] | None]:
+    """(the settings to train with, how augmentation applies — None without it).
+
+    Fresh changes every epoch mean the base sees new inputs every epoch, so the feature
+    cache cannot serve: on the fly turns it off (and says so); K copies keep it."""
+    if not cfg.augment.enabled:
+        return cfg, None
+    plan: dict[str, Any] = {"layers": augment.describe(cfg.augment), "copies": cfg.augment_copies}
+    if cfg.augment_copies and cfg.cache_features:
+        plan["applied"] = "cached copies"
+        reporter.note(f"augmentation: {cfg.augment_copies} augmented copies of the labelled set, their "
+                      "frozen-base features computed once and cached")
+        return cfg, plan
+    plan["applied"] = "on the fly"
+    if cfg.cache_features and cfg.strategy != "full":
+        reporter.note("augmentation on the fly: the frozen base runs every epoch (no feature cache); "
+                      "transfer.augment_copies = K caches K augmented copies instead")
+    return cfg.model_copy(update={"cache_features": False}), plan
 
 
 def planned_cut(base: Any, cfg: TransferConfig) -> Any | None:
@@ -462,7 +510,11 @@ def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, 
     head = make_head(tuple(base.output_shape[1:]), data.num_classes, cfg.head_units)
     inputs = keras.Input(tuple(base.input_shape[1:]), name="inputs")
     model = keras.Model(inputs, head(base(inputs)), name="from_scratch")
-    _compile(model, cfg.learning_rate)
+    augmenter = None  # no frozen base to cache: the baseline augments on the fly
+    if cfg.augment.enabled:
+        augmenter = augment.layers(cfg.augment, augment.pixel_range(data.x_train), cfg.seed)
+    trainer = trainable_form(model, augmenter)
+    _compile(trainer, cfg.learning_rate)
     split = validation_split(data, cfg.validation_fraction, cfg.seed)
     split, capped_from = cap_examples(split, cfg.baseline_max_examples, cfg.seed)
     if capped_from is not None:
@@ -470,7 +522,7 @@ def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, 
                       f"(transfer.baseline_max_examples = {cfg.baseline_max_examples}); transfer used all")
     val = split.validation
     curve = Curve(t0) if cfg.record_curves else None
-    phase = _fit(model, split.x_fit, split.y_fit, val, split, cfg.scratch_epochs, cfg, reporter,
+    phase = _fit(trainer, split.x_fit, split.y_fit, val, split, cfg.scratch_epochs, cfg, reporter,
                  "baseline: same net from scratch",
                  [curve.callback(model, data.x_test, data.y_test)] if curve is not None else [])
     before = None
@@ -481,7 +533,7 @@ def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, 
     return BaselineOutcome(accuracy(model, data.x_test, data.y_test), phase.epochs_run,
                            time.perf_counter() - t0, bn_layers_recalibrated=recalibrated,
                            examples=int(len(split.y_fit)), capped_from=capped_from,
-                           accuracy_before_recalibration=before, curve=curve)
+                           accuracy_before_recalibration=before, curve=curve, augmented=augmenter is not None)
 
 
 def cap_examples(split: Split, limit: int | None, seed: int) -> tuple[Split, int | None]:

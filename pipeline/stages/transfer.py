@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -102,28 +103,74 @@ def speed_report(outcome: Any, baseline: Any, workdir: Any) -> dict[str, Any]:
     return out
 
 
+def data_fingerprints(data: Dataset) -> list[str]:
+    """What both arms' records are keyed on for the rows: images (or records) and labels."""
+    return [data.x_train.fingerprint(), data.x_test.fingerprint(), labels_digest(data.y_train),
+            labels_digest(data.y_test)]
+
+
+# Settings that change only the baseline: a different one must not retrain the transfer arm.
+BASELINE_ONLY = {"baseline", "baseline_max_examples", "baseline_epochs"}
+
+
+@dataclass(frozen=True)
+class RecordKeys:
+    """Both arms' record keys, taken before anything trains: training changes the source
+    model's weights and layers' trainable flags, which the keys are made from."""
+
+    transfer: str
+    baseline: str | None  # None: the architecture has no config to hash (a wrapped SavedModel)
+
+
+def record_keys(source: SourceModel, data: Dataset, cfg: TransferConfig) -> RecordKeys:
+    from pipeline.model.exporter import library_versions
+    from pipeline.model.feature_cache import model_fingerprint
+    from pipeline.model.outcome_records import outcome_key
+
+    rows, versions = data_fingerprints(data), library_versions()
+    transfer = outcome_key("transfer", model_fingerprint(source.model), source.cut_layer, rows,
+                           cfg.model_dump(mode="json", exclude=BASELINE_ONLY), versions)
+    try:
+        architecture = source.model.to_json()
+    except Exception:  # no config to hash: the baseline is trained every time
+        return RecordKeys(transfer, None)
+    return RecordKeys(transfer, outcome_key("baseline", architecture, source.cut_layer, rows,
+                                            cfg.model_dump(mode="json"), versions))
+
+
+def transfer_outcome(source: SourceModel, data: Dataset, cfg: TransferConfig, reporter: Reporter,
+                     cache: Any, keys: RecordKeys | None) -> Any:
+    """The transfer arm: trained, or — for lazy rows with a cache — read back from an earlier
+    run whose source model (architecture and weights), rows, settings and library versions
+    were the same (training is seeded: it would make the same model again)."""
+    from pipeline.model import outcome_records
+    from pipeline.model.training import transfer
+
+    if cache is None or keys is None:
+        return transfer(source.model, source.cut_layer, data, cfg, reporter, cache)
+    stored = outcome_records.load_transfer(cache.root, keys.transfer)
+    if stored is not None:
+        reporter.note(f"transfer: reused an earlier run's trained model (same source model, rows, settings "
+                      f"and library versions): held-out accuracy {stored.test_accuracy:.4f}")
+        return stored
+    outcome = transfer(source.model, source.cut_layer, data, cfg, reporter, cache)
+    outcome_records.save_transfer(cache.root, keys.transfer, outcome)
+    return outcome
+
+
 def baseline_outcome(source: SourceModel, data: Dataset, cfg: TransferConfig, reporter: Reporter,
-                     cache: Any) -> Any:
+                     cache: Any, keys: RecordKeys | None) -> Any:
     """The from-scratch arm: trained, or — for lazy rows with a cache — read back from an
     earlier run whose architecture, rows, settings and library versions were the same."""
-    from pipeline.model import baseline_record
-    from pipeline.model.exporter import library_versions
+    from pipeline.model import outcome_records
     from pipeline.model.training import train_from_scratch
 
     if not cfg.baseline:
         return None
-    if cache is None:
+    if cache is None or keys is None or keys.baseline is None:
         return train_from_scratch(source.model, source.cut_layer, data, cfg, reporter)
-    try:
-        architecture = source.model.to_json()
-    except Exception:  # no config to hash (a wrapped SavedModel): train it
-        return train_from_scratch(source.model, source.cut_layer, data, cfg, reporter)
-    key = baseline_record.baseline_key(
-        architecture, source.cut_layer,
-        [data.x_train.fingerprint(), data.x_test.fingerprint(), labels_digest(data.y_train),
-         labels_digest(data.y_test)], cfg.model_dump(mode="json"), library_versions())
-    path = cache.root / f"baseline-{key}.json"
-    stored = baseline_record.load(path)
+    path = cache.root / f"baseline-{keys.baseline}.json"
+    stored = outcome_records.load_baseline(path)
     if stored is not None:
         stored.reused = True
         reporter.note(f"baseline: reused an earlier run's result (same architecture, rows, settings and "
@@ -131,7 +178,7 @@ def baseline_outcome(source: SourceModel, data: Dataset, cfg: TransferConfig, re
         return stored
     outcome = train_from_scratch(source.model, source.cut_layer, data, cfg, reporter)
     if outcome.test_accuracy is not None:
-        baseline_record.save(path, outcome)
+        outcome_records.save_baseline(path, outcome)
     return outcome
 
 
@@ -161,7 +208,6 @@ def write_heldout(path: Any, x: Any, y: np.ndarray, cache: Any, reporter: Report
 
 def run(ctx: StageContext) -> TransferOutput:
     from pipeline.model.feature_cache import FeatureCache
-    from pipeline.model.training import transfer
 
     cfg = ctx.config.transfer
     source = source_from(ctx)
@@ -176,8 +222,9 @@ def run(ctx: StageContext) -> TransferOutput:
                       f"({examples / max(load_s, 1e-9):,.0f} examples/s)")
     mode, data, heldout_raw = map_inputs(ctx.config.data, data)
     cache = FeatureCache(ctx.config.run.workdir / "feature-cache", ctx.reporter) if lazy else None
-    outcome = transfer(source.model, source.cut_layer, data, cfg, ctx.reporter, cache)
-    baseline = baseline_outcome(source, data, cfg, ctx.reporter, cache)
+    keys = None if cache is None else record_keys(source, data, cfg)
+    outcome = transfer_outcome(source, data, cfg, ctx.reporter, cache, keys)
+    baseline = baseline_outcome(source, data, cfg, ctx.reporter, cache, keys)
     if mode != "none":  # the exported model takes raw pixels: the mapping is its first layer
         from pipeline.model.preprocess_layer import with_preprocess
 
@@ -199,9 +246,11 @@ def run(ctx: StageContext) -> TransferOutput:
         "transfer": {
             "test_accuracy": outcome.test_accuracy,
             "wall_s": round(outcome.wall_s, 3),
+            "reused": outcome.reused,
             "phases": {name: {"epochs_run": p.epochs_run, "wall_s": round(p.wall_s, 3),
                               **({"cached_below": p.cached_below} if p.cached_below else {})}
                        for name, p in outcome.phases.items()},
+            "augmentation": outcome.augmentation,
         },
         "baseline": None if baseline is None else {
             "test_accuracy": baseline.test_accuracy,
@@ -211,6 +260,7 @@ def run(ctx: StageContext) -> TransferOutput:
             "wall_s": round(baseline.wall_s, 3),
             "skipped_reason": baseline.skipped_reason,
             "reused": baseline.reused,
+            "augmented": baseline.augmented,
             "batchnorm": None if not baseline.bn_layers_recalibrated else {
                 "layers_recalibrated": baseline.bn_layers_recalibrated,
                 "accuracy_before": baseline.accuracy_before_recalibration,

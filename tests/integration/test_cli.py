@@ -269,10 +269,10 @@ def test_tfrecord_source_deploys_end_to_end_with_the_records_held_out_pixels(wor
     assert manifest["classes"] == report["classes"]
 
 
-def test_an_image_folder_streams_and_a_second_run_reuses_features_baseline_and_held_out_set(workdir: Path):
-    """`data.source=dir`: the rows stay files (decoded pass by pass); the second identical run
-    reads every frozen-base pass, the held-out set and the baseline's result back from the cache
-    and reports the same numbers."""
+def test_an_image_folder_streams_and_re_runs_reuse_features_results_and_held_out_set(workdir: Path):
+    """`data.source=dir`: the rows stay files (decoded pass by pass). A run with another head
+    setting reads every frozen-base pass and the held-out set back from the cache (no image
+    forwarded); a run identical to it reuses both arms' results and reports the same numbers."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -282,26 +282,27 @@ def test_an_image_folder_streams_and_a_second_run_reuses_features_baseline_and_h
         folder = workdir / "imgs" / f"digit{label}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((image * 16).clip(0, 255).astype(np.uint8)).save(folder / f"{i}.png")
-    args = ["deploy", "--json", "--until", "transfer", "--set", "transfer.head_epochs=3",
-            "--set", "transfer.fine_tune_epochs=1", "--set", "transfer.baseline_epochs=2",
-            "--set", "data.source=dir", "--set", "data.path=imgs"]
+    args = ["deploy", "--json", "--until", "transfer", "--set", "transfer.fine_tune_epochs=1",
+            "--set", "transfer.baseline_epochs=2", "--set", "data.source=dir", "--set", "data.path=imgs"]
     reports, held = [], []
-    for _ in range(2):
-        proc = run_cli(*args, cwd=workdir)
+    for head_epochs in (3, 4, 4):
+        proc = run_cli(*args, "--set", f"transfer.head_epochs={head_epochs}", cwd=workdir)
         assert proc.returncode == 0, proc.stderr
         outputs = json.loads(proc.stdout)["stages"]["transfer"]["outputs"]
         reports.append(json.loads(Path(outputs["report"]).read_text()))
         with np.load(outputs["heldout"]) as heldout:
             held.append((heldout["x"], heldout["y"]))
-    first, second = reports
+    first, second, third = reports
     assert first["data"]["streamed"] is True and first["data"]["decoded_bytes"] == 0
     assert first["feature_cache"]["misses"] >= 2 and first["feature_cache"]["bytes_written"] > 0
-    assert first["baseline"]["reused"] is False
+    assert first["baseline"]["reused"] is False and first["transfer"]["reused"] is False
     assert first["baseline"]["batchnorm"]["layers_recalibrated"] >= 1  # re-estimated over streamed batches
+    assert second["transfer"]["reused"] is False and second["transfer"]["phases"]["head"]["epochs_run"] == 4
     assert second["feature_cache"]["misses"] == 0 and second["feature_cache"]["images_forwarded"] == 0
     assert second["feature_cache"]["hits"] == first["feature_cache"]["misses"] + first["feature_cache"]["hits"]
-    assert second["baseline"]["reused"] is True
-    assert second["baseline"]["test_accuracy"] == first["baseline"]["test_accuracy"]
-    assert second["transfer"]["test_accuracy"] == first["transfer"]["test_accuracy"]
-    assert np.array_equal(held[0][0], held[1][0]) and np.array_equal(held[0][1], held[1][1])
+    assert third["transfer"]["reused"] is True and third["baseline"]["reused"] is True
+    assert third["transfer"]["test_accuracy"] == second["transfer"]["test_accuracy"]
+    assert third["baseline"]["test_accuracy"] == second["baseline"]["test_accuracy"]
+    assert third["feature_cache"]["images_forwarded"] == 0
+    assert all(np.array_equal(held[0][i], run[i]) for run in held[1:] for i in (0, 1))
     assert held[0][0].shape == (first["test_examples"], 8, 8, 1) and held[0][0].max() <= 1.0

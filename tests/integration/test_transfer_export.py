@@ -398,3 +398,62 @@ def test_lazy_rows_train_through_the_feature_cache_like_arrays(data, tmp_path, m
     again = transfer(source, "pool", lazy, cfg, QUIET, again_cache)
     assert again_cache.stats.misses == 0 and again_cache.stats.hits == 4
     assert again.test_accuracy == fast.test_accuracy
+
+
+def _layer_types(model) -> set[str]:
+    """Every layer class in `model`, nested models included."""
+    found = {type(model).__name__}
+    for layer in getattr(model, "layers", []):
+        found |= _layer_types(layer)
+    return found
+
+
+def test_augmentation_changes_only_the_training_stream(data, demo_source_model):
+    """On the fly and as cached copies: the transferred model carries no augmentation layer,
+    its reported accuracy is its own on the unchanged held-out rows, both arms say how they
+    were augmented, and the copies are made once (the same number on a re-run)."""
+    from pipeline.model.training import accuracy, train_from_scratch, transfer
+
+    settings = {"rotation": 0.05, "translation": 0.1, "fill": "constant"}
+    for copies, applied in ((0, "on the fly"), (2, "cached copies")):
+        cfg = TransferConfig(head_epochs=4, fine_tune_epochs=2, unfreeze_top=1, patience=50, record_curves=False,
+                             augment=settings, augment_copies=copies)
+        runs = [transfer(load_source_model(demo_source_model, "features").model, "features", data, cfg, QUIET)
+                for _ in range(2)]
+        out = runs[0]
+        assert out.augmentation is not None and out.augmentation["applied"] == applied
+        assert out.augmentation["layers"] == settings
+        assert not {t for t in _layer_types(out.model) if t.startswith("Random")}
+        assert out.test_accuracy == pytest.approx(accuracy(out.model, data.x_test, data.y_test))
+        assert runs[1].test_accuracy == out.test_accuracy
+        if copies:
+            assert out.augmentation["training_rows"] == 3 * len(data.y_train)
+    baseline = train_from_scratch(load_source_model(demo_source_model, "features").model, "features", data,
+                                  cfg.model_copy(update={"baseline_epochs": 2}), QUIET)
+    assert baseline.augmented and baseline.test_accuracy is not None
+
+
+def test_augmented_copies_of_image_rows_are_cached_and_keyed_on_the_settings(data, tmp_path):
+    """Lazy rows with K copies: the copies' features go to the cache once (a re-run reads
+    every pass back, same accuracy); another rotation recomputes the training passes only."""
+    import keras
+
+    from pipeline.model.feature_cache import FeatureCache
+    from pipeline.model.training import transfer
+
+    lazy = _as_png_rows(data)
+    source = _residual_source()
+    weights = source.get_weights()
+    cfg = TransferConfig(head_epochs=3, fine_tune_epochs=2, unfreeze_top=1, patience=50, record_curves=False,
+                         augment={"rotation": 0.05, "fill": "constant"}, augment_copies=2)
+    results = []
+    for settings in (cfg, cfg, cfg.model_copy(update={"augment": cfg.augment.model_copy(update={"rotation": 0.1})})):
+        source.set_weights(weights)
+        keras.utils.set_random_seed(0)
+        cache = FeatureCache(tmp_path / "cache")
+        out = transfer(source, "pool", lazy, settings, QUIET, cache)
+        results.append((out.test_accuracy, cache.stats.hits, cache.stats.misses, cache.stats.images))
+    first, again, rotated = results
+    assert first[2] == 2 and first[3] == 3 * len(data.y_train) + len(data.y_test)  # copies went through once
+    assert again[0] == first[0] and again[2] == 0 and again[3] == 0
+    assert rotated[2] == 1 and rotated[3] == 3 * len(data.y_train)  # held-out features reused
