@@ -82,8 +82,14 @@ def small_cnn(path: Path) -> Path:
 def mobilenet(path: Path) -> Path:
     import keras
 
+    from pipeline.model.training import recalibrate_batchnorm
+
     keras.utils.set_random_seed(0)
-    keras.applications.MobileNetV2(input_shape=SHAPE, weights=None, classes=CLASSES).save(path)
+    net = keras.applications.MobileNetV2(input_shape=SHAPE, weights=None, classes=CLASSES)
+    # Fresh BatchNorm statistics (0 / 1) make every image's pooled features the same (the
+    # transfer stage's source check refuses such a model): estimate them on 128 images first.
+    recalibrate_batchnorm(net, np.random.default_rng(0).uniform(0, 1, (128, *SHAPE)).astype(np.float32))
+    net.save(path)
     return path
 
 

@@ -103,6 +103,27 @@ def speed_report(outcome: Any, baseline: Any, workdir: Any) -> dict[str, Any]:
     return out
 
 
+def check_source_health(source: SourceModel, data: Dataset, preprocess: str, reporter: Reporter) -> Any:
+    """Refuse a base whose features on a sample of the target data are NaN or constant,
+    before any training (see source_health); warn when they barely vary."""
+    from pipeline.errors import TransferError
+    from pipeline.model import source_health
+    from pipeline.model.training import split_base
+
+    t0 = time.perf_counter()
+    base = split_base(source.model, source.cut_layer)
+    cut = source.cut_layer or "the signature's output"
+    health = source_health.check(source.model, base, data.x_train, preprocess, cut)
+    if health.error is not None:
+        raise TransferError(f"source model check: {health.error}")
+    for warning in health.warnings:
+        reporter.note(f"warning: source model check: {warning}")
+    reporter.note(f"source model check: {health.rows} target examples through the base in "
+                  f"{time.perf_counter() - t0:.1f} s; {health.alive_fraction:.0%} of {health.dimensions} "
+                  f"features vary")
+    return health
+
+
 def data_fingerprints(data: Dataset) -> list[str]:
     """What both arms' records are keyed on for the rows: images (or records) and labels."""
     return [data.x_train.fingerprint(), data.x_test.fingerprint(), labels_digest(data.y_train),
@@ -221,6 +242,7 @@ def run(ctx: StageContext) -> TransferOutput:
                       f"{'indexed' if lazy else 'read'} in {load_s:.1f} s "
                       f"({examples / max(load_s, 1e-9):,.0f} examples/s)")
     mode, data, heldout_raw = map_inputs(ctx.config.data, data)
+    health = check_source_health(source, data, ctx.config.data.preprocess, ctx.reporter)
     cache = FeatureCache(ctx.config.run.workdir / "feature-cache", ctx.reporter) if lazy else None
     keys = None if cache is None else record_keys(source, data, cfg)
     outcome = transfer_outcome(source, data, cfg, ctx.reporter, cache, keys)
@@ -241,6 +263,7 @@ def run(ctx: StageContext) -> TransferOutput:
         "test_examples": int(len(data.y_test)),
         "classes": list(data.class_names),
         "unfrozen_layers": outcome.unfrozen,
+        "source_health": health.to_json(),
         "preprocess": {"setting": ctx.config.data.preprocess, "mode": mode,
                        "signature_takes": "loader scale" if mode == "none" else "raw pixels 0-255"},
         "transfer": {

@@ -306,3 +306,33 @@ def test_an_image_folder_streams_and_re_runs_reuse_features_results_and_held_out
     assert third["feature_cache"]["images_forwarded"] == 0
     assert all(np.array_equal(held[0][i], run[i]) for run in held[1:] for i in (0, 1))
     assert held[0][0].shape == (first["test_examples"], 8, 8, 1) and held[0][0].max() <= 1.0
+
+
+def test_a_source_with_never_set_batchnorm_statistics_is_refused_before_training(tmp_path: Path):
+    """MobileNetV2 with fresh weights (BatchNorm moving statistics still 0 / 1): its pooled
+    features are the same for every image, so the run stops at the source check — before any
+    training phase — with one line naming BatchNorm."""
+    import time
+
+    import keras
+    from PIL import Image
+
+    keras.utils.set_random_seed(0)
+    net = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=3)
+    net.save(tmp_path / "mobilenet_fresh.keras")
+    rng = np.random.default_rng(0)
+    for label in range(2):
+        (tmp_path / "imgs" / f"c{label}").mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) // (label + 1)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / f"c{label}" / f"{i}.png")
+    (tmp_path / "deploy.toml").write_text(
+        f'[model]\npath = "{tmp_path / "mobilenet_fresh.keras"}"\n[data]\nsource = "dir"\npath = "imgs"\n'
+        'preprocess = "mobilenet_v2"\n')
+    t0 = time.perf_counter()
+    proc = run_cli("deploy", "--until", "transfer", cwd=tmp_path)
+    print(f"refused after {time.perf_counter() - t0:.1f} s (whole CLI run)")
+    assert proc.returncode == 4
+    assert_one_line_error(proc, "source model check")
+    assert "BatchNorm" in proc.stderr and "same for all" in proc.stderr
+    assert "train head" not in proc.stderr and "baseline" not in proc.stderr
