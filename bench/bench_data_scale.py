@@ -94,6 +94,11 @@ def mobilenet(path: Path) -> Path:
 
 
 def peak_rss_mb() -> float:
+    """This process image's peak RSS (VmHWM): unlike ru_maxrss, not inherited across exec
+    from a parent that had grown (the parent builds the models)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -13,7 +13,16 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.commands.common import ConfigOpt, DebugOpt, JsonOpt, ModelOpt, SetOpt, emit, load_cfg
+from pipeline.commands.common import (
+    ConfigOpt,
+    DebugOpt,
+    JsonOpt,
+    ModelOpt,
+    SetOpt,
+    emit,
+    fail,
+    load_cfg,
+)
 from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError, StorageError
 from pipeline.rollout.host import ServingHost
@@ -162,21 +171,42 @@ def rollback(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = No
 
 def status(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None,
            as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
-    """What the serving host loads, its labels, the runtime's health and live version states."""
+    """What the serving host loads, its labels, the runtime's health and live version states.
+
+    Exit code: 0 healthy, 10 not running, 11 degraded (running, but a served version is
+    not AVAILABLE or nothing is served), 12 the target could not be reached."""
+    from pipeline.commands import serving_health as health
+
     cfg = load_cfg(config, set_)
-    info = status_report(cfg, model_or_last(cfg, model))
+    try:
+        info = status_report(cfg, model_or_last(cfg, model))
+    except RolloutError as exc:
+        raise fail(f"{health.UNREACHABLE}: {exc}", health.EXIT_CODES[health.UNREACHABLE], as_json=as_json,
+                   details={"health": health.UNREACHABLE}) from None
+    verdict, why = health.judge(info)
+    info.update(health=verdict, health_reason=why, ok=verdict == health.HEALTHY)
     if as_json:
         emit(info)
-        return
+    else:
+        _print_status(info)
+    if verdict != health.HEALTHY:
+        typer.echo(f"status {verdict} (exit {health.EXIT_CODES[verdict]}): {why}", err=True)
+        raise typer.Exit(health.EXIT_CODES[verdict])
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    from pipeline.commands.serving_health import shown
+
     typer.echo(f"target {info['target']} at {info['endpoint']}: "
-               f"{'running' if info['running'] else 'not running'}")
+               f"{info['health'] if info['health'] == 'not running' else 'running, ' + info['health']}")
     for name, svc in (info.get("services") or {}).items():  # swarm target
         typer.echo(f"service {name}: v{svc['version']}, update {svc['update'] or 'none'}")
-        for r in svc["replicas"]:
+        for r in svc.get("replicas", []):
             typer.echo(f"  replica {r['slot']} on {r['node']}: v{r['version']} {r['state']} {r['container']}")
     loaded = info["config"] or {}
-    typer.echo(f"model {info['model']!r}: loaded {loaded.get('versions')} labels {loaded.get('labels')}")
-    typer.echo(f"states {info['states']}; versions on host {info['on_host']}")
+    typer.echo(f"model {info['model']!r}: serves {shown(loaded.get('versions'))}, "
+               f"labels {shown(loaded.get('labels'))}")
+    typer.echo(f"states {shown(info['states'], 'not read')}; versions on host {shown(info['on_host'])}")
     for version, evaluation in sorted(info["evaluation"].items(), key=lambda item: int(item[0])):
         typer.echo(f"  v{version}: {evaluation['summary']}")
     if info["evaluation_error"]:
