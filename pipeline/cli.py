@@ -91,8 +91,28 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def tfrollout() -> None:
+EPILOG = ("Stages, in order: load, transfer, gate, export, push, rollout, verify.  "
+          "Exit codes: 0 ok; 1 internal error; 2 config or usage; 3 model or data; 4 transfer; "
+          "5 export; 6 storage; 7 rollout; 8 verify; 9 quality gate; 74 file system; "
+          "status only: 10 not running, 11 degraded, 12 unreachable.")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"tfrollout {version('tfrollout')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("tfrollout (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback(epilog=EPILOG)
+def tfrollout(
+    show_version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                      help="Print the version and exit."),
+) -> None:
     """Take a Keras model from a laptop to a verified TF Serving endpoint."""
 
 

@@ -395,11 +395,40 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
     return out
 
 
+def known_keys(path: tuple[Any, ...]) -> list[str]:
+    """The keys the section at `path` (e.g. ("transfer",)) accepts; [] when it is no section."""
+    model: Any = DeployConfig
+    for name in path:
+        field = model.model_fields.get(str(name)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = field.annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def unknown_key_hint(loc: tuple[Any, ...]) -> str:
+    """`unknown key (did you mean transfer.head_epochs?)` for a misspelt key."""
+    import difflib
+
+    *parent, name = loc
+    close = difflib.get_close_matches(str(name), known_keys(tuple(parent)), n=1, cutoff=0.6)
+    where = ".".join(str(p) for p in parent)
+    if close:
+        return f"unknown key (did you mean {'.'.join([*map(str, parent), close[0]])}?)"
+    known = known_keys(tuple(parent))
+    return f"unknown key ({where or 'top level'} accepts: {', '.join(known)})" if known else "unknown key"
+
+
 def format_validation_error(err: ValidationError) -> str:
     """One line per bad key: `transfer.head_epochs: Input should be ... (got -1)`."""
     parts = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            parts.append(f"{key}: {unknown_key_hint(tuple(item['loc']))}")
+            continue
         got = item.get("input")
         suffix = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
         parts.append(f"{key}: {item['msg']}{suffix}")

@@ -6,6 +6,7 @@ Client failures become one `error:` line with exit 8 (VerifyError). No TensorFlo
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,6 +97,38 @@ def verify_golden(cfg: DeployConfig, endpoint: Endpoint, wanted: ServedModel, go
                          batch_size=batch_size or v.batch_size)
 
 
+def stable_on_host(cfg: DeployConfig, model: str) -> int | None:
+    """The version the rollout target's `stable` label serves, or None when the host has no
+    such label or cannot be read (then the last export is verified, as before)."""
+    from pipeline.rollout.host import ServingHost
+    from pipeline.targets import open_target
+
+    try:
+        host = ServingHost(open_target(cfg.rollout, cfg.run.workdir), None)
+    except Exception:  # noqa: BLE001 - no readable host: fall back to the export
+        return None
+    try:
+        served = host.read(model)
+        return None if served is None else served.labels.get(cfg.rollout.stable_label)
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        host.close()
+
+
+def stable_golden(cfg: DeployConfig, model: str, version: int, scratch: Path) -> Path:
+    """The golden set of the committed version `stable` serves (see rollout.session.golden_for)."""
+    from pipeline.errors import StorageError
+    from pipeline.rollout.session import golden_for
+    from pipeline.storage import open_store
+
+    try:
+        return golden_for(cfg, open_store(cfg.storage), model, version, scratch)
+    except StorageError as exc:
+        raise VerifyError(f"stable serves {model!r} version {version}, whose golden set is not in the last "
+                          f"export and could not be read from the store: {exc}") from None
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The human summary of a verify report (pure)."""
     lat = report["latency_ms"]
@@ -131,13 +164,21 @@ def verify(
     where, wanted = resolve_request(cfg, address=endpoint, model=model, version=version, label=label,
                                     signature=signature, ca_cert=ca_cert, client_cert=client_cert,
                                     client_key=client_key, export=export if golden is None else None)
-    if golden is None:
-        assert export is not None
-        golden = export.golden
-        if wanted.version is None and wanted.label is None:
-            wanted = ServedModel(wanted.model, export.version, None, wanted.signature)
-    report = verify_golden(cfg, where, wanted, golden, atol=atol, rtol=rtol, deadline=deadline,
-                           batch_size=batch_size)
+    with tempfile.TemporaryDirectory(prefix="tfrollout-verify-") as scratch:
+        if golden is None:
+            assert export is not None
+            golden = export.golden
+            if wanted.version is None and wanted.label is None:
+                stable = None if endpoint is not None else stable_on_host(cfg, wanted.model)
+                if stable is not None and stable != export.version:  # e.g. after a rollback
+                    golden = stable_golden(cfg, wanted.model, stable, Path(scratch))
+                version_wanted = export.version if stable is None else stable
+                if not as_json:
+                    typer.echo(f"verifying {'stable: ' if stable is not None else ''}"
+                               f"{wanted.model!r} version {version_wanted}")
+                wanted = ServedModel(wanted.model, version_wanted, None, wanted.signature)
+        report = verify_golden(cfg, where, wanted, golden, atol=atol, rtol=rtol, deadline=deadline,
+                               batch_size=batch_size)
     if as_json:
         emit(report)
     else:

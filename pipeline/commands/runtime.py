@@ -72,7 +72,8 @@ def rollback_model(cfg: DeployConfig, model: str) -> dict[str, Any]:
                                           else session.target.versions(model))
     finally:
         session.close()
-    return {**report.to_json(), "note": note}
+    notes = [text for text in (report.note, note) if text]
+    return {**report.to_json(), "note": "; ".join(notes) or None}
 
 
 def status_report(cfg: DeployConfig, model: str) -> dict[str, Any]:
@@ -124,9 +125,14 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit(report)
         return
+    if report.get("action") == "none":
+        typer.echo(report.get("note") or "nothing to do")
+        return
     served = report.get("served") or {}
     typer.echo(f"{report.get('action')}: {report.get('model')} stable -> {served.get('labels', {})} "
                f"loaded {served.get('versions')} ({report.get('timings_s')})")
+    if report.get("note"):
+        typer.echo(f"note: {report['note']}")
 
 
 def rollout(
@@ -151,6 +157,9 @@ def rollout(
 def _print_swarm_report(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit(report)
+        return
+    if report.get("action") == "none":
+        typer.echo(report.get("note") or "nothing to do")
         return
     replicas = report.get("replicas") or []
     typer.echo(f"{report.get('action')}: {report.get('model')} v{report.get('version')} on {len(replicas)} "

@@ -43,7 +43,10 @@ def file_digest(path: Path) -> str:
 def detect_format(path: Path) -> str:
     """Which loader a path needs; a clear error for anything else."""
     if not path.exists():
-        raise ModelLoadError(f"model not found: {path}")
+        hint = ""
+        if path.parent.name == "demo" and path.name == "source_model.keras":
+            hint = f" (the demo's source model: make it with `tfrollout demo source-model --out {path}`)"
+        raise ModelLoadError(f"model not found: {path}{hint}")
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return "saved_model"

@@ -106,6 +106,7 @@ class RolloutReport:
     verify: dict[str, Any] | None = None
     error: str | None = None
     logs: str | None = None
+    note: str | None = None  # e.g. why nothing was done
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -334,9 +335,12 @@ class Machine:
                                f"{self.stable_label}->{safe.stable} only")
                 else:
                     prev = previous_version(self.host.versions_on_host(model), committed, current.stable)
-                    if prev is None:
-                        raise RolloutError(f"no earlier committed version of {model!r} on the serving host "
-                                           f"(stable is {current.stable})")
+                    if prev is None:  # nothing to do is not a failure: say so, change nothing
+                        report.action, report.ok = "none", True
+                        report.note = (f"nothing to roll back: no earlier committed version of {model!r} on "
+                                       f"the serving host; {self.stable_label} stays v{current.stable}")
+                        report.served = current.to_json()
+                        return report
                     report.action, report.version = "rollback", prev
                     self._update(report, UpdatePlan(model, current.stable, prev, self.canary_label,
                                                     self.stable_label), verify=False)

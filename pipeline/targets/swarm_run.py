@@ -70,8 +70,11 @@ def rollback_swarm(cfg: DeployConfig, model: str, *, target: SwarmTarget | None 
             raise RolloutError(f"swarm rollback needs the store (replicas fetch the version from it): "
                                f"{exc}") from None
         previous = previous_version(committed, committed, current)
-        if previous is None:
-            raise RolloutError(f"nothing to roll back to: no committed version of {model!r} below v{current}")
+        if previous is None:  # nothing to do is not a failure: say so, change nothing
+            return {"ok": True, "action": "none", "model": model, "version": current,
+                    "service": target.service(model),
+                    "note": f"nothing to roll back: no committed version of {model!r} below v{current}; "
+                            f"the service stays on v{current}"}
         report = rollout_swarm(cfg, model, previous, verify=True, target=target)
         return {**report.to_json(), "action": "rollback", "previous": current}
     finally:

@@ -44,8 +44,11 @@ def test_saved_model_dir_loads_as_frozen_base(demo_source_model: Path, tmp_path:
 
 
 def test_missing_file(tmp_path: Path):
-    with pytest.raises(ModelLoadError, match=r"model not found: .*nope\.keras"):
+    with pytest.raises(ModelLoadError, match=r"model not found: .*nope\.keras$"):
         load_source_model(tmp_path / "nope.keras", "features")
+    with pytest.raises(ModelLoadError, match=r"demo/source_model\.keras \(the demo's source model: make it with "
+                                             r"`tfrollout demo source-model --out .*demo/source_model\.keras`\)"):
+        load_source_model(tmp_path / "demo" / "source_model.keras", "features")
 
 
 def test_wrong_extension(tmp_path: Path):

@@ -45,6 +45,8 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
         first = json.loads(cli("deploy", "--config", str(REPO_CONFIG), "--json").stdout)
         assert first["ran"] == ["load", "transfer", "gate", "export", "push", "rollout", "verify"]
         assert first["stages"]["rollout"]["outputs"]["action"] == "first-deploy"
+        nothing = cli("rollback", without_tf=True)  # one version only: an explicit no-op, exit 0
+        assert "nothing to roll back" in nothing.stdout and "stable stays v1" in nothing.stdout
         # the update is an int8 export: quantization, its gate, canary verify and verify end to end
         second = json.loads(cli("deploy", "--config", str(REPO_CONFIG), "--json",
                                 "--set", "export.quantize=int8").stdout)
@@ -90,6 +92,12 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
         back = json.loads(cli("rollback", "--json", without_tf=True).stdout)
         assert back["action"] == "rollback" and back["served"]["labels"] == {"stable": 1}
         assert "Traceback" not in cli("status").stderr
+        # a bare verify checks what stable serves (v1, golden from the store), not the last export (v3)
+        checked = cli("verify")
+        assert "verifying stable: 'digits' version 1" in checked.stdout and "ok: served predictions" in checked.stdout
+        assert json.loads(cli("verify", "--json").stdout)["version"] == 1
     finally:
         stopped = json.loads(cli("serve", "stop", "--json", check=False, without_tf=True).stdout or "{}")
     assert stopped.get("running") is False
+    down = cli("status", "--json", check=False, without_tf=True)
+    assert down.returncode == 10 and json.loads(down.stdout)["health"] == "not running"

@@ -233,10 +233,12 @@ def test_wait_deadline_names_the_last_state():
         machine(host).wait_available(M, 2, 5)
 
 
-def test_rollback_without_an_older_version_is_a_clear_error():
+def test_rollback_without_an_older_version_is_an_explicit_no_op():
     host = stable_host(1)
-    with pytest.raises(RolloutError, match="no earlier committed version"):
-        machine(host).rollback(M, [1])
+    report = machine(host).rollback(M, [1])
+    assert report.ok and report.action == "none" and not report.rolled_back
+    assert report.note is not None and "nothing to roll back" in report.note and "stays v1" in report.note
+    assert report.served == {"model": M, "versions": [1], "labels": {"stable": 1}}
     assert host.config == Served(M, (1,), {"stable": 1}) and host.locked_by is None
 
 

@@ -72,3 +72,16 @@ def test_repository_deploy_toml_is_valid():
     assert cfg.data.labels_per_class == 1
     # the same budget for both arms: the from-scratch baseline gets the transfer arm's epochs
     assert cfg.transfer.scratch_epochs == cfg.transfer.head_epochs + cfg.transfer.fine_tune_epochs
+
+
+def test_a_misspelt_key_says_which_key_was_meant():
+    from pipeline.config import build_config
+
+    for wrong, meant in (("transfer.head_epoch=3", "did you mean transfer.head_epochs?"),
+                         ("transfer.augment.rotate=0.1", "did you mean transfer.augment.rotation?"),
+                         ("tranfer.seed=1", "did you mean transfer?")):
+        with pytest.raises(ConfigError) as caught:
+            build_config(assignments=[wrong])
+        assert meant in str(caught.value) and "Extra inputs" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"transfer.zzz: unknown key \(transfer accepts: strategy, "):
+        build_config(assignments=["transfer.zzz=1"])
