@@ -41,14 +41,18 @@ class Reporter:
             self.console.rule(f"[bold]{name}")
 
     def note(self, message: str) -> None:
-        if not self.quiet:
-            self.console.print(message, highlight=False)
+        if not self.quiet:  # a log file keeps the whole line (rich would wrap it at 80 columns)
+            self.console.print(message, highlight=False, soft_wrap=not self.console.is_terminal)
 
     @contextmanager
     def progress(self, description: str, total: float, *, unit: str = "steps") -> Iterator[Advance]:
         """A bar for long work; `unit="bytes"` shows sizes and transfer speed."""
         if self.quiet:
             yield lambda amount=1, *, status=None: None
+            return
+        if not self.console.is_terminal:  # CI logs: whole plain lines, not a bar cut at 80 columns
+            with self._lines(description, total, unit) as advance:
+                yield advance
             return
         from rich.progress import (
             BarColumn,
@@ -78,3 +82,36 @@ class Reporter:
                     bar.update(task, advance=amount, status=status)
 
             yield advance
+
+    @contextmanager
+    def _lines(self, description: str, total: float, unit: str) -> Iterator[Advance]:
+        """Progress as log lines: one at most every LINE_EVERY_S seconds, and one at the end."""
+        import time
+
+        done, status, t0 = 0.0, "", time.monotonic()
+        last = t0
+
+        def line() -> str:
+            amount = f"{done / 2**20:,.1f}/{total / 2**20:,.1f} MiB" if unit == "bytes" else f"{done:g}/{total:g} {unit}"
+            share = f" {100 * done / total:.0f}%" if total else ""
+            return f"{description}: {amount}{share} in {time.monotonic() - t0:.1f} s{'; ' + status if status else ''}"
+
+        def advance(amount: float = 1, *, status: str | None = None) -> None:
+            nonlocal done, last
+            done += amount
+            if status is not None:
+                set_status(status)
+            now = time.monotonic()
+            if now - last >= LINE_EVERY_S:
+                last = now
+                print(line(), file=self.console.file, flush=True)
+
+        def set_status(text: str) -> None:
+            nonlocal status
+            status = text
+
+        yield advance
+        print(line(), file=self.console.file, flush=True)
+
+
+LINE_EVERY_S = 10.0
