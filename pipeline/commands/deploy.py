@@ -142,3 +142,28 @@ def demo_source_model(
     else:
         typer.echo(f"source model: {result['path']} (accuracy on held-out printed digits: "
                    f"{result['test_accuracy']:.3f})")
+
+
+@demo_app.command("sample")
+def demo_sample(
+    out: Annotated[Path, typer.Option(help="Where to write the inputs (.npy) for `tfrollout predict -i`.")] = Path(
+        "x.npy"),
+    count: Annotated[int, typer.Option(min=1, max=1797, help="How many handwritten digits.")] = 4,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a few handwritten digits as the demo model's signature takes them (8x8x1 float32 in [0, 1]),
+    with their true digits, so `tfrollout predict -i x.npy` has something real to send."""
+    import numpy as np
+
+    from pipeline.model.data import load_digits_arrays
+
+    x, y = load_digits_arrays()
+    picked = np.linspace(0, len(x) - 1, count).round().astype(int)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, x[picked].astype(np.float32))
+    digits = [int(d) for d in y[picked]]
+    if as_json:
+        emit({"ok": True, "path": str(out), "shape": list(x[picked].shape), "digits": digits})
+    else:
+        typer.echo(f"wrote {out}: {count} handwritten digits {digits} as float32 {list(x[picked].shape)[1:]}")

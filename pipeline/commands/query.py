@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from pipeline.commands.common import (
@@ -190,20 +191,83 @@ def verify(
         typer.echo("ok: served predictions match the golden set")
 
 
+def version_manifest(cfg: DeployConfig, model: str, version: int | None) -> dict[str, Any] | None:
+    """A version's export manifest (classes, preprocess): the local export folder's, else the
+    store's; None when neither can be read (predict then shows bare outputs)."""
+    from pipeline.model.exporter import MANIFEST_FILE
+
+    if version is None:
+        return None
+    local = Path(cfg.export.root) / model / str(version) / MANIFEST_FILE
+    try:
+        return dict(json.loads(local.read_text()))
+    except (OSError, ValueError):
+        pass
+    try:
+        from pipeline.storage import open_store
+
+        found = open_store(cfg.storage).list_versions(model, version)
+        return dict(found[0].manifest.export) if found and found[0].manifest is not None else None
+    except Exception:  # noqa: BLE001 - an unreadable store only costs the class names
+        return None
+
+
+def takes_raw_pixels(manifest: dict[str, Any] | None) -> bool:
+    """True when the version's signature maps raw 0-255 pixels itself (see preprocess) — pure."""
+    mode = ((manifest or {}).get("preprocess") or {}).get("mode")
+    return mode not in (None, "none")
+
+
+def integer_pixels_as_floats(inputs: dict[str, Any], signature: Any, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """Integer pixels (e.g. uint8 images) for a float input: cast when the signature takes raw
+    pixels; otherwise refuse with the scale it takes (a silent cast would be off by 255x)."""
+    out = dict(inputs)
+    for name, value in inputs.items():
+        spec = signature.inputs.get(name)
+        array = np.asarray(value)
+        if spec is None or array.dtype.kind not in "iu" or spec.dtype not in ("DT_FLOAT", "DT_HALF", "DT_DOUBLE"):
+            continue
+        if not takes_raw_pixels(manifest):
+            raise VerifyError(f"input {name!r} is {array.dtype} but the signature takes {spec.dtype} in the data "
+                              "loaders' scale (this version has no preprocess layer): send floats, e.g. pixels / 255")
+        out[name] = array.astype(np.float32)
+    return out
+
+
+def top_classes(outputs: dict[str, np.ndarray], classes: list[str] | None) -> list[str]:
+    """Per row of a (rows, classes) probability output: `name (p)` of its best class — pure."""
+    if not classes:
+        return []
+    for values in outputs.values():
+        if values.ndim == 2 and values.shape[1] == len(classes) and values.dtype.kind == "f":
+            best = np.argmax(values, axis=-1)
+            return [f"{classes[int(i)]} ({values[row, int(i)]:.3f})" for row, i in enumerate(best)]
+    return []
+
+
 def predict_file(cfg: DeployConfig, endpoint: Endpoint, wanted: ServedModel, input_path: Path,
-                 input_name: str | None, out: Path | None, deadline: float | None) -> dict[str, Any]:
+                 input_name: str | None, out: Path | None, deadline: float | None,
+                 fallback_version: int | None = None) -> dict[str, Any]:
     """One Predict with inputs from a file; outputs saved to `out` or returned as values."""
     raw = read_inputs(input_path, input_name)
+    manifest = version_manifest(cfg, wanted.model, wanted.version or fallback_version)
     with make_client(endpoint, deadline or cfg.verify.deadline_s) as client, client_errors_as_verify_errors():
         sig = client.signature(wanted.model, wanted.signature, version=wanted.version, label=wanted.label)
         cast = input_path.suffix.lower() == ".json"
-        result = client.predict_detailed(wanted.model, fit_to_signature(raw, sig, cast=cast),
+        inputs = fit_to_signature(raw, sig, cast=cast)  # JSON numbers take the served dtypes
+        if not cast:
+            inputs = integer_pixels_as_floats(inputs, sig, manifest)
+        result = client.predict_detailed(wanted.model, inputs,
                                          version=wanted.version, label=wanted.label,
                                          signature=wanted.signature)
     if out is not None:
         save_outputs(out, result.outputs)
+    if manifest is None or wanted.version != result.version:
+        manifest = version_manifest(cfg, wanted.model, result.version) or manifest
+    classes = (manifest or {}).get("classes")
     return {"ok": True, "model": result.model, "version": result.version,
-            "saved": str(out) if out else None,
+            "saved": str(out) if out else None, "classes": classes,
+            "predicted": top_classes(result.outputs, classes),
             "outputs": {k: {"dtype": str(v.dtype), "shape": list(v.shape),
                             "values": None if out else jsonable(v)}
                         for k, v in result.outputs.items()}}
@@ -223,11 +287,16 @@ def predict(
     where, wanted = resolve_request(cfg, address=endpoint, model=model, version=version, label=label,
                                     signature=signature, ca_cert=ca_cert, client_cert=client_cert,
                                     client_key=client_key, export=last_export(cfg))
-    result = predict_file(cfg, where, wanted, input_path, input_name, out, deadline)
+    export = last_export(cfg, wanted.model)
+    result = predict_file(cfg, where, wanted, input_path, input_name, out, deadline,
+                          fallback_version=(stable_on_host(cfg, wanted.model) if endpoint is None else None)
+                          or (export.version if export else None))
     if as_json:
         emit(result)
         return
     typer.echo(f"model {result['model']!r} version {result['version']}")
+    for row, best in enumerate(result["predicted"]):
+        typer.echo(f"row {row}: {best}")
     for name, info in result["outputs"].items():
         typer.echo(f"{name}: {info['dtype']} {info['shape']}")
         if info["values"] is not None:

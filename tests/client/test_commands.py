@@ -105,3 +105,34 @@ def test_loadtest_duration_bound_stops_by_itself(cli, served: Served) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert 0.4 < data["elapsed_s"] < 3.0 and data["requests"] > 0
+
+
+def _manifest(tmp_path, served: Served, classes: list[str], mode: str) -> None:
+    folder = tmp_path / "exports" / served.model / "1"
+    folder.mkdir(parents=True)
+    (folder / "tfrollout.json").write_text(json.dumps({"classes": classes, "preprocess": {"mode": mode}}))
+
+
+def test_predict_names_the_classes_and_takes_integer_pixels_for_a_raw_pixel_signature(cli, served: Served,
+                                                                                       tmp_path) -> None:
+    x = np.load(served.base / "1" / GOLDEN_REL)["input.inputs"][:2]
+    names = ["ant", "bee", "cat", "dog", "eel"]
+    _manifest(tmp_path, served, names, "raw")
+    np.save(tmp_path / "x.npy", np.round(x).astype(np.uint8))
+    result = cli("predict", *_common(served), "--version", "1", "--input", str(tmp_path / "x.npy"), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["classes"] == names and len(report["predicted"]) == 2
+    served_values = np.asarray(report["outputs"]["probabilities"]["values"])
+    for row, text in enumerate(report["predicted"]):
+        best = int(np.argmax(served_values[row]))
+        assert text == f"{names[best]} ({served_values[row, best]:.3f})"
+    human = cli("predict", *_common(served), "--version", "1", "--input", str(tmp_path / "x.npy"))
+    assert human.exit_code == 0 and "row 0: " in human.stdout and "row 1: " in human.stdout
+
+
+def test_predict_refuses_integer_pixels_for_a_signature_in_the_loaders_scale(cli, served: Served, tmp_path) -> None:
+    _manifest(tmp_path, served, ["a", "b", "c", "d", "e"], "none")
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 1), np.uint8))
+    result = cli("predict", *_common(served), "--version", "1", "--input", str(tmp_path / "x.npy"))
+    assert result.exit_code == 8 and "pixels / 255" in result.stderr

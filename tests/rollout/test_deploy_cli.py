@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.support.procs import free_port
@@ -76,9 +75,12 @@ def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Pat
         status = json.loads(cli("status", "--json", without_tf=True).stdout)
         assert status["config"]["labels"] == {"stable": 2}
 
-        np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 1), np.float32))
+        sample = json.loads(cli("demo", "sample", "--out", "x.npy", "--json").stdout)  # the README's recipe
         predicted = json.loads(cli("predict", "-i", "x.npy", "--json").stdout)
-        assert predicted["version"] == 2 and predicted["outputs"]["probabilities"]["shape"] == [1, 10]  # ten digits
+        assert predicted["version"] == 2 and predicted["outputs"]["probabilities"]["shape"] == [4, 10]  # ten digits
+        assert predicted["classes"] == [str(d) for d in range(10)] and len(predicted["predicted"]) == 4
+        named = [int(text.split()[0]) for text in predicted["predicted"]]
+        assert sum(a == b for a, b in zip(named, sample["digits"], strict=True)) >= 2  # the model reads digits
         status = json.loads(cli("status", "--json", without_tf=True).stdout)
         assert status["running"] and status["config"]["labels"] == {"stable": 2}
         assert status["states"]["2"] == "AVAILABLE" and status["on_host"] == [1, 2, 3]  # v3 refused, kept
