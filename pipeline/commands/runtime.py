@@ -76,6 +76,22 @@ def rollback_model(cfg: DeployConfig, model: str) -> dict[str, Any]:
     return {**report.to_json(), "note": "; ".join(notes) or None}
 
 
+def finish_owed_clean_up(cfg: DeployConfig, model: str) -> str | None:
+    """Clean-up an earlier promotion still owes, finished now (see rollout.pending); None if none."""
+    from pipeline.rollout.pending import PendingCleanup
+
+    if cfg.rollout.target == "swarm" or PendingCleanup(cfg.run.workdir).load(model) is None:
+        return None
+    try:
+        session = open_session(cfg, model, store=None)
+    except Exception as exc:  # noqa: BLE001 - status still reports what it can
+        return f"clean-up pending, not finished now: {exc}"
+    try:
+        return session.machine.finish_clean_up(model)
+    finally:
+        session.close()
+
+
 def status_report(cfg: DeployConfig, model: str) -> dict[str, Any]:
     """What the host's config serves, the runtime's health and the live version states."""
     target = open_target(cfg.rollout, cfg.run.workdir)
@@ -133,6 +149,9 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
                f"loaded {served.get('versions')} ({report.get('timings_s')})")
     if report.get("note"):
         typer.echo(f"note: {report['note']}")
+    if report.get("cleanup_pending"):
+        typer.echo(f"warning: promoted, clean-up pending: {report['cleanup_pending']} (the next rollout, "
+                   "rollback or status finishes it)", err=True)
 
 
 def rollout(
@@ -187,13 +206,17 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None
     from pipeline.commands import serving_health as health
 
     cfg = load_cfg(config, set_)
+    name = model_or_last(cfg, model)
+    cleanup = finish_owed_clean_up(cfg, name)
     try:
-        info = status_report(cfg, model_or_last(cfg, model))
+        info = status_report(cfg, name)
     except RolloutError as exc:
         raise fail(f"{health.UNREACHABLE}: {exc}", health.EXIT_CODES[health.UNREACHABLE], as_json=as_json,
                    details={"health": health.UNREACHABLE}) from None
     verdict, why = health.judge(info)
-    info.update(health=verdict, health_reason=why, ok=verdict == health.HEALTHY)
+    if cleanup is not None and verdict == health.HEALTHY and not cleanup.startswith("finished"):
+        verdict, why = health.DEGRADED, cleanup
+    info.update(health=verdict, health_reason=why, ok=verdict == health.HEALTHY, cleanup=cleanup)
     if as_json:
         emit(info)
     else:
@@ -212,6 +235,8 @@ def _print_status(info: dict[str, Any]) -> None:
         typer.echo(f"service {name}: v{svc['version']}, update {svc['update'] or 'none'}")
         for r in svc.get("replicas", []):
             typer.echo(f"  replica {r['slot']} on {r['node']}: v{r['version']} {r['state']} {r['container']}")
+    if info.get("cleanup"):
+        typer.echo(f"clean-up: {info['cleanup']}")
     loaded = info["config"] or {}
     typer.echo(f"model {info['model']!r}: serves {shown(loaded.get('versions'))}, "
                f"labels {shown(loaded.get('labels'))}")

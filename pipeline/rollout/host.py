@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import RolloutError
 from pipeline.rollout.clock import Clock, Deadline, SystemClock
@@ -119,12 +120,20 @@ class ServingHost:
 
     def apply(self, served: Served, timeout_s: float) -> None:
         """HandleReloadConfigRequest (blocks until loaded or failed), then persist the accepted set."""
+        config = self._reload(served, timeout_s)
+        self.target.write_config(tfs_config.to_text(config))
+
+    def reload(self, served: Served, timeout_s: float) -> None:
+        """The runtime takes `served` (the file is written apart: see Machine's commit point)."""
+        self._reload(served, timeout_s)
+
+    def _reload(self, served: Served, timeout_s: float) -> Any:
         config = self._config(served, served.model)
         try:
             self.client.reload_config(config.SerializeToString(), deadline=timeout_s)
         except ClientError as err:
             raise RolloutError(f"config reload on {self.target.endpoint} failed: {_why(err)}") from None
-        self.target.write_config(tfs_config.to_text(config))
+        return config
 
     # ------------------------------------------------------------- runtime
     def running(self) -> bool:

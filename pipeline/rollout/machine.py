@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import RolloutError, TfRolloutError
 from pipeline.rollout.clock import Clock, Deadline, SystemClock
+from pipeline.rollout.pending import PendingCleanup
 from pipeline.rollout.plan import (
     CANARY,
     STABLE,
@@ -44,7 +45,9 @@ class Phase(StrEnum):
     VERIFY = "verify"
     LABEL_STABLE = "label-stable"
     PROMOTE = "promote"
+    PERSIST = "persist-config"
     DROP_OLD = "unload-old"
+    FINISH = "finish-clean-up"
     ROLLBACK = "rollback"
     DONE = "done"
 
@@ -56,6 +59,7 @@ class Host(Protocol):
     def running(self) -> bool: ...
     def start(self, served: Served | None, timeout_s: float) -> None: ...
     def apply(self, served: Served, timeout_s: float) -> None: ...
+    def reload(self, served: Served, timeout_s: float) -> None: ...
     def persist(self, served: Served | None, model: str) -> None: ...
     def has_version(self, model: str, version: int) -> bool: ...
     def deliver(self, model: str, version: int) -> None: ...
@@ -107,6 +111,8 @@ class RolloutReport:
     error: str | None = None
     logs: str | None = None
     note: str | None = None  # e.g. why nothing was done
+    promoted: bool = False  # the commit point was passed: stable names the verified version
+    cleanup_pending: str | None = None  # clean-up after promotion that still failed (next command retries)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -127,8 +133,10 @@ class Machine:
     def __init__(self, host: Host, verifier: Verifier | None, *, clock: Clock | None = None,
                  deadlines: Deadlines = Deadlines(), poll_s: float = 0.1, log_tail: int = 200,
                  stable_label: str = STABLE, canary_label: str = CANARY,
-                 owner: str = "tfrollout") -> None:
+                 owner: str = "tfrollout", pending: PendingCleanup | None = None,
+                 cleanup_attempts: int = 3) -> None:
         self.host, self.verifier = host, verifier
+        self.pending, self.cleanup_attempts = pending, cleanup_attempts
         self.clock = clock or SystemClock()
         self.d, self.poll_s, self.log_tail = deadlines, poll_s, log_tail
         self.stable_label, self.canary_label, self.owner = stable_label, canary_label, owner
@@ -206,6 +214,7 @@ class Machine:
         self._t0 = self.clock.monotonic()
         self._step(report, Phase.LOCK, lambda: self.host.lock(self.owner))
         try:
+            self._finish_pending(report, model)
             current = self.host.read(model)
             report.previous = current.stable if current else None
             try:
@@ -226,13 +235,73 @@ class Machine:
                     self._update(report, UpdatePlan(model, stable, version, self.canary_label,
                                                     self.stable_label), verify=True)
             except BaseException as exc:
+                if report.promoted:  # past the commit point: never undo it (see _clean_up)
+                    raise
                 self._recover(report, current, exc)
                 raise RolloutFailed(report.error or str(exc), report) from None
             report.ok = True
-            served = self.host.read(model)
-            report.served = served.to_json() if served is not None else None
+            report.served = self._served_now(model)
             self._step(report, Phase.DONE, lambda: None)
             return report
+        finally:
+            self.host.unlock()
+
+    def _served_now(self, model: str) -> dict[str, Any] | None:
+        """The host's config for the report; unreadable is not a failure after the fact."""
+        try:
+            served = self.host.read(model)
+        except Exception:  # noqa: BLE001
+            return None
+        return served.to_json() if served is not None else None
+
+    # ---------------------------------------------------------------- after the commit point
+    def _clean_up(self, report: RolloutReport, steps: list[tuple[Phase, Callable[[], Any], str]],
+                  owed: Served) -> None:
+        """Run the steps after promotion, each retried; what still fails is owed (saved for the
+        next command), reported as a warning — never a rollback."""
+        for phase, fn, detail in steps:
+            error: BaseException | None = None
+            for attempt in range(1, self.cleanup_attempts + 1):
+                try:
+                    self._step(report, phase, fn, detail if attempt == 1 else f"{detail} (attempt {attempt})")
+                    error = None
+                    break
+                except Exception as exc:  # noqa: BLE001 - retried, then owed
+                    error = exc
+                    self.clock.sleep(min(2.0 ** (attempt - 1), 4.0))
+            if error is not None:
+                reason = f"{phase.value} failed after {self.cleanup_attempts} attempts: {error}"
+                report.cleanup_pending = reason
+                if self.pending is not None:
+                    self.pending.save(owed, reason)
+                return
+        if self.pending is not None:
+            self.pending.clear(owed.model)
+
+    def _finish_pending(self, report: RolloutReport, model: str) -> None:
+        """Apply the config an earlier promotion still owed, before anything else."""
+        owed = self.pending.load(model) if self.pending is not None else None
+        if owed is None or self.pending is None:
+            return
+        served, reason = owed
+        self._step(report, Phase.FINISH, lambda: self.host.apply(served, self.d.label),
+                   f"owed since: {reason}")
+        self.pending.clear(model)
+
+    def finish_clean_up(self, model: str) -> str | None:
+        """For `status`: finish owed clean-up under the lock; a one-line outcome, or None if none was owed."""
+        if self.pending is None or self.pending.load(model) is None:
+            return None
+        report = RolloutReport(model=model, version=0)
+        try:
+            self.host.lock(self.owner)
+        except Exception as exc:  # noqa: BLE001 - someone else is rolling out: they finish it
+            return f"clean-up pending, not finished now: {exc}"
+        try:
+            self._finish_pending(report, model)
+            return "finished the clean-up an earlier promotion owed"
+        except Exception as exc:  # noqa: BLE001
+            return f"clean-up still pending: {exc}"
         finally:
             self.host.unlock()
 
@@ -249,8 +318,10 @@ class Machine:
         self._mark(report, "available")
         self._step(report, Phase.VERIFY, lambda: self._verify(report, version, None), f"version {version}")
         stable = first_stable(model, version, self.stable_label)
-        self._step(report, Phase.LABEL_STABLE, lambda: self.host.apply(stable, self.d.label))
+        self._step(report, Phase.LABEL_STABLE, lambda: self.host.reload(stable, self.d.label))
+        report.promoted = True  # the commit point
         self._mark(report, "promoted")
+        self._clean_up(report, [(Phase.PERSIST, lambda: self.host.persist(stable, model), "")], stable)
 
     def _update(self, report: RolloutReport, plan: UpdatePlan, *, verify: bool) -> None:
         model, new = plan.model, plan.new
@@ -266,11 +337,13 @@ class Machine:
         if verify:
             self._step(report, Phase.VERIFY, lambda: self._verify(report, None, self.canary_label),
                        f"label {self.canary_label!r}")
-        self._step(report, Phase.PROMOTE, lambda: self.host.apply(plan.switch, self.d.label),
+        self._step(report, Phase.PROMOTE, lambda: self.host.reload(plan.switch, self.d.label),
                    f"{self.stable_label}->{new}")
-        self._step(report, Phase.DROP_OLD, lambda: self.host.apply(plan.promoted, self.d.label),
-                   f"unload {plan.old} (files kept)")
+        report.promoted = True  # the commit point: from here on, failures are retried and owed, not undone
         self._mark(report, "promoted")
+        self._clean_up(report, [(Phase.PERSIST, lambda: self.host.persist(plan.switch, model), ""),
+                                (Phase.DROP_OLD, lambda: self.host.apply(plan.promoted, self.d.label),
+                                 f"unload {plan.old} (files kept)")], plan.promoted)
 
     def _recover(self, report: RolloutReport, before: Served | None, exc: BaseException) -> None:
         """Restore the safe config (or stop a failed first deploy), attach logs, set the error."""
@@ -321,6 +394,11 @@ class Machine:
         self._t0 = self.clock.monotonic()
         self._step(report, Phase.LOCK, lambda: self.host.lock(self.owner))
         try:
+            if self.pending is not None and self.pending.load(model) is not None:
+                self._finish_pending(report, model)
+                fresh = self.host.read(model)
+                if fresh is not None and fresh.stable is not None:
+                    current, report.version, report.previous = fresh, fresh.stable, fresh.stable
             safe = safe_config(current, self.stable_label)
             assert safe is not None
             try:
@@ -334,22 +412,24 @@ class Machine:
                     self._step(report, Phase.ROLLBACK, lambda: self.host.apply(safe, self.d.load),
                                f"{self.stable_label}->{safe.stable} only")
                 else:
-                    prev = previous_version(self.host.versions_on_host(model), committed, current.stable)
+                    serving = report.version  # current.stable, as an int
+                    prev = previous_version(self.host.versions_on_host(model), committed, serving)
                     if prev is None:  # nothing to do is not a failure: say so, change nothing
                         report.action, report.ok = "none", True
                         report.note = (f"nothing to roll back: no earlier committed version of {model!r} on "
-                                       f"the serving host; {self.stable_label} stays v{current.stable}")
+                                       f"the serving host; {self.stable_label} stays v{serving}")
                         report.served = current.to_json()
                         return report
                     report.action, report.version = "rollback", prev
-                    self._update(report, UpdatePlan(model, current.stable, prev, self.canary_label,
+                    self._update(report, UpdatePlan(model, serving, prev, self.canary_label,
                                                     self.stable_label), verify=False)
             except BaseException as exc:
+                if report.promoted:
+                    raise
                 self._recover(report, current, exc)
                 raise RolloutFailed(report.error or str(exc), report) from None
             report.ok = True
-            served = self.host.read(model)
-            report.served = served.to_json() if served else None
+            report.served = self._served_now(model)
             return report
         finally:
             self.host.unlock()

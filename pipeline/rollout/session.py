@@ -13,6 +13,7 @@ from pipeline.config import DeployConfig
 from pipeline.errors import StorageError, TfRolloutError
 from pipeline.rollout.host import Fetcher, ServingHost
 from pipeline.rollout.machine import Deadlines, Machine, Verifier, VerifyOutcome, wall_clock_owner
+from pipeline.rollout.pending import PendingCleanup
 from pipeline.run import last_export
 from pipeline.storage import Store, open_store
 from pipeline.targets import ServingTarget, open_target
@@ -128,7 +129,8 @@ def open_session(cfg: DeployConfig, model: str, *, store: Store | None,
     deadlines = Deadlines(start=r.start_timeout_s, deliver=r.deliver_timeout_s, load=r.load_timeout_s,
                           verify=r.verify_timeout_s, label=r.label_timeout_s)
     machine = Machine(host, verifier, deadlines=deadlines, log_tail=r.log_tail, stable_label=r.stable_label,
-                      canary_label=r.canary_label, owner=wall_clock_owner())
+                      canary_label=r.canary_label, owner=wall_clock_owner(),
+                      pending=PendingCleanup(cfg.run.workdir))
     return Session(model, target, host, machine)
 
 

@@ -130,6 +130,7 @@ class RolloutOutput(StageOutput):
     served: dict[str, Any] | None
     timings_s: dict[str, float]
     report: Path
+    cleanup_pending: str | None = None  # promoted; clean-up after it still failed (the next command retries)
 
 
 class VerifyOutput(StageOutput):

@@ -45,10 +45,13 @@ def run(ctx: StageContext) -> RolloutOutput:
     path.write_text(json.dumps(report.to_json(), indent=2, default=str))
     ctx.reporter.note(f"{report.action}: {model} v{version} is '{cfg.rollout.stable_label}' at "
                       f"{session.target.endpoint} (timings {report.timings_s})")
+    if report.cleanup_pending:
+        ctx.reporter.note(f"warning: promoted, clean-up pending ({report.cleanup_pending}); the next "
+                          "rollout, rollback or status finishes it")
     return RolloutOutput(target=session.target.kind, endpoint=session.target.endpoint, model_name=model,
                          version=version, previous=report.previous, action=report.action,
                          stable_label=cfg.rollout.stable_label, served=report.served,
-                         timings_s=report.timings_s, report=path)
+                         timings_s=report.timings_s, report=path, cleanup_pending=report.cleanup_pending)
 
 
 def run_swarm(ctx: StageContext, model: str, version: int, golden: Path) -> RolloutOutput:

@@ -21,7 +21,10 @@ class FakeHost:
     bad_load: set[int] = field(default_factory=set)       # versions whose load fails (END + error)
     never_loads: set[int] = field(default_factory=set)    # stay LOADING forever
     die_on_apply: int | None = None                       # the runtime dies on the n-th apply
-    fail_apply: int | None = None                         # the n-th apply is refused
+    fail_apply: int | None = None                         # the n-th apply (or reload) is refused
+    fail_applies: set[int] = field(default_factory=set)   # these applies/reloads are refused
+    fail_persist: set[int] | None = None                  # these persist calls fail
+    persists: int = 0
     fail_deliver: bool = False
     status_errors: int = 0                                # the next n status reads fail (runtime busy)
     die_on_status: int | None = None                      # the runtime dies on the n-th status read
@@ -47,6 +50,11 @@ class FakeHost:
             self.loaded_at.setdefault(v, self.clock.monotonic())
 
     def apply(self, served: Served, timeout_s: float) -> None:
+        self.reload(served, timeout_s)
+        self.config = served
+
+    def reload(self, served: Served, timeout_s: float) -> None:
+        """The runtime takes `served`; the file is not written (persist does that)."""
         if not self.is_running:
             raise RolloutError("runtime not running")
         n = len(self.applies) + 1
@@ -54,18 +62,20 @@ class FakeHost:
         if self.die_on_apply == n:
             self.is_running, self.live = False, None
             raise RolloutError("connection reset: runtime died")
-        if self.fail_apply == n:
+        if self.fail_apply == n or n in self.fail_applies:
             raise RolloutError("reload refused")
         for v in served.versions:
             if v not in self.delivered:
                 raise RolloutError(f"version {v} not on the host")
             self.loaded_at.setdefault(v, self.clock.monotonic())
         self.live = served
-        self.config = served
         self.stable_seen.append(served.stable)
         self.history.append(f"apply {served.versions} {served.labels}")
 
     def persist(self, served: Served | None, model: str) -> None:
+        self.persists += 1
+        if self.fail_persist is not None and self.persists in self.fail_persist:
+            raise RolloutError("write model config: connection reset by peer")
         self.config = served
         self.history.append(f"persist {served.to_json() if served else None}")
 

@@ -83,7 +83,8 @@ def test_first_deploy_starts_loads_verifies_then_labels_stable():
     assert host.history[:2] == ["deliver 1", "start"]
     assert verifier.calls == [(1, None)]  # verified by version before it is labelled
     assert host.config == Served(M, (1,), {"stable": 1}) and host.live == host.config
-    assert [s["step"] for s in report.steps][-3:] == ["verify", "label-stable", "done"]
+    assert [s["step"] for s in report.steps][-4:] == ["verify", "label-stable", "persist-config", "done"]
+    assert report.promoted and report.cleanup_pending is None
     assert host.locked_by is None
 
 
@@ -152,7 +153,7 @@ def test_load_deadline_rolls_back():
     _assert_rolled_back(host, err.value, "not done within 5 s")
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [1, 2, 3])  # load, canary, promote; the 4th (unload-old) is after the commit point
 def test_refused_reload_at_any_phase_rolls_back(n: int):
     host = stable_host(1)
     host.fail_apply = n
@@ -302,3 +303,79 @@ def test_rollout_modules_import_without_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.split() == ["True", "False", "False"]
+
+
+# ------------------------------------------------------------------ promotion is a commit point
+
+
+class MemoryPending:
+    """PendingCleanup's interface, in memory."""
+
+    def __init__(self) -> None:
+        self.owed: dict[str, tuple[Served, str]] = {}
+
+    def save(self, served: Served, reason: str) -> None:
+        self.owed[served.model] = (served, reason)
+
+    def load(self, model: str):
+        return self.owed.get(model)
+
+    def clear(self, model: str) -> None:
+        self.owed.pop(model, None)
+
+
+@pytest.mark.parametrize("failing", ["persist-config", "unload-old"])
+def test_a_failure_after_promote_never_undoes_it_and_the_next_rollout_finishes_the_clean_up(failing: str):
+    """Every step after the commit point fails (all retries): stable stays on the verified v2, the
+    report says promoted with clean-up pending, the owed config is kept, and the next rollout
+    applies it before anything else."""
+    host, pending = stable_host(1), MemoryPending()
+    if failing == "persist-config":
+        host.fail_persist = {1, 2, 3}
+    else:
+        host.fail_applies = {4, 5, 6}  # load, canary, promote succeed; every unload-old attempt fails
+    report = machine(host, pending=pending).rollout(M, 2)
+    assert report.ok and report.promoted and not report.rolled_back
+    assert report.cleanup_pending is not None and report.cleanup_pending.startswith(f"{failing} failed after 3")
+    assert host.live is not None and host.live.stable == 2 and 1 not in host.stable_seen[host.stable_seen.index(2):]
+    assert [s["step"] for s in report.steps].count(failing) == 3
+    assert pending.load(M) == (UpdatePlan(M, 1, 2).promoted, report.cleanup_pending)
+    host.fail_persist, host.fail_applies = None, set()
+    again = machine(host, pending=pending).rollout(M, 2)  # the next command: finishes first
+    assert again.ok and again.steps[1]["step"] == "finish-clean-up" and pending.load(M) is None
+    assert host.config == host.live == UpdatePlan(M, 1, 2).promoted
+
+
+def test_a_transient_failure_after_promote_is_retried_and_nothing_is_owed():
+    host, pending = stable_host(1), MemoryPending()
+    host.fail_applies = {4}  # the first unload-old attempt only
+    report = machine(host, pending=pending).rollout(M, 2)
+    assert report.ok and report.cleanup_pending is None and pending.load(M) is None
+    assert host.config == host.live == UpdatePlan(M, 1, 2).promoted
+    assert [s["step"] for s in report.steps].count("unload-old") == 2
+
+
+def test_a_first_deploy_whose_config_cannot_be_written_stays_served():
+    host, pending = FakeHost(), MemoryPending()
+    host.fail_persist = {1, 2, 3}  # every write of the config after the label fails
+    report = machine(host, pending=pending).rollout(M, 1)
+    assert report.ok and report.promoted and host.live == Served(M, (1,), {"stable": 1})
+    assert report.cleanup_pending is not None and pending.load(M) is not None
+
+
+def test_rollback_and_status_finish_owed_clean_up_first():
+    host, pending = stable_host(1), MemoryPending()
+    host.fail_persist = {1, 2, 3}
+    machine(host, pending=pending).rollout(M, 2)
+    assert host.config.stable == 1 and host.live.stable == 2  # only the runtime knows v2 is stable
+    host.fail_persist = None
+    assert machine(host, pending=pending).finish_clean_up(M) == "finished the clean-up an earlier promotion owed"
+    assert host.config == UpdatePlan(M, 1, 2).promoted and machine(host, pending=pending).finish_clean_up(M) is None
+    host.delivered.add(3)
+    host.fail_persist = {host.persists + 1, host.persists + 2, host.persists + 3}
+    machine(host, pending=pending).rollout(M, 3)
+    assert host.config.stable == 2 and host.live.stable == 3 and pending.load(M) is not None
+    host.fail_persist = None
+    back = machine(host, pending=pending).rollback(M, [1, 2, 3])  # from v3, which the runtime serves
+    assert back.ok and back.steps[1]["step"] == "finish-clean-up" and back.previous == 3
+    assert back.action == "rollback" and host.live.stable == 2 and pending.load(M) is None
