@@ -13,16 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.commands.common import (
-    ConfigOpt,
-    DebugOpt,
-    JsonOpt,
-    ModelOpt,
-    SetOpt,
-    emit,
-    fail,
-    load_cfg,
-)
+from pipeline.commands.common import ConfigOpt, DebugOpt, JsonOpt, ModelOpt, SetOpt, emit, load_cfg
 from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError, StorageError
 from pipeline.rollout.host import ServingHost
@@ -204,6 +195,7 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None
     Exit code: 0 healthy, 10 not running, 11 degraded (running, but a served version is
     not AVAILABLE or nothing is served), 12 the target could not be reached."""
     from pipeline.commands import serving_health as health
+    from pipeline.commands.common import fail
 
     cfg = load_cfg(config, set_)
     name = model_or_last(cfg, model)

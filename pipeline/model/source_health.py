@@ -126,21 +126,34 @@ def one_class(predictions: np.ndarray) -> int | None:
     return int(picks[0]) if (picks == picks[0]).all() else None
 
 
-def _outputs(model: Any, sample: Any) -> np.ndarray:
+def _outputs(model: Any, sample: Any) -> list[np.ndarray]:
+    """Every output of `model` for `sample`, batch by batch through one traced function."""
+    from pipeline.model.feature_cache import inference_function
     from pipeline.model.training import row_batches
 
-    return np.concatenate([np.asarray(model(batch, training=False)) for batch in row_batches(sample, 64)])
+    forward = inference_function(model)
+    parts: list[list[np.ndarray]] = []
+    for batch in row_batches(sample, 64):
+        out = forward(np.asarray(batch, dtype=np.float32))
+        parts.append([np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])])
+    return [np.concatenate(column) for column in zip(*parts, strict=True)]
 
 
 def check(source_model: Any, base: Any, x: Any, preprocess: str, cut: str) -> Health:
     """Run a sample of `x` (arrays or lazy rows) through `base` and assess the features;
-    also warn when the source's own classifier puts every sampled example in one class."""
+    also warn when the source's own classifier puts every sampled example in one class.
+    One pass: the cut's features and the source's outputs come from the same forward."""
+    import keras
+
     sample = x[sample_positions(len(x))]
     if len(sample) == 0:
         return Health(0, 0, 0.0, 0.0, error="no target examples to check the source model on")
-    health = assess(_outputs(base, sample), batchnorm_state(base), preprocess, cut)
-    if health.error is None and source_model is not base:
-        picked = one_class(_outputs(source_model, sample))
+    both = source_model is not base and len(keras.tree.flatten(source_model.outputs)) == 1
+    model = keras.Model(base.inputs, [base.output, source_model.output]) if both else base
+    outputs = _outputs(model, sample)
+    health = assess(outputs[0], batchnorm_state(base), preprocess, cut)
+    if health.error is None and both:
+        picked = one_class(outputs[1])
         if picked is not None:
             health.warnings.append(f"the source model's own classifier puts all {len(sample)} sampled target "
                                    f"examples in its class {picked}; {likely_cause(health.batchnorm, preprocess)}")
