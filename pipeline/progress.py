@@ -88,27 +88,23 @@ class Reporter:
         """Progress as log lines: one at most every LINE_EVERY_S seconds, and one at the end."""
         import time
 
-        done, status, t0 = 0.0, "", time.monotonic()
+        done, latest, t0 = 0.0, "", time.monotonic()
         last = t0
 
         def line() -> str:
             amount = f"{done / 2**20:,.1f}/{total / 2**20:,.1f} MiB" if unit == "bytes" else f"{done:g}/{total:g} {unit}"
             share = f" {100 * done / total:.0f}%" if total else ""
-            return f"{description}: {amount}{share} in {time.monotonic() - t0:.1f} s{'; ' + status if status else ''}"
+            return f"{description}: {amount}{share} in {time.monotonic() - t0:.1f} s{'; ' + latest if latest else ''}"
 
         def advance(amount: float = 1, *, status: str | None = None) -> None:
-            nonlocal done, last
+            nonlocal done, last, latest
             done += amount
             if status is not None:
-                set_status(status)
+                latest = status
             now = time.monotonic()
             if now - last >= LINE_EVERY_S:
                 last = now
                 print(line(), file=self.console.file, flush=True)
-
-        def set_status(text: str) -> None:
-            nonlocal status
-            status = text
 
         yield advance
         print(line(), file=self.console.file, flush=True)

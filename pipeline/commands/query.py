@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -247,10 +247,13 @@ def top_classes(outputs: dict[str, np.ndarray], classes: list[str] | None) -> li
 
 def predict_file(cfg: DeployConfig, endpoint: Endpoint, wanted: ServedModel, input_path: Path,
                  input_name: str | None, out: Path | None, deadline: float | None,
-                 fallback_version: int | None = None) -> dict[str, Any]:
-    """One Predict with inputs from a file; outputs saved to `out` or returned as values."""
+                 fallback_version: Callable[[], int | None] = lambda: None) -> dict[str, Any]:
+    """One Predict with inputs from a file; outputs saved to `out` or returned as values.
+    `fallback_version` names the version to expect when none is asked for; it is only looked
+    up when an integer input needs the manifest's word before the request."""
     raw = read_inputs(input_path, input_name)
-    manifest = version_manifest(cfg, wanted.model, wanted.version or fallback_version)
+    integers = any(np.asarray(v).dtype.kind in "iu" for v in raw.values())
+    manifest = version_manifest(cfg, wanted.model, wanted.version or (fallback_version() if integers else None))
     with make_client(endpoint, deadline or cfg.verify.deadline_s) as client, client_errors_as_verify_errors():
         sig = client.signature(wanted.model, wanted.signature, version=wanted.version, label=wanted.label)
         cast = input_path.suffix.lower() == ".json"
@@ -289,7 +292,7 @@ def predict(
                                     client_key=client_key, export=last_export(cfg))
     export = last_export(cfg, wanted.model)
     result = predict_file(cfg, where, wanted, input_path, input_name, out, deadline,
-                          fallback_version=(stable_on_host(cfg, wanted.model) if endpoint is None else None)
+                          fallback_version=lambda: (stable_on_host(cfg, wanted.model) if endpoint is None else None)
                           or (export.version if export else None))
     if as_json:
         emit(result)

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pipeline.model.source import file_digest
 from pipeline.model.training import BaselineOutcome, Curve, PhaseResult, TransferOutcome
 
 RECORD_FORMAT = 1
@@ -75,14 +76,6 @@ def save_baseline(path: Path, outcome: BaselineOutcome) -> None:
     _write_json(path, baseline_to_json(outcome))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_transfer(folder: Path, key: str, outcome: TransferOutcome) -> None:
     """The trained model (renamed into place), then the JSON naming its hash: a record
     whose JSON exists always has its whole model."""
@@ -95,7 +88,7 @@ def save_transfer(folder: Path, key: str, outcome: TransferOutcome) -> None:
     finally:
         partial.unlink(missing_ok=True)
     _write_json(folder / f"transfer-{key}.json", {
-        "model_sha256": _sha256(model_path), "test_accuracy": outcome.test_accuracy,
+        "model_sha256": file_digest(model_path), "test_accuracy": outcome.test_accuracy,
         "phases": {name: asdict(phase) for name, phase in outcome.phases.items()},
         "unfrozen": outcome.unfrozen, "wall_s": outcome.wall_s, "curve": _curve_json(outcome.curve),
         "augmentation": outcome.augmentation})
@@ -109,7 +102,7 @@ def load_transfer(folder: Path, key: str) -> TransferOutcome | None:
     model_path = folder / f"transfer-{key}.keras"
     try:
         record = json.loads((folder / f"transfer-{key}.json").read_text())
-        if _sha256(model_path) != record["model_sha256"]:
+        if file_digest(model_path) != record["model_sha256"]:
             return None
         model = keras.models.load_model(model_path, compile=False)
         phases = {name: PhaseResult(**phase) for name, phase in record["phases"].items()}

@@ -278,28 +278,29 @@ class Machine:
         if self.pending is not None:
             self.pending.clear(owed.model)
 
-    def _finish_pending(self, report: RolloutReport, model: str) -> None:
-        """Apply the config an earlier promotion still owed, before anything else."""
+    def _finish_pending(self, report: RolloutReport, model: str) -> bool:
+        """Apply the config an earlier promotion still owed, before anything else; True if one was owed."""
         owed = self.pending.load(model) if self.pending is not None else None
         if owed is None or self.pending is None:
-            return
+            return False
         served, reason = owed
         self._step(report, Phase.FINISH, lambda: self.host.apply(served, self.d.label),
                    f"owed since: {reason}")
         self.pending.clear(model)
+        return True
 
     def finish_clean_up(self, model: str) -> str | None:
         """For `status`: finish owed clean-up under the lock; a one-line outcome, or None if none was owed."""
         if self.pending is None or self.pending.load(model) is None:
-            return None
+            return None  # the usual case: no lock taken
         report = RolloutReport(model=model, version=0)
         try:
             self.host.lock(self.owner)
         except Exception as exc:  # noqa: BLE001 - someone else is rolling out: they finish it
             return f"clean-up pending, not finished now: {exc}"
         try:
-            self._finish_pending(report, model)
-            return "finished the clean-up an earlier promotion owed"
+            finished = self._finish_pending(report, model)  # re-read under the lock
+            return "finished the clean-up an earlier promotion owed" if finished else None
         except Exception as exc:  # noqa: BLE001
             return f"clean-up still pending: {exc}"
         finally:
@@ -394,8 +395,7 @@ class Machine:
         self._t0 = self.clock.monotonic()
         self._step(report, Phase.LOCK, lambda: self.host.lock(self.owner))
         try:
-            if self.pending is not None and self.pending.load(model) is not None:
-                self._finish_pending(report, model)
+            if self._finish_pending(report, model):  # the file may have named the old stable
                 fresh = self.host.read(model)
                 if fresh is not None and fresh.stable is not None:
                     current, report.version, report.previous = fresh, fresh.stable, fresh.stable
