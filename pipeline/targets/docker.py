@@ -42,11 +42,76 @@ def engine_settings(cfg: RolloutConfig, environ: dict[str, str] | None = None) -
     return {"base_url": base_url, "tls": tls}
 
 
+def unreachable_hint(base_url: str, tls: bool, error: str) -> str:
+    """What to do about a failed engine connection, when the error says enough to tell (pure)."""
+    if base_url.startswith("ssh://"):
+        if "not found in known_hosts" in error:
+            return (" — the host key is unknown and is never accepted automatically: check its fingerprint, "
+                    "then add it to ~/.ssh/known_hosts (ssh-keyscan -p PORT HOST)")
+        if "Authentication failed" in error or "No authentication methods" in error:
+            return (" — no key was accepted: load it into ssh-agent or name it as IdentityFile for this host "
+                    "in ~/.ssh/config")
+        if "docker" in error and ("not found" in error or "No such file" in error):
+            return " — the remote user cannot run `docker system dial-stdio` (docker CLI on its PATH)"
+    if base_url.startswith("tcp://") and not tls and (
+            "HTTPS server" in error or "RemoteDisconnected" in error or "Connection aborted" in error):
+        return (" — if this port speaks TLS (2376), set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH "
+                "(or rollout.tls_verify / rollout.cert_path)")
+    return ""
+
+
+def ssh_url_with_config_port(base_url: str, ssh_config: str) -> str:
+    """`ssh://alias` with the Port that ssh_config (the text of ~/.ssh/config) gives the alias.
+
+    The docker SDK writes ":22" into every ssh:// URL without a port before it reads
+    ~/.ssh/config, so a `Port` there would never apply (with paramiko or the ssh binary);
+    an explicit port in the URL wins, as with ssh itself.
+    """
+    from urllib.parse import urlsplit
+
+    import paramiko
+
+    parts = urlsplit(base_url)
+    if parts.scheme != "ssh" or parts.port is not None or not parts.hostname:
+        return base_url
+    port = paramiko.SSHConfig.from_text(ssh_config).lookup(parts.hostname).get("port")
+    if not port or port == "22":
+        return base_url
+    return f"ssh://{parts.netloc}:{port}{parts.path}"
+
+
+_CLIENTS: dict[tuple[str, str, str], Any] = {}
+
+
+def _still_connected(client: Any) -> bool:
+    """A cached client is reused while its ssh session (if any) is up; requests reconnects plain sockets."""
+    adapter = client.api.adapters.get("http+docker://ssh")
+    ssh = getattr(adapter, "ssh_client", None)
+    if ssh is None:
+        return True
+    transport = ssh.get_transport()
+    return transport is not None and transport.is_active()
+
+
 def engine_client(cfg: RolloutConfig) -> Any:
-    """A DockerClient for unix://, tcp:// (TLS) or ssh:// engines; RolloutError when unreachable."""
+    """A DockerClient for unix://, tcp:// (TLS) or ssh:// engines; RolloutError when unreachable.
+
+    One client per engine per process: over ssh:// with paramiko a client is one login, and
+    every call after it is a channel on that session (a deploy talks to the engine from
+    several stages; a login per stage or per connection costs seconds and sshd's
+    MaxStartups). A cached client whose ssh session dropped is replaced.
+    """
     import docker
 
     settings = engine_settings(cfg)
+    base_url = settings["base_url"]
+    ssh_config = Path.home() / ".ssh" / "config"
+    if base_url.startswith("ssh://") and ssh_config.is_file():
+        base_url = ssh_url_with_config_port(base_url, ssh_config.read_text(errors="replace"))
+    key = (base_url, json.dumps(settings["tls"], sort_keys=True), cfg.ssh_transport)
+    cached = _CLIENTS.get(key)
+    if cached is not None and _still_connected(cached):
+        return cached
     tls = None
     if settings["tls"]:
         t = settings["tls"]
@@ -57,15 +122,31 @@ def engine_client(cfg: RolloutConfig) -> Any:
     try:
         # A fixed API version: "auto" would call the engine inside the constructor, before
         # trust_env can be turned off (1.41 = engine 20.10; newer engines accept it).
-        client = docker.DockerClient(base_url=settings["base_url"], tls=tls, timeout=120, version=API_VERSION,
-                                     use_ssh_client=settings["base_url"].startswith("ssh://"))
+        client = docker.DockerClient(base_url=base_url, tls=tls, timeout=120, version=API_VERSION,
+                                     use_ssh_client=base_url.startswith("ssh://") and cfg.ssh_transport == "openssh")
         # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE would replace our CA for every request: ignore the env.
         client.api.trust_env = False
         client.ping()
     except Exception as exc:  # noqa: BLE001 - docker/requests/ssh errors: one clear line
-        raise RolloutError(f"Docker engine at {settings['base_url']} unreachable: "
-                           f"{type(exc).__name__}: {exc}") from None
+        error = f"{type(exc).__name__}: {exc}"
+        raise RolloutError(f"Docker engine at {base_url} unreachable: {error}"
+                           f"{unreachable_hint(base_url, tls is not None, error)}") from None
+    adapter = client.api.adapters.get("http+docker://ssh")
+    transport = getattr(getattr(adapter, "ssh_client", None), "get_transport", lambda: None)()
+    if transport is not None:
+        transport.set_keepalive(30)  # NAT and firewalls drop idle sessions during long trainings
+    stale = _CLIENTS.pop(key, None)
+    if stale is not None:
+        _close_quietly(stale)
+    _CLIENTS[key] = client
     return client
+
+
+def _close_quietly(client: Any) -> None:
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001,S110 - a dead session's close may fail; nothing is left to release
+        pass
 
 
 class DockerTarget(ServingTarget):

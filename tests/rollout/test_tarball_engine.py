@@ -66,3 +66,48 @@ def test_engine_settings_from_env_and_config(tmp_path: Path):
     assert engine_settings(cfg, {**env, "DOCKER_TLS_VERIFY": "0"})["tls"] is None
     ssh = RolloutConfig(docker_host="ssh://deploy@127.0.0.1")
     assert engine_settings(ssh, env)["base_url"] == "ssh://deploy@127.0.0.1" and engine_settings(ssh, env)["tls"] is None
+
+
+SSH_CONFIG = """
+Host engine
+  HostName 127.0.0.1
+  Port 2222
+Host plain
+  HostName 10.0.0.9
+Host *.corp
+  Port 2200
+"""
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("ssh://engine", "ssh://engine:2222"),              # the SDK would have written :22 and ignored Port
+    ("ssh://deploy@engine", "ssh://deploy@engine:2222"),
+    ("ssh://engine:2022", "ssh://engine:2022"),         # an explicit port wins, as with ssh itself
+    ("ssh://plain", "ssh://plain"),                     # no Port for the host: the SDK's 22 is right
+    ("ssh://build.corp", "ssh://build.corp:2200"),      # patterns apply
+    ("tcp://engine:2376", "tcp://engine:2376"),
+])
+def test_ssh_url_takes_the_port_from_ssh_config(url: str, expected: str):
+    from pipeline.targets.docker import ssh_url_with_config_port
+
+    assert ssh_url_with_config_port(url, SSH_CONFIG) == expected
+
+
+@pytest.mark.parametrize("url, tls, error, says", [
+    ("ssh://e:22", False, "SSHException: Server '[e]:22' not found in known_hosts", "ssh-keyscan"),
+    ("ssh://e:22", False, "AuthenticationException: Authentication failed.", "IdentityFile"),
+    ("tcp://e:2376", False, "APIError: 400 Client Error: Client sent an HTTP request to an HTTPS server.",
+     "DOCKER_TLS_VERIFY=1"),
+    ("tcp://e:2376", False, "ConnectionError: ('Connection aborted.', RemoteDisconnected(...))", "DOCKER_TLS_VERIFY"),
+])
+def test_unreachable_engine_errors_carry_the_fix(url: str, tls: bool, error: str, says: str):
+    from pipeline.targets.docker import unreachable_hint
+
+    assert says in unreachable_hint(url, tls, error)
+
+
+def test_no_hint_where_the_error_does_not_say_enough():
+    from pipeline.targets.docker import unreachable_hint
+
+    assert unreachable_hint("tcp://e:2376", True, "ConnectionError: ('Connection aborted.')") == ""  # TLS is on
+    assert unreachable_hint("unix:///var/run/docker.sock", False, "FileNotFoundError: No such file") == ""
