@@ -126,20 +126,43 @@ def engine_client(cfg: RolloutConfig) -> Any:
                                      use_ssh_client=base_url.startswith("ssh://") and cfg.ssh_transport == "openssh")
         # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE would replace our CA for every request: ignore the env.
         client.api.trust_env = False
+        _share_one_ssh_pool(client)
         client.ping()
     except Exception as exc:  # noqa: BLE001 - docker/requests/ssh errors: one clear line
         error = f"{type(exc).__name__}: {exc}"
         raise RolloutError(f"Docker engine at {base_url} unreachable: {error}"
                            f"{unreachable_hint(base_url, tls is not None, error)}") from None
-    adapter = client.api.adapters.get("http+docker://ssh")
-    transport = getattr(getattr(adapter, "ssh_client", None), "get_transport", lambda: None)()
-    if transport is not None:
-        transport.set_keepalive(30)  # NAT and firewalls drop idle sessions during long trainings
     stale = _CLIENTS.pop(key, None)
     if stale is not None:
         _close_quietly(stale)
     _CLIENTS[key] = client
     return client
+
+
+def _share_one_ssh_pool(client: Any) -> None:
+    """Reuse ssh channels across API paths, and keep the session alive.
+
+    The SDK's paramiko adapter keys its connection pools by the full request URL and keeps
+    one pool: every call to a different path closes the last pool's channel and opens a
+    new one, which runs `docker system dial-stdio` on the remote side again (≈ 0.1-0.3 s
+    each; docker/docker-py#2966). The URL only ever selects a pool there, so all calls
+    share one.
+    """
+    adapter = client.api.adapters.get("http+docker://ssh")
+    ssh = getattr(adapter, "ssh_client", None)
+    if ssh is None:  # the ssh binary (rollout.ssh_transport = "openssh"): a process per connection anyway
+        return
+    pooled = adapter.get_connection
+    adapter.get_connection = lambda url, proxies=None: pooled("http+docker://ssh/", proxies)
+    transport = ssh.get_transport()
+    if transport is not None:
+        transport.set_keepalive(30)  # NAT and firewalls drop idle sessions during long trainings
+
+
+def forget_engine_clients() -> None:
+    """Close every cached engine client: the next call logs in again, as a new process would."""
+    while _CLIENTS:
+        _close_quietly(_CLIENTS.popitem()[1])
 
 
 def _close_quietly(client: Any) -> None:
