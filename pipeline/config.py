@@ -275,6 +275,11 @@ class RolloutConfig(_Section):
     log_tail: int = Field(default=200, ge=1, le=100_000)
     # docker target
     docker_host: str | None = Field(default=None, description="unix://, tcp:// or ssh://; default DOCKER_HOST.")
+    ssh_transport: Literal["paramiko", "openssh"] = Field(
+        default="paramiko", description="ssh:// engines: 'paramiko' = one ssh login per process, every call a "
+        "channel on it (host keys from ~/.ssh/known_hosts, unknown hosts refused; user, port, IdentityFile "
+        "and ProxyCommand from ~/.ssh/config; keys from the agent); 'openssh' = the ssh binary, one login "
+        "per connection (for what paramiko lacks: ProxyJump, ControlMaster, hardware keys).")
     tls_verify: bool | None = Field(default=None, description="Default: DOCKER_TLS_VERIFY.")
     cert_path: Path | None = Field(default=None, description="ca.pem/cert.pem/key.pem; default DOCKER_CERT_PATH.")
     image: str = "tensorflow/serving:2.18.0"
@@ -302,11 +307,6 @@ class RolloutConfig(_Section):
         "Python, e.g. tensorflow/serving; no drain on stop); 'auto' = agent for tfrollout/* images, else sidecar.")
     fetch_image: str | None = Field(
         default=None, description="Swarm sidecar mode: the fetch service's image (needs python3 >= 3.11); "
-    ssh_transport: Literal["paramiko", "openssh"] = Field(
-        default="paramiko", description="ssh:// engines: 'paramiko' = one ssh login per process, every call a "
-        "channel on it (host keys from ~/.ssh/known_hosts, unknown hosts refused; user, port, IdentityFile "
-        "and ProxyCommand from ~/.ssh/config; keys from the agent); 'openssh' = the ssh binary, one login "
-        "per connection (for what paramiko lacks: ProxyJump, ControlMaster, hardware keys).")
         "default rollout.image when that is a tfrollout/* image, else it must be set.")
 
     @model_validator(mode="after")
