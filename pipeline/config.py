@@ -48,8 +48,18 @@ class ModelConfig(_Section):
                     "--set/env/TOML) = the layer feeding the model's last Dense classifier (e.g. "
                     "avg_pool in ResNet50), else the layer before the last; a SavedModel base needs it unset.",
     )
+    signature: str = Field(
+        default="serving_default", min_length=1,
+        description="SavedModel directory: the signature whose output is the base (a TF Hub feature-vector "
+                    "model's serving_default, say); ignored for .keras/.h5.",
+    )
+    output_key: str | None = Field(
+        default=None,
+        description="SavedModel directory: which output of model.signature is the feature vector; unset = "
+                    "its only output (a signature with several outputs then stops the load, listing them).",
+    )
 
-    @field_validator("cut_layer")
+    @field_validator("cut_layer", "output_key")
     @classmethod
     def _empty_means_unset(cls, value: str | None) -> str | None:
         return None if value is None or value.strip() == "" else value
@@ -120,6 +130,11 @@ class TransferConfig(_Section):
     unfreeze_after: str | None = Field(
         default=None, description="Fine-tune: unfreeze every layer after this one (overrides unfreeze_top)."
     )
+    unfreeze_variables: list[str] | None = Field(
+        default=None, description="Fine-tune of a SavedModel base (it has no layers): regular expressions "
+        "searched in its variable names (e.g. [\"^block_4/\", \"head\"]); the matching trainable variables "
+        "are fine-tuned. Unset = all its trainable variables; [] = none. Not for Keras bases.",
+    )
     batch_size: int = Field(default=32, ge=1, le=65_536)
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     patience: int = Field(default=20, ge=1, le=100_000)
@@ -139,6 +154,18 @@ class TransferConfig(_Section):
         default=0, ge=0, le=1000, description="With augmentation: 0 = new random changes every epoch "
         "(the frozen base then runs every epoch: no feature cache); K = K augmented copies of the "
         "labelled set made once, their frozen-base features cached beside the originals'.")
+
+    @field_validator("unfreeze_variables")
+    @classmethod
+    def _patterns_compile(cls, value: list[str] | None) -> list[str] | None:
+        import re
+
+        for pattern in value or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from None
+        return value
 
     @property
     def scratch_epochs(self) -> int:
@@ -219,7 +246,8 @@ class GateConfig(_Section):
     max_drop_vs_serving: float | None = Field(
         default=None, ge=0.0, le=1.0,
         description="Refuse a candidate this much less accurate than the served stable version "
-                    "(evaluated over gRPC on the same held-out set); skipped when nothing is served.")
+                    "(evaluated over gRPC on the same held-out set); skipped when nothing is served; "
+                    "deferred to the rollout stage by a run that stops before rollout.")
     serving_deadline_s: float = Field(default=30.0, gt=0.0, le=3600.0)
     max_quantization_drop: float | None = Field(
         default=0.01, ge=0.0, le=1.0, description="With export.quantize: refuse a quantized model whose "

@@ -166,6 +166,7 @@ class StageContext:
     reporter: Reporter
     source_model: Any = None  # pipeline.model.source.SourceModel (TensorFlow-typed: kept loose here)
     transferred_model: Any = None  # a keras.Model
+    until_stage: str | None = None  # the last stage this invocation runs (None: through the last one; see `reaches`)
 
     @property
     def workdir(self) -> Path:
@@ -177,6 +178,11 @@ class StageContext:
     def output(self, kind: type[OutputT]) -> OutputT:
         """An earlier stage's typed result (StageOrderError when it has not run)."""
         return self.record.output(kind)
+
+
+def reaches(until_stage: str | None, stage: str) -> bool:
+    """Does a run that stops after `until_stage` (None: the last stage) include `stage`? (pure)"""
+    return until_stage is None or STAGE_ORDER.index(until_stage) >= STAGE_ORDER.index(stage)
 
 
 def select_stages(from_stage: str | None, until_stage: str | None) -> list[str]:
@@ -275,7 +281,7 @@ def run_pipeline(
     if start is not None and from_stage is None:
         reporter.note(f"resuming run {record.run_id} at stage {start!r}")
     stages = select_stages(start, until_stage)
-    ctx = StageContext(config=config, record=record, reporter=reporter)
+    ctx = StageContext(config=config, record=record, reporter=reporter, until_stage=until_stage)
     for name in stages:
         try:
             run_stage(ctx, name)

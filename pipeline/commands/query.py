@@ -194,11 +194,12 @@ def verify(
 def version_manifest(cfg: DeployConfig, model: str, version: int | None) -> dict[str, Any] | None:
     """A version's export manifest (classes, preprocess): the local export folder's, else the
     store's; None when neither can be read (predict then shows bare outputs)."""
-    from pipeline.model.exporter import MANIFEST_FILE
+    # the name from storage.manifest, not model.exporter: importing that loads TensorFlow
+    from pipeline.storage.manifest import EXPORT_MANIFEST_NAME
 
     if version is None:
         return None
-    local = Path(cfg.export.root) / model / str(version) / MANIFEST_FILE
+    local = Path(cfg.export.root) / model / str(version) / EXPORT_MANIFEST_NAME
     try:
         return dict(json.loads(local.read_text()))
     except (OSError, ValueError):

@@ -8,6 +8,7 @@ of a second, even on a CI runner.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ import typer
 from pipeline.commands.common import ConfigOpt, DebugOpt, JsonOpt, ModelOpt, SetOpt, emit, load_cfg
 from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError, StorageError
+from pipeline.progress import Reporter
 from pipeline.rollout.host import ServingHost
 from pipeline.rollout.machine import RolloutReport
 from pipeline.rollout.session import committed_version, committed_versions, golden_for, open_session
@@ -32,9 +34,15 @@ def model_or_last(cfg: DeployConfig, model: str | None) -> str:
     return export.model_name if export is not None else cfg.export.model_name
 
 
-def rollout_version(cfg: DeployConfig, model: str, version: int | None, *, verify: bool) -> RolloutReport:
-    """Roll a committed version (default: the newest) out: canary -> verify -> promote, or roll back."""
+def rollout_version(cfg: DeployConfig, model: str, version: int | None, *, verify: bool,
+                    note: Callable[[str], None] = lambda line: None) -> RolloutReport:
+    """Roll a committed version (default: the newest) out: canary -> verify -> promote, or roll back.
+
+    A comparison with serving its gate deferred runs first (stages.rollout.check_before_rollout)."""
+    from pipeline.stages.rollout import check_before_rollout
+
     store, wanted = committed_version(cfg, model, version)
+    check_before_rollout(cfg, store, model, wanted, note)
     with tempfile.TemporaryDirectory(prefix="tfrollout-golden-") as scratch:
         golden = (golden_for(cfg, store, model, wanted, Path(scratch))
                   if verify and cfg.rollout.verify_canary else None)
@@ -71,7 +79,14 @@ def finish_owed_clean_up(cfg: DeployConfig, model: str) -> str | None:
     """Clean-up an earlier promotion still owes, finished now (see rollout.pending); None if none."""
     from pipeline.rollout.pending import PendingCleanup
 
-    if cfg.rollout.target == "swarm" or PendingCleanup(cfg.run.workdir).load(model) is None:
+    if cfg.rollout.target == "swarm":  # nothing kept locally: the engine shows what is left
+        from pipeline.targets.swarm import SwarmTarget
+
+        try:
+            return SwarmTarget(cfg.rollout).finish_clean_up(model)
+        except Exception as exc:  # noqa: BLE001 - status still reports what it can
+            return f"clean-up pending, not finished now: {exc}"
+    if PendingCleanup(cfg.run.workdir).load(model) is None:
         return None
     try:
         session = open_session(cfg, model, store=None)
@@ -154,13 +169,18 @@ def rollout(
 ) -> None:
     """Roll a committed version out: canary -> verify -> promote, or roll back on failure."""
     cfg = load_cfg(config, set_)
+    note = Reporter(quiet=as_json).note
     if cfg.rollout.target == "swarm":  # a service spec rolled by swarm, not the config-reload machine
+        from pipeline.stages.rollout import check_before_rollout
         from pipeline.targets.swarm_run import rollout_swarm
 
-        swarm = rollout_swarm(cfg, model_or_last(cfg, model), version, verify=not no_verify)
+        name = model_or_last(cfg, model)
+        store, wanted = committed_version(cfg, name, version)
+        check_before_rollout(cfg, store, name, wanted, note)
+        swarm = rollout_swarm(cfg, name, wanted, verify=not no_verify)
         _print_swarm_report(swarm.to_json(), as_json)
         return
-    report = rollout_version(cfg, model_or_last(cfg, model), version, verify=not no_verify)
+    report = rollout_version(cfg, model_or_last(cfg, model), version, verify=not no_verify, note=note)
     _print_report(report.to_json(), as_json)
 
 
@@ -174,6 +194,8 @@ def _print_swarm_report(report: dict[str, Any], as_json: bool) -> None:
     replicas = report.get("replicas") or []
     typer.echo(f"{report.get('action')}: {report.get('model')} v{report.get('version')} on {len(replicas)} "
                f"replica(s) of {report.get('service')} in {report.get('duration_s', 0.0):.1f} s")
+    if report.get("cleanup_pending"):
+        typer.echo(f"warning: promoted, clean-up pending: {report['cleanup_pending']}", err=True)
 
 
 def rollback(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None,

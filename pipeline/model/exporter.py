@@ -200,7 +200,11 @@ def export_model(model: Any, spec: ExportSpec, heldout_x: np.ndarray,
     of that mode (see quantize.py), the cost is measured (`quantization` in the
     manifest) and `check_quantized(report)` may refuse it before anything is published."""
     from pipeline.model.quantize import reference_model, write_float16_saved_model
+    from pipeline.model.saved_model_base import holds_saved_model
 
+    if quantize == "float16" and holds_saved_model(model):
+        raise ExportError("export.quantize = \"float16\" cannot store a SavedModel base's weights as float16 "
+                          "(its signature reads its own float32 variables); use \"none\" or \"int8\" (the head)")
     model_dir = spec.root / spec.model_name
     version = choose_version(existing_versions(model_dir), spec.version, model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -35,3 +35,29 @@ def layers_to_unfreeze(layers: list[LayerInfo], *, top: int, after: str | None) 
     if top == 0:
         return []
     return [layer.name for layer in candidates[-top:]]
+
+
+def variables_to_train(names: list[str], may_train: list[bool], patterns: list[str] | None,
+                       where: str) -> list[int]:
+    """Positions of a SavedModel base's variables to fine-tune, in signature order.
+
+    A SavedModel has no layers to count from the top, and its variable order is not
+    the order of its layers (a `tf.Module` lists attributes alphabetically), so the
+    user names them: `patterns` are regular expressions searched in each name. Unset:
+    every variable the SavedModel lets be trained (TF Hub's `trainable=True`). A
+    pattern that matches no trainable variable is an error, not a silent no-op.
+    """
+    import re
+
+    allowed = [i for i, ok in enumerate(may_train) if ok]
+    if patterns is None:
+        return allowed
+    chosen: set[int] = set()
+    for pattern in patterns:
+        hits = {i for i in allowed if re.search(pattern, names[i])}
+        if not hits:
+            shown = ", ".join(names[i] for i in allowed[:8]) + (", ..." if len(allowed) > 8 else "")
+            raise TransferError(f"transfer.unfreeze_variables: {pattern!r} matches none of {where}'s "
+                                f"{len(allowed)} trainable variables ({shown or 'none'})")
+        chosen |= hits
+    return sorted(chosen)

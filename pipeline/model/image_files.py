@@ -9,6 +9,8 @@ order. Pixels are decoded later, in parallel by `tf.data`, pass by pass (image_s
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,47 @@ def fixed_image_shape(input_shape: tuple[int | None, ...], origin: str) -> tuple
 
 
 HIGH_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
+# Pillow modes with one colour channel (an alpha channel aside): replicated into RGB for a
+# 3-channel model. Every other mode (RGB, RGBA, CMYK, YCbCr, palette P, ...) becomes "L"
+# for a 1-channel model, its colour folded into one luminance value.
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", *HIGH_DEPTH_MODES})
+
+
+@dataclass(frozen=True)
+class ChannelConversion:
+    """Images whose pixel mode is not what the model takes, converted when they are decoded."""
+
+    converted: dict[str, int]  # Pillow mode -> images of that mode that are converted
+    total: int  # images in the data set
+    channels: int  # the model input's channels (1 or 3)
+
+    @property
+    def count(self) -> int:
+        return sum(self.converted.values())
+
+    def line(self) -> str:
+        """`12 of 40 images are grayscale (L); converted to RGB for the model's 3-channel input`."""
+        modes = sorted(self.converted.items(), key=lambda item: (-item[1], item[0]))
+        shown = modes[0][0] if len(modes) == 1 else ", ".join(f"{mode}: {n}" for mode, n in modes)
+        what, target = ("grayscale", "RGB") if self.channels == 3 else ("color", "grayscale (L)")
+        return (f"{self.count} of {self.total} images are {what} ({shown}); converted to {target} for the "
+                f"model's {self.channels}-channel input")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"images": self.count, "of": self.total, "modes": dict(self.converted),
+                "to": "RGB" if self.channels == 3 else "L", "model_channels": self.channels}
+
+
+def channel_conversion(modes: Mapping[str, int], channels: int) -> ChannelConversion | None:
+    """Which of the images (counted by Pillow mode) change colour channels for a `channels`-channel
+    model — grayscale into RGB, or colour into grayscale — or None when none do (pure)."""
+    if channels == 3:
+        converted = {mode: n for mode, n in modes.items() if n and mode in GREY_MODES}
+    else:
+        converted = {mode: n for mode, n in modes.items() if n and mode not in GREY_MODES}
+    if not converted:
+        return None
+    return ChannelConversion(converted, sum(modes.values()), channels)
 
 
 def image_to_array(image: Any, size: tuple[int, int], channels: int) -> np.ndarray:

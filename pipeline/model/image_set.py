@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.model.image_files import decode_image
+from pipeline.model.image_files import ChannelConversion, channel_conversion, decode_image
 from pipeline.progress import Reporter
 
 PASS_BATCH = 64  # images per decoded batch of a forward pass
@@ -88,6 +89,14 @@ class ImageSet:
         accepted = NATIVE_KINDS.get(self.shape[-1], set())
         kinds = [self.kinds[int(i)] for i in self.indices]
         return np.array([0 if k not in accepted else 1 if k.startswith("JPEG:") else 2 for k in kinds], dtype=np.int32)
+
+    def mode_counts(self) -> Counter[str]:
+        """Rows per Pillow pixel mode, from the header pass's kinds (no pixel read; empty
+        without kinds): what `channel_conversion` is judged on."""
+        if self.kinds is None:
+            return Counter()
+        kinds = self.kinds
+        return Counter(kinds[int(i)].partition(":")[2] for i in self.indices)
 
     def encoded(self, position: int) -> bytes:
         """Row `position`'s file bytes (for TensorFlow's decoder)."""
@@ -256,6 +265,21 @@ def named_decode_errors(rows: Any) -> Iterator[None]:
             message = str(exc.message).splitlines()[0] if exc.message else type(exc).__name__
             raise DataError(f"an image could not be decoded by TensorFlow ({message})") from None
         raise
+
+
+def channel_conversion_of(*row_sets: Any) -> ChannelConversion | None:
+    """The channel conversion the decode applies to these rows together (e.g. a data set's
+    training and held-out rows), counted from their header kinds; None for arrays, rows
+    without kinds, or when every image already has the model's channels."""
+    sets = [rows for rows in row_sets if isinstance(rows, ImageSet)]
+    if not sets:
+        return None
+    modes: Counter[str] = Counter()
+    for rows in sets:
+        if rows.kinds is None:
+            return None
+        modes.update(rows.mode_counts())
+    return channel_conversion(modes, sets[0].shape[-1])
 
 
 def is_lazy(x: Any) -> bool:

@@ -99,6 +99,8 @@ def load_transfer(folder: Path, key: str) -> TransferOutcome | None:
     file is not the one the record names): then the arm is trained again."""
     import keras
 
+    import pipeline.model.saved_model_base  # noqa: F401 - registers the SignatureFeatures layer
+
     model_path = folder / f"transfer-{key}.keras"
     try:
         record = json.loads((folder / f"transfer-{key}.json").read_text())

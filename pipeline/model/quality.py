@@ -97,11 +97,17 @@ def judge(candidate: Evaluation, *, baseline_accuracy: float | None, serving: Ev
                           "no from-scratch baseline was trained (transfer.baseline = false)")
         checks.append(check)
     if max_drop_vs_serving is not None and serving is not None:
-        change = candidate.accuracy - serving.accuracy
-        check = at_least("max_drop_vs_serving", change, -max_drop_vs_serving,
-                         f"accuracy change vs the served stable ({serving.accuracy:.3f})")
-        checks.append(Check(check.name, check.value, max_drop_vs_serving, check.passed, check.detail))
+        checks.append(serving_check(candidate.accuracy, serving, max_drop_vs_serving))
     return checks
+
+
+def serving_check(candidate_accuracy: float, serving: Evaluation, max_drop_vs_serving: float) -> Check:
+    """max_drop_vs_serving: the candidate may be at most this much less accurate than the served
+    stable version on the same held-out set (a NaN on either side fails)."""
+    change = candidate_accuracy - serving.accuracy
+    check = at_least("max_drop_vs_serving", change, -max_drop_vs_serving,
+                     f"accuracy change vs the served stable ({serving.accuracy:.3f})")
+    return Check(check.name, check.value, max_drop_vs_serving, check.passed, check.detail)
 
 
 def failure_line(checks: list[Check]) -> str | None:

@@ -22,7 +22,7 @@ class SourceModel:
 
     path: Path
     format: str  # "keras" | "h5" | "saved_model"
-    model: Any  # keras.Model (for SavedModels: a Model wrapping a TFSMLayer)
+    model: Any  # keras.Model (for SavedModels: a Model around a SignatureFeatures layer)
     sha256: str
     cut_layer: str | None  # None for SavedModels: the whole signature is the base
 
@@ -97,31 +97,12 @@ def _load_keras(path: Path, fmt: str) -> Any:
         raise ModelLoadError(f"{path}: not {kind} ({reason})") from None
 
 
-def _load_saved_model(path: Path) -> Any:
-    """Wrap the SavedModel's serving_default signature as a Keras model usable as a frozen base."""
-    import keras
-    import tensorflow as tf
+def _load_saved_model(path: Path, signature: str, output_key: str | None, sha256: str) -> Any:
+    """The chosen signature output as a Keras base whose variables are the SavedModel's own
+    (see saved_model_base: trainable when the strategy asks, exported as trained)."""
+    from pipeline.model.saved_model_base import build_base
 
-    try:
-        loaded = tf.saved_model.load(str(path))
-        signature = loaded.signatures["serving_default"]
-    except KeyError:
-        raise ModelLoadError(f"{path}: SavedModel has no 'serving_default' signature") from None
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: not a readable SavedModel ({type(exc).__name__})") from None
-    _, kwargs = signature.structured_input_signature
-    if len(kwargs) != 1:
-        raise ModelLoadError(f"{path}: serving_default must have exactly one input, has {sorted(kwargs)}")
-    (input_name, spec), = kwargs.items()
-    outputs = signature.structured_outputs
-    output_key = sorted(outputs)[0]
-    layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default", trainable=False,
-                                   name="saved_model_base")
-    inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name=input_name)
-    features = layer(inputs)
-    if isinstance(features, dict):
-        features = features[output_key]
-    return keras.Model(inputs, features, name="saved_model_base")
+    return build_base(path, signature, output_key, sha256)
 
 
 PASS_THROUGH_AFTER_CLASSIFIER = ("Dropout", "Activation", "Softmax", "ReLU")
@@ -167,14 +148,16 @@ def resolve_cut_layer(model: Any, requested: str | None, path: Path) -> str:
     return requested
 
 
-def load_source_model(path: Path, cut_layer: str | None) -> SourceModel:
-    """Load any supported format and check the cut point exists."""
+def load_source_model(path: Path, cut_layer: str | None, *, signature: str = "serving_default",
+                      output_key: str | None = None) -> SourceModel:
+    """Load any supported format and check the cut point exists (`signature`/`output_key`:
+    which SavedModel function and output is the base; ignored for Keras files)."""
     fmt = detect_format(path)
     if fmt == "saved_model":
         if cut_layer is not None:
             raise ModelLoadError(f"{path}: a SavedModel directory has no named layers to cut at "
                                  f"({cut_layer!r}); unset model.cut_layer to use its output as features")
-        model = _load_saved_model(path)
-        return SourceModel(path, fmt, model, file_digest(path), None)
+        digest = file_digest(path)
+        return SourceModel(path, fmt, _load_saved_model(path, signature, output_key, digest), digest, None)
     model = _load_keras(path, fmt)
     return SourceModel(path, fmt, model, file_digest(path), resolve_cut_layer(model, cut_layer, path))

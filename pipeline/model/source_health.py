@@ -108,7 +108,20 @@ def assess(features: np.ndarray, bn: BatchNormState, preprocess: str, cut: str) 
     elif rows > 1 and health.alive_fraction <= FEW_ALIVE:
         health.warnings.append(f"only {int(alive.sum())} of {dims} features at {cut} vary over {rows} sampled "
                                f"target examples; {likely_cause(bn, preprocess)}")
+    if health.error is None and looks_like_probabilities(flat):
+        health.warnings.append(f"the features at {cut} look like class probabilities (every sampled row is "
+                               f"non-negative and sums to 1): the head learns from the source's {dims} "
+                               "predictions, not its features; a SavedModel needs a feature-vector signature "
+                               "or output (model.signature / model.output_key), a Keras model a cut before "
+                               "its classifier (model.cut_layer)")
     return health
+
+
+def looks_like_probabilities(flat: np.ndarray) -> bool:
+    """Rows of a softmax: ≥ 2 columns, non-negative, each summing to 1 — pure."""
+    if flat.ndim != 2 or flat.shape[1] < 2 or len(flat) < 2:
+        return False
+    return bool((flat >= 0).all() and np.allclose(flat.sum(axis=1), 1.0, atol=1e-3))
 
 
 def sample_positions(count: int, limit: int = SAMPLE_ROWS) -> np.ndarray:

@@ -26,6 +26,7 @@ from pipeline.model.feature_cache import FeatureCache, rows_of
 from pipeline.model.freeze import LayerInfo, layers_to_unfreeze
 from pipeline.model.graph_cut import frozen_cut
 from pipeline.model.image_set import is_lazy, named_decode_errors
+from pipeline.model.saved_model_base import plan_training, signature_layer
 from pipeline.progress import Advance, Reporter
 
 
@@ -413,14 +414,21 @@ def _transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Tran
     def track(model: Any) -> list[keras.callbacks.Callback]:
         return [curve.callback(model, *heldout)] if curve is not None else []
 
+    saved = signature_layer(base)  # a SavedModel base: its variables, not layers, are trained
+    check_unfreeze_settings(saved is not None, cfg)
+    trained = [] if saved is None else plan_training(saved, cfg.strategy, cfg.unfreeze_variables,
+                                                     cfg.fine_tune_epochs)
     if cfg.strategy == "full":
         base.trainable = True
+        if saved is not None:
+            saved.train_only(trained)
         model = assemble(base, head)
         trainer = trainable_form(model, augmenter)
         _compile(trainer, cfg.learning_rate)
         phases["full"] = _fit(trainer, split.x_fit, split.y_fit, val, split, cfg.head_epochs, cfg,
                               reporter, "train all layers", track(model))
-        unfrozen = [info.name for info in layer_infos(base) if info.has_weights]
+        unfrozen = ([info.name for info in layer_infos(base) if info.has_weights] if saved is None
+                    else [saved.restored_names[i] for i in trained])
         scores = None
     else:
         planned = planned_cut(base, cfg) if is_lazy(data.x_train) else None
@@ -432,12 +440,18 @@ def _transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Tran
             scores.append(lambda: accuracy(head, features_of(base, data.x_test, cache, HELDOUT_BASE), data.y_test))
         model = assemble(base, head)
         if cfg.strategy == "fine-tune" and cfg.fine_tune_epochs > 0:
-            unfrozen = layers_to_unfreeze(layer_infos(base), top=cfg.unfreeze_top, after=cfg.unfreeze_after)
+            if saved is None:
+                unfrozen = layers_to_unfreeze(layer_infos(base), top=cfg.unfreeze_top, after=cfg.unfreeze_after)
+            else:
+                unfrozen = [saved.restored_names[i] for i in trained]
             if unfrozen:
                 base.trainable = True
-                for layer in base.layers:
-                    layer.trainable = layer.name in unfrozen
-                cut = frozen_cut(base, set(unfrozen)) if cfg.cache_features else None
+                if saved is not None:  # the signature runs whole every step: nothing below to cache
+                    saved.train_only(trained)
+                else:
+                    for layer in base.layers:
+                        layer.trainable = layer.name in unfrozen
+                cut = frozen_cut(base, set(unfrozen)) if cfg.cache_features and saved is None else None
                 if cut is not None:
                     phases["fine_tune"] = fine_tune_cached(base, head, cut, cached_split, cfg, reporter,
                                                            curve, heldout, cache, scores)
@@ -451,7 +465,11 @@ def _transfer(source_model: Any, cut_layer: str | None, data: Dataset, cfg: Tran
                                                cfg.fine_tune_epochs, cfg, reporter, "fine-tune top layers",
                                                track(model))
             else:
-                reporter.note("fine-tune: no base layer selected to unfreeze; keeping the frozen base")
+                reporter.note("fine-tune: no base layer (or SavedModel variable) selected to unfreeze; "
+                              "keeping the frozen base")
+        if saved is not None and unfrozen:
+            reporter.note(f"{cfg.strategy}: trained {len(unfrozen)} of the SavedModel's {len(saved.restored)} "
+                          f"variables ({', '.join(unfrozen[:4])}{', ...' if len(unfrozen) > 4 else ''})")
     test_accuracy = scores[-1]() if scores else accuracy(model, data.x_test, data.y_test)
     return TransferOutcome(model, test_accuracy, phases, unfrozen, time.perf_counter() - t0, curve, plan)
 
@@ -476,10 +494,24 @@ def augmentation_plan(cfg: TransferConfig, reporter: Reporter) -> tuple[Transfer
     return cfg.model_copy(update={"cache_features": False}), plan
 
 
+def check_unfreeze_settings(saved_model: bool, cfg: TransferConfig) -> None:
+    """Fine-tune settings that do not apply to this kind of base are refused, not ignored."""
+    if cfg.strategy != "fine-tune":
+        return
+    if saved_model and cfg.unfreeze_after is not None:
+        raise TransferError(f"transfer.unfreeze_after = {cfg.unfreeze_after!r} names a layer, and a SavedModel "
+                            "base has none; choose its variables with transfer.unfreeze_variables")
+    if not saved_model and cfg.unfreeze_variables is not None:
+        raise TransferError("transfer.unfreeze_variables selects a SavedModel base's variables; this base is a "
+                            "Keras model: choose its layers with transfer.unfreeze_top / unfreeze_after")
+
+
 def planned_cut(base: Any, cfg: TransferConfig) -> Any | None:
     """Where the fine-tune phase will cache the base (None: it will not), known before the
     head trains: which layers unfreeze depends only on the base's layers and the config."""
     if cfg.strategy != "fine-tune" or not cfg.cache_features or cfg.fine_tune_epochs <= 0:
+        return None
+    if signature_layer(base) is not None:  # a SavedModel base is one function: no cut inside it
         return None
     unfrozen = layers_to_unfreeze(layer_infos(base), top=cfg.unfreeze_top, after=cfg.unfreeze_after)
     return frozen_cut(base, set(unfrozen)) if unfrozen else None
@@ -503,6 +535,9 @@ def train_from_scratch(source_model: Any, cut_layer: str | None, data: Dataset, 
     """The same architecture with fresh weights, trained on the same labelled set (the baseline)."""
     keras.utils.set_random_seed(cfg.seed)
     t0 = time.perf_counter()
+    if signature_layer(split_base(source_model, cut_layer)) is not None:
+        return BaselineOutcome(None, 0, 0.0, "a SavedModel base has no architecture to re-initialise "
+                                             "(only its trained function): no from-scratch baseline")
     try:
         base = fresh_base(source_model, cut_layer)
     except Exception as exc:  # e.g. a SavedModel base cannot be re-initialised

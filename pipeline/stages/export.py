@@ -156,6 +156,7 @@ def run(ctx: StageContext) -> ExportOutput:
     transferred = ctx.output(TransferOutput)
     loaded = ctx.output(LoadOutput)
     import pipeline.model.preprocess_layer  # noqa: F401 - registers the PixelPreprocess layer
+    import pipeline.model.saved_model_base  # noqa: F401 - registers the SignatureFeatures layer
 
     model = ctx.transferred_model or keras.models.load_model(transferred.model_path)
     from pipeline.model.heldout_file import open_heldout
@@ -185,7 +186,9 @@ def run(ctx: StageContext) -> ExportOutput:
         "quality_gate": {"passed": gate.passed, "enforced": gate.enforced, "overridden": gate.overridden,
                          "accuracy": gate.accuracy, "serving_accuracy": gate.serving_accuracy,
                          "serving_version": gate.serving_version, "serving_note": gate.serving_note,
-                         "checks": gate.checks},
+                         "checks": gate.checks,  # a deferred comparison travels with the version:
+                         "serving_deferred": None if gate.serving_deferred is None  # every rollout owes it
+                         else gate.serving_deferred.model_dump()},
     }
     try:
         result = export_model(model, spec, heldout_x, metadata, quantize=cfg.quantize, heldout_y=heldout_y,

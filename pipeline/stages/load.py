@@ -9,7 +9,7 @@ from pipeline.stages.results import LoadOutput
 
 def run(ctx: StageContext) -> LoadOutput:
     cfg = ctx.config.model
-    source = load_source_model(cfg.path, cfg.cut_layer)
+    source = load_source_model(cfg.path, cfg.cut_layer, signature=cfg.signature, output_key=cfg.output_key)
     ctx.source_model = source
     model = source.model
     feature_shape = (model.get_layer(source.cut_layer).output.shape if source.cut_layer

@@ -57,6 +57,16 @@ class TransferOutput(StageOutput):
     preprocess: str = "none"  # the resolved data.preprocess mode the saved model carries
 
 
+class DeferredComparison(BaseModel):
+    """A comparison with serving the gate left to the rollout stage (the run stopped before rollout):
+    run there on the held-out set, against whatever is stable then, before anything is promoted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str  # "deferred: the run stops before rollout ..."
+    max_drop_vs_serving: float  # the bar at the gate (a stricter one at rollout applies instead)
+
+
 class GateOutput(StageOutput):
     """The quality gate's verdict on the transferred model (and what it was compared with)."""
 
@@ -68,9 +78,10 @@ class GateOutput(StageOutput):
     accuracy: float
     serving_accuracy: float | None  # the served stable version on the same held-out set
     serving_version: int | None
-    serving_note: str | None  # why the serving comparison was skipped
+    serving_note: str | None  # why the serving comparison was skipped (or deferred)
     checks: list[dict[str, Any]]
     report: Path
+    serving_deferred: DeferredComparison | None = None  # owed by the rollout stage before it promotes
 
     @property
     def overridden(self) -> bool:
@@ -131,6 +142,7 @@ class RolloutOutput(StageOutput):
     timings_s: dict[str, float]
     report: Path
     cleanup_pending: str | None = None  # promoted; clean-up after it still failed (the next command retries)
+    serving_check: dict[str, Any] | None = None  # the gate's deferred comparison with serving, run first
 
 
 class VerifyOutput(StageOutput):

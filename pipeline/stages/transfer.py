@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.config import DataConfig, TransferConfig
 from pipeline.errors import DataError
 from pipeline.model.data import Dataset, demo_target_domain, image_dir_rows
-from pipeline.model.image_set import is_lazy
+from pipeline.model.image_set import channel_conversion_of, is_lazy
 from pipeline.model.npz_source import load_npz
 from pipeline.model.source import SourceModel, load_source_model
 from pipeline.progress import Reporter
@@ -78,7 +78,9 @@ def source_from(ctx: StageContext) -> SourceModel:
     if ctx.source_model is not None:
         return ctx.source_model
     loaded = ctx.output(LoadOutput)
-    source = load_source_model(loaded.path, loaded.cut_layer)
+    model = ctx.config.model
+    source = load_source_model(loaded.path, loaded.cut_layer, signature=model.signature,
+                               output_key=model.output_key)
     ctx.source_model = source
     return source
 
@@ -241,6 +243,9 @@ def run(ctx: StageContext) -> TransferOutput:
                       f"{data.num_classes} classes ({', '.join(data.class_names)}); "
                       f"{'indexed' if lazy else 'read'} in {load_s:.1f} s "
                       f"({examples / max(load_s, 1e-9):,.0f} examples/s)")
+    conversion = channel_conversion_of(data.x_train, data.x_test)  # from the header pass: no pixel read
+    if conversion is not None:
+        ctx.reporter.note(f"warning: {conversion.line()}")
     mode, data, heldout_raw = map_inputs(ctx.config.data, data)
     health = check_source_health(source, data, ctx.config.data.preprocess, ctx.reporter)
     cache = FeatureCache(ctx.config.run.workdir / "feature-cache", ctx.reporter) if lazy else None
@@ -259,7 +264,9 @@ def run(ctx: StageContext) -> TransferOutput:
         "data": {"source": ctx.config.data.source, "examples": int(examples), "load_s": round(load_s, 3),
                  "examples_per_s": round(examples / max(load_s, 1e-9), 1),
                  "streamed": lazy,
-                 "decoded_bytes": 0 if lazy else int(data.x_train.nbytes + data.x_test.nbytes)},
+                 "decoded_bytes": 0 if lazy else int(data.x_train.nbytes + data.x_test.nbytes),
+                 "channel_conversion": None if conversion is None else conversion.to_json(),
+                 "warnings": [] if conversion is None else [conversion.line()]},
         "test_examples": int(len(data.y_test)),
         "classes": list(data.class_names),
         "unfrozen_layers": outcome.unfrozen,

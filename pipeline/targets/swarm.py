@@ -61,9 +61,33 @@ class SwarmReport:
     canary: dict[str, Any] | None = None
     verify: dict[str, Any] | None = None
     fetch: dict[str, Any] | None = None  # sidecar mode: the fetch service's update
+    cleanup_pending: str | None = None  # converged on the version; clean-up after it still failed
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+CLEANUP_ATTEMPTS = 3
+
+
+def retried(step: Callable[[], Any], attempts: int, pause_s: float = 1.0) -> Exception | None:
+    """Run a clean-up step up to `attempts` times; None once it succeeds, else the last error."""
+    error: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            step()
+            return None
+        except Exception as exc:  # noqa: BLE001 - after the commit point every failure is retried, then owed
+            error = exc
+            if attempt + 1 < attempts:
+                time.sleep(pause_s * (attempt + 1))
+    return error
+
+
+def joined(*notes: str | None) -> str | None:
+    """Several clean-up notes as one line (None when there are none)."""
+    present = [n for n in notes if n]
+    return "; ".join(present) or None
 
 
 class SwarmRolloutFailed(RolloutError):
@@ -250,10 +274,21 @@ class SwarmTarget(ServingTarget):
         if owned:
             self.lock(f"tfrollout rollout {model} v{version}", self.cfg.lock_stale_s)
         try:
-            return self._rollout(model, version, storage, check, canary_port, timeout_s)
-        finally:
+            report = self._rollout(model, version, storage, check, canary_port, timeout_s)
+        except BaseException:
             if owned:
-                self.unlock()
+                self.release_lock()  # the rollout's own error is the one to report
+            raise
+        if owned:
+            report.cleanup_pending = joined(report.cleanup_pending, self.release_lock())
+        return report
+
+    def release_lock(self) -> str | None:
+        """Unlock, retried; None, or why the lock stays (its holder is this process: once it has
+        exited, the next rollout breaks the lock as a crashed holder's)."""
+        error = retried(self.unlock, CLEANUP_ATTEMPTS)
+        return None if error is None else (f"rollout lock not released after {CLEANUP_ATTEMPTS} attempts: "
+                                           f"{error}; the next rollout breaks it")
 
     def _rollout(self, model: str, version: int, storage: StorageConfig, check: Check | None,
                  canary_port: int | None, timeout_s: float | None) -> SwarmReport:
@@ -307,8 +342,11 @@ class SwarmTarget(ServingTarget):
                 report.detail = state.detail
         report.duration_s = round(time.monotonic() - t0, 3)
         if state.ok and state.version == version:
-            report.ok = True
-            self._drop_unused(s)
+            report.ok = True  # the commit point: every replica serves the verified version; never undone
+            error = retried(lambda: self._drop_unused(s), CLEANUP_ATTEMPTS)
+            if error is not None:
+                report.cleanup_pending = (f"removing unused configs/secrets failed after {CLEANUP_ATTEMPTS} "
+                                          f"attempts: {error}; the next rollout, rollback or status retries")
             return report
         if report.action == "first-deploy":
             self._remove(spec.settings_service(s))
@@ -470,10 +508,25 @@ class SwarmTarget(ServingTarget):
                         "container": (status.get("ContainerStatus") or {}).get("ContainerID", "")[:12]})
         return sorted(out, key=lambda r: (r["slot"] or 0, r["version"] or 0))
 
-    def _drop_unused(self, s: spec.ServiceSettings) -> None:
-        """Remove this model's objects neither the spec nor the previous spec (rollback) uses."""
-        import docker
+    def finish_clean_up(self, model: str) -> str | None:
+        """For `status`: remove what an earlier rollout's clean-up left (unused configs/secrets),
+        under the rollout lock; a one-line outcome, or None when nothing was left."""
+        s = self.settings(model)
+        if not self._unused(s):
+            return None  # the usual case: no lock taken
+        try:
+            self.lock(f"tfrollout status {model} (clean-up)", self.cfg.lock_stale_s)
+        except RolloutError as exc:  # someone is rolling out: their rollout cleans up
+            return f"clean-up pending, not finished now: {exc}"
+        try:
+            error = retried(lambda: self._drop_unused(s), CLEANUP_ATTEMPTS)
+        finally:
+            self.release_lock()
+        return "finished clean-up an earlier rollout owed" if error is None else \
+            f"clean-up pending, not finished now: {error}"
 
+    def _unused(self, s: spec.ServiceSettings) -> list[Any]:
+        """This model's configs/secrets neither the spec nor the previous spec (rollback) uses."""
         used: set[str] = set()
         fetch = spec.service_name(s.prefix, s.model) + f"-{spec.FETCH_ROLE}"
         for service in (self._service(s.model), self._by_name(fetch)):
@@ -484,13 +537,18 @@ class SwarmTarget(ServingTarget):
                 used |= {r["ConfigName"] for r in c.get("Configs") or []}
                 used |= {r["SecretName"] for r in c.get("Secrets") or []}
         selector = {"label": [f"{spec.SERVICE_LABEL}={s.prefix}", f"{spec.MODEL_LABEL}={s.model}"]}
-        for coll in (self.client.configs, self.client.secrets):
-            for obj in coll.list(filters=selector):
-                if obj.name not in used and obj.name != self._lock_name:
-                    try:
-                        obj.remove()
-                    except docker.errors.APIError:
-                        pass  # still referenced by a task being shut down: next rollout removes it
+        return [obj for coll in (self.client.configs, self.client.secrets) for obj in coll.list(filters=selector)
+                if obj.name not in used and obj.name != self._lock_name]
+
+    def _drop_unused(self, s: spec.ServiceSettings) -> None:
+        """Remove this model's unused objects (a connection failure raises: the caller retries)."""
+        import docker
+
+        for obj in self._unused(s):
+            try:
+                obj.remove()
+            except docker.errors.APIError:
+                pass  # still referenced by a task being shut down: next rollout removes it
 
     # ------------------------------------------------------------- ServingTarget
     def delivered_path(self, model: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError, StorageError
-from pipeline.targets.swarm import Check, SwarmReport, SwarmTarget
+from pipeline.targets.swarm import Check, SwarmReport, SwarmTarget, joined
 
 
 def golden_check(cfg: DeployConfig, model: str, golden: Path) -> Check:
@@ -50,32 +50,40 @@ def rollout_swarm(cfg: DeployConfig, model: str, version: int | None, *, verify:
 def rollback_swarm(cfg: DeployConfig, model: str, *, target: SwarmTarget | None = None) -> dict[str, Any]:
     """Remove a crashed rollout's canary service, else roll the service back to the newest committed
     version below the one its spec pins — through the same canary check as a rollout (the store
-    must be reachable: replicas fetch from it)."""
-    from pipeline.rollout.plan import previous_version
-    from pipeline.rollout.session import committed_versions
-
+    must be reachable: replicas fetch from it). Once the service has converged, a lock that
+    cannot be released is a warning (`cleanup_pending`), not a failure."""
     target = target or SwarmTarget(cfg.rollout)
     target.require_manager()
     target.lock(f"tfrollout rollback {model}", cfg.rollout.lock_stale_s)
     try:
-        if target.drop_canary(model):
-            return {"ok": True, "action": "dropped-canary", "model": model,
-                    "version": target.served_version(model), "service": target.service(model)}
-        current = target.served_version(model)
-        if current is None:
-            raise RolloutError(f"nothing to roll back: no swarm service {target.service(model)} serves {model!r}")
-        try:
-            _, committed = committed_versions(cfg, model)
-        except StorageError as exc:
-            raise RolloutError(f"swarm rollback needs the store (replicas fetch the version from it): "
-                               f"{exc}") from None
-        previous = previous_version(committed, committed, current)
-        if previous is None:  # nothing to do is not a failure: say so, change nothing
-            return {"ok": True, "action": "none", "model": model, "version": current,
-                    "service": target.service(model),
-                    "note": f"nothing to roll back: no committed version of {model!r} below v{current}; "
-                            f"the service stays on v{current}"}
-        report = rollout_swarm(cfg, model, previous, verify=True, target=target)
-        return {**report.to_json(), "action": "rollback", "previous": current}
-    finally:
-        target.unlock()
+        result = _rollback_locked(cfg, model, target)
+    except BaseException:
+        target.release_lock()  # the rollback's own error is the one to report
+        raise
+    result["cleanup_pending"] = joined(result.get("cleanup_pending"), target.release_lock())
+    return result
+
+
+def _rollback_locked(cfg: DeployConfig, model: str, target: SwarmTarget) -> dict[str, Any]:
+    from pipeline.rollout.plan import previous_version
+    from pipeline.rollout.session import committed_versions
+
+    if target.drop_canary(model):
+        return {"ok": True, "action": "dropped-canary", "model": model,
+                "version": target.served_version(model), "service": target.service(model)}
+    current = target.served_version(model)
+    if current is None:
+        raise RolloutError(f"nothing to roll back: no swarm service {target.service(model)} serves {model!r}")
+    try:
+        _, committed = committed_versions(cfg, model)
+    except StorageError as exc:
+        raise RolloutError(f"swarm rollback needs the store (replicas fetch the version from it): "
+                           f"{exc}") from None
+    previous = previous_version(committed, committed, current)
+    if previous is None:  # nothing to do is not a failure: say so, change nothing
+        return {"ok": True, "action": "none", "model": model, "version": current,
+                "service": target.service(model),
+                "note": f"nothing to roll back: no committed version of {model!r} below v{current}; "
+                        f"the service stays on v{current}"}
+    report = rollout_swarm(cfg, model, previous, verify=True, target=target)
+    return {**report.to_json(), "action": "rollback", "previous": current}

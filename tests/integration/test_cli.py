@@ -336,3 +336,67 @@ def test_a_source_with_never_set_batchnorm_statistics_is_refused_before_training
     assert_one_line_error(proc, "source model check")
     assert "BatchNorm" in proc.stderr and "same for all" in proc.stderr
     assert "train head" not in proc.stderr and "baseline" not in proc.stderr
+
+
+def test_a_grey_image_folder_for_an_rgb_model_is_converted_with_a_warning(tmp_path: Path):
+    """12 of 20 images are 8-bit grayscale, the model takes RGB: the run goes on (Pillow replicates
+    the grey channel) and says so once, on stderr and in the transfer report."""
+    import keras
+    from PIL import Image
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3), name="pixels")
+    hidden = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(hidden)
+    outputs = keras.layers.Dense(3, activation="softmax", name="classifier")(pooled)
+    keras.Model(inputs, outputs, name="tiny_rgb").save(tmp_path / "rgb.keras")
+    rng = np.random.default_rng(0)
+    for label, level in (("dark", 60), ("light", 190)):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(10):
+            pixels = np.clip(rng.normal(level, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).convert("L" if i < 6 else "RGB").save(tmp_path / "imgs" / label / f"{i}.png")
+    (tmp_path / "deploy.toml").write_text(
+        f'[model]\npath = "{tmp_path / "rgb.keras"}"\n[data]\nsource = "dir"\npath = "imgs"\n')
+    proc = run_cli("deploy", "--json", "--until", "transfer", *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    line = "12 of 20 images are grayscale (L); converted to RGB for the model's 3-channel input"
+    assert f"warning: {line}" in " ".join(proc.stderr.split())
+    assert " ".join(proc.stderr.split()).count("converted to RGB") == 1
+    outputs_ = json.loads(proc.stdout)["stages"]["transfer"]["outputs"]
+    data = json.loads(Path(outputs_["report"]).read_text())["data"]
+    assert data["channel_conversion"] == {"images": 12, "of": 20, "modes": {"L": 12}, "to": "RGB",
+                                          "model_channels": 3}
+    assert data["warnings"] == [line] and data["streamed"] is True
+
+
+def test_publish_only_defers_the_serving_comparison_and_the_rollout_runs_it_first(workdir: Path):
+    """gate.max_drop_vs_serving with a Docker engine nobody listens for: `--until push` publishes
+    (the comparison is deferred, and says why); a later rollout of that version from this checkout
+    runs the comparison before anything else and fails closed on the engine it cannot read (exit 9)."""
+    from tests.support.procs import free_port
+
+    engine = ["--set", "gate.max_drop_vs_serving=0.02", "--set", "rollout.target=docker",
+              "--set", f"rollout.docker_host=tcp://127.0.0.1:{free_port()}"]
+    proc = run_cli("deploy", "--json", "--until", "push", *FAST, *engine, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ran"] == ["load", "transfer", "gate", "export", "push"]
+    gate = report["stages"]["gate"]["outputs"]
+    assert gate["passed"] and gate["serving_version"] is None and gate["serving_accuracy"] is None
+    assert gate["serving_deferred"]["reason"].startswith("deferred: the run stops before rollout (--until push)")
+    assert gate["serving_deferred"]["max_drop_vs_serving"] == 0.02 and gate["serving_note"] == gate[
+        "serving_deferred"]["reason"]
+    assert json.loads(Path(gate["report"]).read_text())["serving_deferred"] == gate["serving_deferred"]
+    assert report["stages"]["push"]["outputs"]["version"] == 1  # published: not promoted
+    manifest = json.loads(Path(report["stages"]["export"]["outputs"]["manifest"]).read_text())
+    assert manifest["quality_gate"]["serving_deferred"] == gate["serving_deferred"]  # travels with v1
+
+    # `tfrollout rollout` of v1 in this checkout (the rollout stage itself: tests/unit/test_gate_deferral.py)
+    later = run_cli("rollout", "--json", *engine, cwd=workdir)
+    assert later.returncode == 9, later.stderr
+    assert_one_line_error(later, "quality gate: the comparison with serving deferred at the gate could not "
+                                 "read the serving host: Docker engine at tcp://127.0.0.1:")
+    assert "nothing is delivered or promoted" in later.stderr
+    failed = json.loads(later.stdout)
+    assert failed["ok"] is False and "comparison with serving deferred" in failed["error"]

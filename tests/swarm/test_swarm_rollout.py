@@ -152,6 +152,28 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
     assert target.served_version(MODEL) == 2
     target.unlock()
 
+    # promotion is the commit point: clean-up after it that keeps failing is owed, never a rollback
+    broken = SwarmTarget(cfg.rollout, swarm)
+    real_unlock = broken.unlock
+
+    def engine_gone(*_: object) -> None:
+        raise ConnectionError("Connection aborted.")
+
+    broken._drop_unused = engine_gone  # type: ignore[method-assign]
+    broken.unlock = engine_gone  # type: ignore[method-assign]
+    owed = broken.rollout(MODEL, 1, cfg.storage)  # v1 again; swarm's health gating only
+    assert owed.ok and broken.served_version(MODEL) == 1 and healthy_versions(target, swarm) == [1, 1, 1]
+    assert "configs/secrets failed after 3 attempts" in owed.cleanup_pending
+    assert "rollout lock not released" in owed.cleanup_pending
+    left = [o.name for o in target._unused(target.settings(MODEL))]
+    assert left, "the failed clean-up left the objects no spec uses"
+    assert "another rollout is in progress" in target.finish_clean_up(MODEL)  # the lock is still held
+    real_unlock()  # what the next command does once this (the holder's) process has exited
+    assert target.finish_clean_up(MODEL).startswith("finished clean-up")  # `tfrollout status` finishes it
+    assert not target._unused(target.settings(MODEL)) and target.finish_clean_up(MODEL) is None
+    assert target.holder() is None and target.served_version(MODEL) == 1
+    print(f"swarm clean-up failing after promote: v1 stays served; owed {len(left)} object(s), removed by status")
+
     removed = target.purge()
     assert any(r.startswith("service ") for r in removed) and any(r.startswith("secret ") for r in removed)
     selector = {"label": f"{spec.SERVICE_LABEL}={cfg.rollout.service_name}"}
