@@ -40,15 +40,29 @@ def test_docker_first_deploy_update_under_load_bad_model_and_killed_container(do
     assert container.attrs["HostConfig"]["NetworkMode"] == "host"
     endpoint = f"127.0.0.1:{docker_cfg.rollout.grpc_port}"
 
+    # the update under load; and promotion is the commit point: every write to the volume after it
+    # fails (the engine gone), yet stable stays on the verified v2 and `status` finishes the clean-up
+    from pipeline.commands.runtime import finish_owed_clean_up
+    from tests.rollout.faults import writes_fail_after_promote
+
+    session = _session(docker_cfg, versions, 2)
+    failed = writes_fail_after_promote(session)
     with BackgroundLoad(endpoint, MODEL, "stable", inputs(versions), concurrency=20) as load:
         threading.Event().wait(0.5)
-        second = _rollout(docker_cfg, versions, 2)
+        try:
+            second = session.machine.rollout(MODEL, 2)
+        finally:
+            session.close()
         threading.Event().wait(0.5)
-    assert second.ok and second.action == "update"
+    assert second.ok and second.action == "update" and second.promoted and len(failed) == 3
+    assert second.cleanup_pending.startswith("persist-config failed after 3 attempts")
     assert load.errors == {}, (load.errors, load.first_error)
     assert load.versions[1] > 0 and load.versions[2] > 0
     print(f"\ndocker zero-downtime: {load.requests} requests, 0 failed, by version {dict(load.versions)}, "
-          f"timings {second.timings_s}")
+          f"timings {second.timings_s}; clean-up owed: {second.cleanup_pending[:60]}")
+    assert session.host.read(MODEL).labels["stable"] == 1  # the volume's config lags behind the runtime
+    assert finish_owed_clean_up(docker_cfg, MODEL).startswith("finished")
+    assert _session(docker_cfg, versions, 2).host.read(MODEL) == Served(MODEL, (2,), {"stable": 2})
 
     with BackgroundLoad(endpoint, MODEL, "stable", inputs(versions), concurrency=20) as load:
         threading.Event().wait(0.3)

@@ -65,6 +65,31 @@ def test_first_deploy_then_update_under_load_has_zero_failed_requests(local_cfg,
     assert target.versions(MODEL) == [1, 2]
 
 
+def test_a_failure_after_promote_leaves_stable_on_the_new_version_and_status_finishes_it(local_cfg, versions):
+    from pipeline.commands.runtime import finish_owed_clean_up
+    from pipeline.rollout.host import served_from_config
+    from serving.client import PredictionClient
+    from tests.rollout.faults import writes_fail_after_promote
+
+    assert rollout(local_cfg, versions, 1).ok
+    session = session_for(local_cfg, versions, 2)
+    failed = writes_fail_after_promote(session)
+    try:
+        report = session.machine.rollout(MODEL, 2)
+    finally:
+        session.close()
+    assert report.ok and report.promoted and not report.rolled_back and len(failed) == 3
+    assert report.cleanup_pending.startswith("persist-config failed after 3 attempts")
+    endpoint = f"127.0.0.1:{local_cfg.rollout.grpc_port}"
+    with PredictionClient(endpoint, deadline=15) as client:  # the runtime serves the verified v2 as stable
+        assert client.predict_detailed(MODEL, inputs(versions), label="stable").version == 2
+    target = session_for(local_cfg, versions, 2).target
+    assert served_from_config(target.read_config(), MODEL).labels["stable"] == 1  # the file lags behind
+    assert finish_owed_clean_up(local_cfg, MODEL).startswith("finished")  # what `tfrollout status` runs first
+    assert served_from_config(target.read_config(), MODEL) == Served(MODEL, (2,), {"stable": 2})
+    assert finish_owed_clean_up(local_cfg, MODEL) is None
+
+
 @pytest.mark.parametrize(("bad", "fragment"), [(3, "differs"), (4, "expects dt_float [-1,9,9,1]")])
 def test_bad_model_fails_at_canary_and_rolls_back_without_errors_on_stable(local_cfg, versions, bad, fragment):
     rollout(local_cfg, versions, 2)
