@@ -267,6 +267,10 @@ class VerifyConfig(_Section):
     deadline_s: float = Field(default=30.0, gt=0.0)
     min_agreement: float = Field(default=1.0, ge=0.0, le=1.0,
                                  description="Required top-1 agreement for classifier outputs.")
+    allow_non_finite: list[str] = Field(
+        default_factory=list, description="Outputs whose NaN/Inf values may match the golden set's (same value, "
+        "same place); for every other output a NaN or Inf served is a failure, and push refuses a version "
+        "whose golden outputs hold one.")
     batch_size: int = Field(default=1, ge=1, le=4096, description="Golden examples per Predict request. The golden "
                             "outputs are computed at batch 1; larger batches differ by ~1e-6.")
     signature: str = "serving_default"

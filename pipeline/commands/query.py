@@ -93,7 +93,7 @@ def verify_golden(cfg: DeployConfig, endpoint: Endpoint, wanted: ServedModel, go
                   batch_size: int | None) -> dict[str, Any]:
     """The verify report for one served model against a golden set (flags over `[verify]`)."""
     v = cfg.verify
-    tol = Tolerance(v.atol if atol is None else atol, v.rtol if rtol is None else rtol, v.min_agreement)
+    tol = Tolerance.of(v, atol, rtol)
     return verify_served(endpoint, wanted, load_golden(golden), tol, deadline_s=deadline or v.deadline_s,
                          batch_size=batch_size or v.batch_size)
 

@@ -69,7 +69,10 @@ def infer_identity(version_dir: Path, model_name: str | None, version: int | Non
 def push_directory(cfg: DeployConfig, version_dir: Path, model_name: str | None, version: int | None,
                    reporter: Reporter) -> PushOutput:
     """Push any version directory (not the run's export) as `storage.*` says."""
+    from pipeline.verify.golden import refuse_non_finite_golden
+
     name, number = infer_identity(version_dir, model_name, version)
+    refuse_non_finite_golden(version_dir, cfg.verify.allow_non_finite)
     store, local = open_and_hash(cfg.storage, version_dir, name, number)
     result = push_configured(store, cfg.storage, version_dir, name, number, local=local,
                              progress=lambda total: reporter.progress(f"push {name}/{number}", total,

@@ -65,7 +65,7 @@ def golden_verifier(cfg: DeployConfig, address: str, model: str, golden: Path) -
     v = cfg.verify
     endpoint = verify_endpoint(v, cfg.rollout, address)
     data = load_golden(golden)
-    tol = Tolerance(v.atol, v.rtol, v.min_agreement)
+    tol = Tolerance.of(v)
 
     def verify(version: int | None, label: str | None, timeout_s: float) -> VerifyOutcome:
         wanted = ServedModel(model, version, label, v.signature)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.run import StageContext
 from pipeline.stages.results import ExportOutput, PushOutput
 from pipeline.storage.publish import open_and_hash, push_configured
+from pipeline.verify.golden import refuse_non_finite_golden
 
 
 def run(ctx: StageContext) -> PushOutput:
@@ -12,6 +13,7 @@ def run(ctx: StageContext) -> PushOutput:
     export = ctx.output(ExportOutput)
     cfg = ctx.config.storage
     model, version = export.model_name, export.version
+    refuse_non_finite_golden(export.version_dir, ctx.config.verify.allow_non_finite)
     store, local = open_and_hash(cfg, export.version_dir, model, version)
     ctx.reporter.note(f"pushing {model} v{version} to {store.uri}")
     result = push_configured(store, cfg, export.version_dir, model, version, local=local,

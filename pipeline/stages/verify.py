@@ -57,7 +57,7 @@ def run(ctx: StageContext) -> VerifyOutput:
     cfg = ctx.config.verify
     endpoint, wanted = what_to_verify(ctx.config, export, rollout)
     golden = load_golden(export.golden)
-    tol = Tolerance(cfg.atol, cfg.rtol, cfg.min_agreement)
+    tol = Tolerance.of(cfg)
     report = verify_served(endpoint, wanted, golden, tol, deadline_s=cfg.deadline_s,
                            batch_size=cfg.batch_size)
     problem = served_versions_problem(report, wanted, rollout) if report["ok"] else None

@@ -1,8 +1,11 @@
 """Pure comparison of served outputs against golden outputs: tolerances, top-1, worst element.
 
-Fails closed: a NaN or an infinity in a served output passes only where the golden
-output has the same non-finite value at the same place, and a comparison with nothing
-to compare (no outputs, or no elements) is a failure, never a pass.
+Fails closed: a NaN or an infinity in a served output is a mismatch, whatever the
+golden set holds (a hand-pushed golden set may hold the model's own NaNs), unless the
+user opted that output in (`verify.allow_non_finite`); then it passes only where the
+golden output has the same non-finite value at the same place. A row with a NaN never
+counts as top-1 agreement, and a comparison with nothing to compare (no outputs, or no
+elements) is a failure, never a pass.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ class Tolerance:
     atol: float = 1e-6
     rtol: float = 0.0
     min_agreement: float = 1.0  # top-1 agreement required for classifier outputs
+    allow_non_finite: frozenset[str] = frozenset()  # outputs whose NaN/Inf may match the golden set's
+
+    @classmethod
+    def of(cls, settings: Any, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+        """From a VerifyConfig (or anything with its fields), with optional overrides."""
+        return cls(settings.atol if atol is None else atol, settings.rtol if rtol is None else rtol,
+                   settings.min_agreement, frozenset(settings.allow_non_finite))
 
 
 @dataclass
@@ -71,9 +81,12 @@ def compare_output(name: str, served: np.ndarray | None, expected: np.ndarray,
     e = expected.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(s - e)
-    same_non_finite = (np.isnan(s) & np.isnan(e)) | (np.isinf(s) & (s == e))
-    diff = np.where(same_non_finite, 0.0, diff)  # the reference has the same value at the same place
-    diff = np.where(np.isnan(diff), np.inf, diff)  # any other NaN/Inf is a mismatch
+    matched = np.zeros(s.shape, dtype=bool)
+    if name in tol.allow_non_finite:  # opted in: the reference has the same value at the same place
+        matched = (np.isnan(s) & np.isnan(e)) | (np.isinf(s) & (s == e))
+    diff = np.where(matched, 0.0, diff)
+    # any other served NaN/Inf is never agreement, nor a NaN/Inf in the reference alone
+    diff = np.where(~matched & ~(np.isfinite(s) & np.isfinite(e)), np.inf, diff)
     allowed = tol.atol + tol.rtol * np.abs(np.nan_to_num(e, nan=0.0, posinf=0.0, neginf=0.0))
     excess = diff - allowed
     result.mismatches = int((excess > 0).sum())
@@ -86,7 +99,9 @@ def compare_output(name: str, served: np.ndarray | None, expected: np.ndarray,
         result.worst_expected = float(e[idx])
         result.worst_excess = float(excess[idx])
     if is_classifier_output(expected) and expected.shape[0] > 0:
-        result.top1_agreement = float(np.mean(np.argmax(s, axis=1) == np.argmax(e, axis=1)))
+        finite_rows = np.isfinite(s).all(axis=1) & np.isfinite(e).all(axis=1)  # argmax of a NaN row is 0
+        agree = (np.argmax(s, axis=1) == np.argmax(e, axis=1)) & finite_rows
+        result.top1_agreement = float(np.mean(agree))
     return result
 
 

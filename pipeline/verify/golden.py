@@ -55,3 +55,31 @@ def load_golden(path: Path) -> Golden:
     if labels is not None and labels.shape != (next(iter(sizes)),):
         raise VerifyError(f"golden set {path}: label has shape {labels.shape}, expected one per example")
     return Golden(inputs, outputs, path, labels)
+
+
+def non_finite_outputs(golden: Golden, allowed: frozenset[str] | set[str]) -> dict[str, int]:
+    """Golden outputs (not opted in) holding NaN/Inf, with how many such values each (pure)."""
+    counts = {}
+    for name, values in golden.outputs.items():
+        if name in allowed or not np.issubdtype(values.dtype, np.number):
+            continue
+        bad = int(values.size - np.isfinite(values).sum())
+        if bad:
+            counts[name] = bad
+    return counts
+
+
+def refuse_non_finite_golden(version_dir: Path, allowed: list[str]) -> None:
+    """Fail closed at the earliest point: a version whose golden outputs hold NaN/Inf would make
+    verify compare NaN with NaN. A version without a golden set has nothing to check here
+    (verify then refuses it for want of one)."""
+    path = Path(version_dir) / GOLDEN_FILE
+    if not path.is_file():
+        return
+    golden = load_golden(path)
+    bad = non_finite_outputs(golden, set(allowed))
+    if bad:
+        shown = ", ".join(f"{name!r} ({n} of {golden.outputs[name].size} values)" for name, n in sorted(bad.items()))
+        raise VerifyError(f"refusing to publish {version_dir}: its golden outputs hold NaN/Inf: {shown}; a "
+                          "model that answers NaN cannot be verified (set verify.allow_non_finite to the "
+                          "output's name if it is meant to)")

@@ -51,7 +51,8 @@ def test_shape_and_missing_outputs_are_problems() -> None:
 
 def test_nan_handling_and_classifier_detection() -> None:
     expected = {"y": np.array([np.nan, 1.0])}
-    assert compare({"y": np.array([np.nan, 1.0])}, expected, Tolerance()).ok
+    assert not compare({"y": np.array([np.nan, 1.0])}, expected, Tolerance()).ok  # NaN served: never agreement
+    assert compare({"y": np.array([np.nan, 1.0])}, expected, Tolerance(allow_non_finite=frozenset({"y"}))).ok
     assert not compare({"y": np.array([0.0, 1.0])}, expected, Tolerance()).ok
     assert is_classifier_output(np.zeros((4, 5), np.float32))
     assert not is_classifier_output(np.zeros((4, 1), np.float32))

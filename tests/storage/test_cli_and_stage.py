@@ -100,3 +100,24 @@ def test_cli_default_store_is_file_store_under_cwd(tmp_path: Path, monkeypatch: 
     assert (tmp_path / "store" / "digits" / "1" / "saved_model.pb").is_file()
     missing = _invoke("storage", "pull", "digits", "9")
     assert missing.exit_code == 6 and missing.stderr.strip() == "error: digits version 9 not found in the store"
+
+
+def test_push_refuses_a_version_whose_golden_outputs_hold_nan(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hand-pushed version whose golden set holds the model's own NaN outputs would verify NaN
+    against NaN: refused at push (exit 8), nothing in the store; an output opted in goes through."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    vdir = write_version(tmp_path / "exports")
+    golden = vdir / "assets.extra" / "tfrollout_golden.npz"
+    golden.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(golden, **{"input.x": np.zeros((4, 8, 8, 1), np.float32),
+                        "output.probabilities": np.full((4, 10), np.nan, np.float32)})
+    refused = _invoke("push", "--dir", str(vdir))
+    assert refused.exit_code == 8, refused.stderr
+    assert "golden outputs hold NaN/Inf: 'probabilities' (40 of 40 values)" in refused.stderr
+    assert not (tmp_path / "store" / "digits").exists()
+    opted = _invoke("push", "--dir", str(vdir), "--set", 'verify.allow_non_finite=["probabilities"]')
+    assert opted.exit_code == 0, opted.stderr
+    assert (tmp_path / "store" / "digits" / "1" / "assets.extra" / "tfrollout_golden.npz").is_file()
