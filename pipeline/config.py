@@ -487,28 +487,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
 
 
-def redact_url(value: str) -> str:
-    """`scheme://user:secret@host/…` -> `scheme://user:***@host/…`: printable config, no passwords."""
-    scheme, sep, rest = value.partition("://")
-    if not sep:
-        return value
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if not at:
-        return value
-    user = userinfo.partition(":")[0]
-    return f"{scheme}://{user}:***@{host}{slash}{path}"
-
-
-def redacted(data: Any) -> Any:
-    """A config dump with every URL's password masked (for `config check` and reports)."""
-    if isinstance(data, dict):
-        return {key: redacted(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [redacted(value) for value in data]
-    return redact_url(data) if isinstance(data, str) else data
-
-
 def apply_renames(merged: dict[str, Any]) -> list[str]:
     """Move values of renamed keys to their new names in place; one warning line per old key used."""
     warnings = []

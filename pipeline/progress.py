@@ -42,7 +42,9 @@ class Reporter:
 
     def note(self, message: str) -> None:
         if not self.quiet:  # a log file keeps the whole line (rich would wrap it at 80 columns)
-            self.console.print(message, highlight=False, soft_wrap=not self.console.is_terminal)
+            from pipeline.redaction import redact_text
+
+            self.console.print(redact_text(message), highlight=False, soft_wrap=not self.console.is_terminal)
 
     @contextmanager
     def progress(self, description: str, total: float, *, unit: str = "steps") -> Iterator[Advance]:

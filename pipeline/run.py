@@ -149,7 +149,9 @@ def save_record(config: DeployConfig, record: RunRecord) -> None:
     path = record_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record.to_json(), indent=2))
+    from pipeline.redaction import redacted
+
+    tmp.write_text(json.dumps(redacted(record.to_json()), indent=2))  # CI keeps records as artifacts
     os.replace(tmp, path)
 
 

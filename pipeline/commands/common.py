@@ -18,6 +18,7 @@ import typer
 
 from pipeline.config import DeployConfig, load_config
 from pipeline.errors import FileSystemError, TfRolloutError, describe_os_error
+from pipeline.redaction import redact_text, redacted
 
 ConfigOpt = Annotated[
     Path | None,
@@ -45,12 +46,13 @@ def load_cfg(config: Path | None, assignments: list[str] | None, extra: list[str
 
 
 def emit(payload: dict[str, Any]) -> None:
-    """The `--json` report on stdout."""
-    typer.echo(json.dumps(payload, indent=2, default=str))
+    """The `--json` report on stdout (secrets masked: it ends up in CI logs and artifacts)."""
+    typer.echo(json.dumps(redacted(json.loads(json.dumps(payload, default=str))), indent=2))
 
 
 def fail(message: str, code: int, *, as_json: bool, details: dict[str, Any] | None = None) -> typer.Exit:
     """Print one error line on stderr (and a JSON error report when asked); return the Exit to raise."""
+    message = redact_text(message)
     typer.echo(f"error: {message}", err=True)
     if as_json:
         emit({"ok": False, "error": message, **(details or {})})

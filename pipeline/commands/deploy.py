@@ -14,10 +14,11 @@ from typing import Annotated
 import typer
 
 from pipeline.commands.common import ConfigOpt, DebugOpt, JsonOpt, SetOpt, emit, load_cfg
-from pipeline.config import DeployConfig, redacted
+from pipeline.config import DeployConfig
 from pipeline.model.demo import DEMO_SOURCE_EPOCHS
 from pipeline.progress import Reporter
 from pipeline.quiet import import_tensorflow_quietly
+from pipeline.redaction import redacted
 from pipeline.run import RunSummary, run_pipeline
 from pipeline.summary import render_summary
 

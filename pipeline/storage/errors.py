@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from pipeline.errors import StorageError
-
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
-_SECRETISH = re.compile(r"(?i)(aws_secret_access_key|aws_session_token|secret|signature|x-amz-security-token|"
-                        r"x-amz-credential|credential)=([^\s&,;]+)")
+from pipeline.redaction import redact_text
 
 CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
                     "TokenRefreshRequired", "InvalidClientTokenId", "AuthorizationHeaderMalformed",
@@ -23,13 +19,8 @@ class MissingBucketError(StorageError):
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Remove URL user-info, `secret=...` pairs and any known credential value from `text`."""
-    text = _USERINFO.sub(r"\g<scheme>***@", text)
-    text = _SECRETISH.sub(r"\1=***", text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return " ".join(text.split())  # one line
+    """`pipeline.redaction.redact_text` on one line (S3 messages may span several)."""
+    return " ".join(redact_text(text, secrets).split())
 
 
 def translate(exc: BaseException, *, action: str, where: str, bucket: str, attempts: int,

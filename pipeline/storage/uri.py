@@ -39,6 +39,10 @@ def parse_uri(uri: str, cwd: Path | None = None) -> StoreURI:
     if text.startswith("s3://"):
         rest = text[len("s3://"):]
         bucket, _, prefix = rest.partition("/")
+        if "@" in bucket:  # never echo it: the part before '@' is a credential
+            raise StorageError("storage.uri: credentials in the URI (s3://KEY:SECRET@bucket/…) are not read; "
+                               "name the bucket alone and give credentials through AWS_ACCESS_KEY_ID / "
+                               "AWS_SECRET_ACCESS_KEY, storage.profile or the instance role")
         if not _BUCKET_RE.match(bucket) or ".." in bucket:
             raise StorageError(f"storage.uri {uri!r}: invalid bucket name {bucket!r}")
         return StoreURI("s3", bucket=bucket, prefix=prefix.strip("/"))
