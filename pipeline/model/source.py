@@ -58,6 +58,25 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
+JSON_MEMBER_LIMIT = 64 * 2**20  # Keras reads config.json / metadata.json whole: 64 MiB is ~1000x a real one
+RATIO_LIMIT = 200  # weights barely compress (~1.1x); a member that inflates 200x is a bomb
+RATIO_CHECKED_ABOVE = 16 * 2**20  # small members may compress well (JSON ~10x): not worth a limit
+
+
+def archive_limit_problem(members: list[tuple[str, int, int]]) -> str | None:
+    """Why a `.keras` archive's members (name, size, compressed size) are refused, or None (pure).
+
+    Checked from the central directory before anything is decompressed, so a 2 MB file
+    holding a 1 GiB `config.json` costs neither the time nor the memory of inflating it."""
+    for name, size, packed in members:
+        if name.endswith(".json") and size > JSON_MEMBER_LIMIT:
+            return f"member {name} would inflate to {size:,} bytes (limit {JSON_MEMBER_LIMIT:,} for JSON)"
+        if size > RATIO_CHECKED_ABOVE and size > RATIO_LIMIT * max(packed, 1):
+            return (f"member {name} would inflate {size / max(packed, 1):,.0f}x ({packed:,} -> {size:,} bytes; "
+                    f"limit {RATIO_LIMIT}x)")
+    return None
+
+
 def check_container(path: Path, fmt: str) -> None:
     """A `.keras` file is a zip and an `.h5` file is HDF5: a truncated or foreign file is named as such.
 
@@ -73,6 +92,10 @@ def check_container(path: Path, fmt: str) -> None:
                                  "truncated or not a .keras model)")
         try:
             with zipfile.ZipFile(path) as archive:
+                problem = archive_limit_problem([(i.filename, i.file_size, i.compress_size)
+                                                 for i in archive.infolist()])
+                if problem is not None:
+                    raise ModelLoadError(f"{path}: refused: {problem}; not loaded")
                 damaged = archive.testzip()
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise ModelLoadError(f"{path}: not a valid .keras archive (damaged zip: {exc})") from None

@@ -123,3 +123,40 @@ def test_default_cut_is_the_input_of_the_classifier(tmp_path: Path, build, expec
     want = expected(model) if callable(expected) else expected
     assert want.startswith(("avg_pool", "global_average_pooling2d", "hidden", "c2"))
     assert load_source_model(path, None).cut_layer == want
+
+
+def test_a_zip_bomb_named_keras_is_refused_before_inflating(tmp_path: Path):
+    """A 1 GiB config.json deflated into a few MB: refused from the central directory alone,
+    fast and without the memory of inflating it (exit 3 through the CLI's ModelLoadError)."""
+    import resource
+    import time
+    import zipfile
+
+    path = tmp_path / "bomb.keras"
+    chunk = b" " * (8 * 2**20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("config.json", "w", force_zip64=True) as member:
+            for _ in range(128):  # 1 GiB of spaces, written in 8 MiB pieces
+                member.write(chunk)
+        archive.writestr("metadata.json", "{}")
+    assert path.stat().st_size < 8 * 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError, match=r"bomb\.keras: refused: member config\.json would inflate to "
+                                             r"1,073,741,824 bytes"):
+        load_source_model(path, None)
+    assert time.monotonic() - started < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB: < 100 MB more
+
+
+@pytest.mark.parametrize("members, refused", [
+    ([("config.json", 5_000, 900), ("model.weights.h5", 90 * 2**20, 82 * 2**20)], None),  # a real model
+    ([("config.json", 65 * 2**20, 2**20)], "limit 67,108,864 for JSON"),
+    ([("model.weights.h5", 2**30, 2**20)], "inflate 1,024x"),
+    ([("assets/vocab.txt", 15 * 2**20, 1000)], None),  # small members may compress well
+])
+def test_archive_limits(members, refused):
+    from pipeline.model.source import archive_limit_problem
+
+    problem = archive_limit_problem(members)
+    assert (problem is None) if refused is None else (refused in problem)
