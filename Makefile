@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= deploy.toml
 SOURCE_MODEL ?= demo/source_model.keras
+# epochs for the demo source model (`make deploy SOURCE_EPOCHS=5`); empty: the CLI's default
+SOURCE_EPOCHS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install deploy status rollback serve-stop test test-fast bench lint protos serving-image clean
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install the package (editable) with test extras
 
 $(SOURCE_MODEL): | $(STAMP)
-	$(BIN)/tfrollout demo source-model --out $(SOURCE_MODEL)
+	$(BIN)/tfrollout demo source-model --out $(SOURCE_MODEL)$(if $(strip $(SOURCE_EPOCHS)), --epochs $(SOURCE_EPOCHS))
 
 deploy: $(STAMP) $(SOURCE_MODEL)  ## load -> transfer -> export -> ... with $(CONFIG)
 	$(BIN)/tfrollout deploy --config $(CONFIG)
