@@ -77,9 +77,23 @@ def at_least(name: str, value: float | None, threshold: float, what: str) -> Che
     return Check(name, value, threshold, ok, f"{what} {value:.3f} {'>=' if ok else '<'} {name} {threshold:g}")
 
 
+def broken_stable_check(why: str, min_accuracy: float | None, max_drop_vs_serving: float) -> Check:
+    """max_drop_vs_serving when the served stable answers but cannot be scored (NaN outputs,
+    errors): it is no bar, and refusing every candidate would keep the broken version
+    serving. The candidate's absolute check decides — and without one, nothing does, so
+    the gate fails closed and says how to replace the broken stable (pure)."""
+    if min_accuracy is None:
+        return Check("max_drop_vs_serving", None, max_drop_vs_serving, False,
+                     f"{why}; with no gate.min_accuracy nothing can judge the candidate on its own: set "
+                     "gate.min_accuracy (or unset gate.max_drop_vs_serving) to replace the broken stable")
+    return Check("max_drop_vs_serving", None, max_drop_vs_serving, True,
+                 f"{why}: no bar to compare with; the absolute check (min_accuracy {min_accuracy:g}) decides")
+
+
 def judge(candidate: Evaluation, *, baseline_accuracy: float | None, serving: Evaluation | None,
           min_accuracy: float | None, min_class_recall: float | None,
-          min_gain_over_baseline: float | None, max_drop_vs_serving: float | None) -> list[Check]:
+          min_gain_over_baseline: float | None, max_drop_vs_serving: float | None,
+          serving_broken: str | None = None) -> list[Check]:
     """The configured checks (unset thresholds are not checked), in a fixed order."""
     checks: list[Check] = []
     if min_accuracy is not None:
@@ -98,6 +112,8 @@ def judge(candidate: Evaluation, *, baseline_accuracy: float | None, serving: Ev
         checks.append(check)
     if max_drop_vs_serving is not None and serving is not None:
         checks.append(serving_check(candidate.accuracy, serving, max_drop_vs_serving))
+    elif max_drop_vs_serving is not None and serving_broken is not None:
+        checks.append(broken_stable_check(serving_broken, min_accuracy, max_drop_vs_serving))
     return checks
 
 

@@ -6,6 +6,7 @@ gets the same machine: the verifier is part of it from construction, never patch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,15 @@ from pipeline.storage import Store, open_store
 from pipeline.targets import ServingTarget, open_target
 from pipeline.verify.compare import Tolerance
 from pipeline.verify.golden import GOLDEN_FILE, load_golden
-from pipeline.verify.promote_gate import accuracy, gate_applies, promote_verdict, score_label
+from pipeline.verify.promote_gate import (
+    BROKEN_STABLE_CODES,
+    accuracy,
+    gate_applies,
+    promote_verdict,
+    score_label,
+)
 from pipeline.verify.runner import ServedModel, make_client, verify_endpoint, verify_served
+from serving.client.errors import ClientError
 
 
 @dataclass
@@ -91,8 +99,13 @@ def golden_verifier(cfg: DeployConfig, address: str, model: str, golden: Path) -
                                   data.labels)
                 stable = None
                 if cfg.gate.max_drop_vs_serving is not None:
-                    stable = accuracy(score_label(client, model, cfg.rollout.stable_label, v.signature,
-                                                  data.inputs), data.labels)
+                    try:
+                        stable = accuracy(score_label(client, model, cfg.rollout.stable_label, v.signature,
+                                                      data.inputs), data.labels)
+                    except ClientError as exc:
+                        if exc.code not in BROKEN_STABLE_CODES:
+                            raise  # not reachable: a check that could not run (fail closed)
+                        stable = math.nan  # it answered with an error: broken (promote_verdict decides)
         except Exception as exc:  # noqa: BLE001 - a check that could not run is a failure
             reason = f"quality gate before promote: could not score the served model: {exc}"
             report["gate"] = {"passed": False, "reason": reason}

@@ -31,6 +31,7 @@ from pipeline.model.heldout_file import open_heldout
 from pipeline.model.quality import (
     Evaluation,
     EvaluationError,
+    broken_stable_check,
     evaluate,
     failure_line,
     judge,
@@ -38,6 +39,7 @@ from pipeline.model.quality import (
 )
 from pipeline.run import StageContext, reaches
 from pipeline.stages.results import DeferredComparison, GateOutput, TransferOutput
+from pipeline.verify.promote_gate import BROKEN_STABLE_CODES
 
 PREDICT_BATCH = 64
 
@@ -90,9 +92,19 @@ def served_stable(cfg: DeployConfig, x: Any) -> tuple[np.ndarray | None, int | N
             (input_name,) = signature.inputs
             probabilities = score_label(client, model, stable, "serving_default", {input_name: x}, PREDICT_BATCH)
     except ClientError as exc:
+        if exc.code in BROKEN_STABLE_CODES:  # it answered: broken or incomparable, not unreachable
+            raise BrokenStable(f"the served stable v{version} answers {exc.code}: {exc}", version) from None
         raise GateError(f"quality gate: could not evaluate the served {model} v{version} at "
                         f"{target.endpoint}: {exc}") from None
     return probabilities, version, None
+
+
+class BrokenStable(Exception):
+    """The served stable answered, but with nothing that can be scored."""
+
+    def __init__(self, why: str, version: int) -> None:
+        super().__init__(why)
+        self.version = version
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class ServingComparison:
     serving: Evaluation | None
     version: int | None
     note: str | None  # set when nothing is served (no comparison; not a failure)
+    broken: str | None = None  # the stable answered but cannot be scored: the absolute checks decide
 
 
 def compare_with_serving(cfg: DeployConfig, x: Any, y: np.ndarray, classes: list[str]) -> ServingComparison:
@@ -109,14 +122,17 @@ def compare_with_serving(cfg: DeployConfig, x: Any, y: np.ndarray, classes: list
 
     GateError when it serves one that cannot be scored; the target's own error when the
     serving host cannot be read at all: both fail closed."""
-    probs, version, note = served_stable(cfg, x)
+    try:
+        probs, version, note = served_stable(cfg, x)
+    except BrokenStable as broken:
+        return ServingComparison(None, broken.version, None, str(broken))
     if probs is None:
         return ServingComparison(None, None, note)
     try:
         serving = evaluate(y, probs, classes)
-    except EvaluationError as exc:
-        raise GateError(f"quality gate: the served stable v{version} cannot be scored on the "
-                        f"held-out set: {exc}") from None
+    except EvaluationError as exc:  # e.g. NaN outputs: a broken stable must not block its own fix
+        return ServingComparison(None, version, None,
+                                 f"the served stable v{version} cannot be scored on the held-out set: {exc}")
     return ServingComparison(serving, version, None)
 
 
@@ -170,16 +186,23 @@ def run_deferred_comparison(cfg: DeployConfig, gate: GateOutput, transfer: Trans
     report: dict[str, Any] = {"ran": True, "max_drop_vs_serving": limit, "candidate_accuracy": gate.accuracy,
                               "serving_version": comparison.version, "serving_accuracy": None,
                               "note": comparison.note, "check": None, "passed": True}
-    if comparison.serving is None:
+    if comparison.serving is None and comparison.broken is None:
         note(f"deferred comparison with serving: none to run — {comparison.note}")
         return report
-    check = serving_check(gate.accuracy, comparison.serving, limit)
-    report.update(serving_accuracy=comparison.serving.accuracy, check=check.to_json(), passed=check.passed)
+    if comparison.serving is None:
+        check = broken_stable_check(comparison.broken or "", cfg.gate.min_accuracy, limit)
+    else:
+        check = serving_check(gate.accuracy, comparison.serving, limit)
+        report.update(serving_accuracy=comparison.serving.accuracy)
+    report.update(check=check.to_json(), passed=check.passed, broken=comparison.broken)
     if not check.passed:
         error = GateError(f"quality gate failed: {check.detail} (the comparison with serving deferred at the "
                           f"gate, run before rollout); {refused}")
         error.details = {"serving_check": report}
         raise error
+    if comparison.serving is None:
+        note(f"deferred comparison with serving: {check.detail}")
+        return report
     note(f"deferred comparison with serving passed: held-out accuracy {gate.accuracy:.3f} vs the served "
          f"stable v{comparison.version}'s {comparison.serving.accuracy:.3f} (max_drop_vs_serving {limit:g})")
     return report
@@ -194,28 +217,30 @@ def run(ctx: StageContext) -> GateOutput:
     except EvaluationError as exc:
         raise GateError(f"quality gate: the transferred model cannot be scored: {exc}") from None
     serving: Evaluation | None = None
-    version, note = None, None
+    version, note, broken = None, None, None
     deferred = serving_deferral(cfg.max_drop_vs_serving, ctx.until_stage)
     if deferred is not None:
         note = deferred.reason
         ctx.reporter.note(f"gate: no comparison with serving now — {note}")
     elif cfg.max_drop_vs_serving is not None:
         comparison = compare_with_serving(ctx.config, x, y, transfer.classes)
-        serving, version, note = comparison.serving, comparison.version, comparison.note
+        serving, version, note, broken = comparison.serving, comparison.version, comparison.note, comparison.broken
         if serving is not None:
             ctx.reporter.note(f"served stable v{version}: held-out accuracy {serving.accuracy:.3f}")
+        elif broken is not None:
+            ctx.reporter.note(f"warning: {broken}")
         else:
             ctx.reporter.note(f"gate: no comparison with serving — {note}")
     checks = judge(candidate, baseline_accuracy=transfer.baseline_accuracy, serving=serving,
                    min_accuracy=cfg.min_accuracy, min_class_recall=cfg.min_class_recall,
                    min_gain_over_baseline=cfg.min_gain_over_baseline,
-                   max_drop_vs_serving=cfg.max_drop_vs_serving)
+                   max_drop_vs_serving=cfg.max_drop_vs_serving, serving_broken=broken)
     failed = failure_line(checks)
     report: dict[str, Any] = {
         "passed": failed is None, "enforced": cfg.enforce, "checks": [c.to_json() for c in checks],
         "candidate": candidate.to_json(), "baseline_accuracy": transfer.baseline_accuracy,
         "serving": None if serving is None else {"version": version, **serving.to_json()},
-        "serving_note": note, "classes": transfer.classes,
+        "serving_note": note, "serving_broken": broken, "classes": transfer.classes,
         "serving_deferred": None if deferred is None else deferred.model_dump(),
     }
     from pipeline.model.plots import plot_confusion

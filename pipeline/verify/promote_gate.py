@@ -17,6 +17,10 @@ import numpy as np
 
 from pipeline.config import GateConfig
 
+# gRPC codes with which a served stable *answered* (it is broken or incomparable), as opposed to
+# not being reachable or not letting us ask (UNAVAILABLE, DEADLINE_EXCEEDED, auth): those fail closed
+BROKEN_STABLE_CODES = frozenset({"INTERNAL", "UNKNOWN", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "DATA_LOSS"})
+
 
 @dataclass(frozen=True)
 class PromoteVerdict:
@@ -44,7 +48,11 @@ def promote_verdict(cfg: GateConfig, canary: float, stable: float | None, exampl
         failures.append(f"canary accuracy {canary:.3f} < min_accuracy {cfg.min_accuracy:g}")
     if cfg.max_drop_vs_serving is not None:
         if stable is None or not math.isfinite(stable):
-            failures.append("the stable version could not be scored")
+            # it answered, but nothing scorable (NaN outputs, errors): no bar, and refusing would keep
+            # the broken version serving; min_accuracy decides, and without one nothing does (fail closed)
+            if cfg.min_accuracy is None:
+                failures.append("the stable version could not be scored and no gate.min_accuracy is set to "
+                                "judge the canary on its own (set one to replace a broken stable)")
         elif not stable - canary <= cfg.max_drop_vs_serving:
             failures.append(f"canary accuracy {canary:.3f} is {stable - canary:.3f} below stable's "
                             f"{stable:.3f} (> max_drop_vs_serving {cfg.max_drop_vs_serving:g})")

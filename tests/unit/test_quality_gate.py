@@ -139,7 +139,11 @@ def test_promote_verdict_fails_closed():
     assert not v.ok and "canary accuracy 0.700 is 0.100 below stable's 0.800 (> max_drop_vs_serving 0.02)" in v.reason
     v = promote_verdict(cfg, math.nan, 0.8, 64)
     assert not v.ok and "canary accuracy nan < min_accuracy 0.5" in v.reason
-    assert not promote_verdict(cfg, 0.9, None, 64).ok  # stable could not be scored
+    # a broken stable (NaN outputs, errors) is no bar: min_accuracy decides, and without it nothing does
+    assert promote_verdict(cfg, 0.9, math.nan, 64).ok and not promote_verdict(cfg, 0.4, math.nan, 64).ok
+    only_drop = GateConfig(max_drop_vs_serving=0.02)
+    v = promote_verdict(only_drop, 0.9, math.nan, 64)
+    assert not v.ok and "no gate.min_accuracy is set" in v.reason
     lenient = GateConfig(min_accuracy=0.95, enforce=False)
     v = promote_verdict(lenient, 0.9, None, 64)
     assert v.ok and v.report["overridden"] and "promoted anyway" in v.reason
@@ -174,3 +178,19 @@ def test_curve_records_the_weights_early_stopping_restores():
     follow = curve.callback(model, x, y)  # a next phase numbers on from the last epoch, not the point count
     follow.on_epoch_end(0)
     assert curve.points[-1][0] == epochs[-1] + 1
+
+
+def test_a_broken_stable_is_no_bar_and_the_absolute_checks_decide():
+    """Issue 27 (9): a stable that answers NaN must not block its own fix; with no absolute
+    check configured the gate still fails closed, saying how to replace it."""
+    from pipeline.model.quality import judge
+
+    good = evaluate(np.array([0, 1, 1, 0]), np.eye(2)[[0, 1, 1, 0]], ["a", "b"])
+    why = "the served stable v4 cannot be scored on the held-out set: non-finite"
+    checks = judge(good, baseline_accuracy=None, serving=None, min_accuracy=0.5, min_class_recall=None,
+                   min_gain_over_baseline=None, max_drop_vs_serving=0.02, serving_broken=why)
+    assert [c.name for c in checks] == ["min_accuracy", "max_drop_vs_serving"] and all(c.passed for c in checks)
+    assert "min_accuracy 0.5) decides" in checks[1].detail
+    alone = judge(good, baseline_accuracy=None, serving=None, min_accuracy=None, min_class_recall=None,
+                  min_gain_over_baseline=None, max_drop_vs_serving=0.02, serving_broken=why)
+    assert not alone[0].passed and "set gate.min_accuracy" in alone[0].detail
