@@ -53,10 +53,13 @@ def rollout_version(cfg: DeployConfig, model: str, version: int | None, *, verif
             session.close()
 
 
-def rollback_model(cfg: DeployConfig, model: str) -> dict[str, Any]:
-    """Drop an unfinished canary, else go back to the previous committed version on the host.
+def rollback_model(cfg: DeployConfig, model: str, *, verify: bool = True) -> dict[str, Any]:
+    """Drop an unfinished canary, else go back to the last version verified as stable before the
+    current one (the host's promotion history), verified again with its own golden set.
 
-    An unreachable store does not stop a rollback: the versions already on the host are used.
+    An unreachable store does not stop a rollback without verification (`verify=False`): the
+    versions already on the host are used. Verifying needs the version's golden set from the
+    store: without it the rollback is refused (fail closed), saying how to skip the check.
     """
     note = None
     store: Store | None = None
@@ -67,12 +70,39 @@ def rollback_model(cfg: DeployConfig, model: str) -> dict[str, Any]:
         note = f"store unreachable ({exc}); using versions on the host"
     session = open_session(cfg, model, store=store)
     try:
-        report = session.machine.rollback(model, committed if committed is not None
-                                          else session.target.versions(model))
+        available = committed if committed is not None else session.target.versions(model)
+        with tempfile.TemporaryDirectory(prefix="tfrollout-rollback-") as scratch:
+            verifier = rollback_verifier(cfg, session, store, model, available, Path(scratch)) if verify else None
+            report = session.machine.rollback(model, available, verifier=verifier)
     finally:
         session.close()
     notes = [text for text in (report.note, note) if text]
     return {**report.to_json(), "note": "; ".join(notes) or None}
+
+
+def rollback_verifier(cfg: DeployConfig, session: Any, store: Store | None, model: str, available: list[int],
+                      scratch: Path) -> Any:
+    """The check for the version a rollback would restore: its golden set, served under the
+    canary label (no quality gate: the point is to leave the current stable). None when
+    there is nothing to restore (the machine then says so)."""
+    from pipeline.rollout.history import rollback_target
+    from pipeline.rollout.session import golden_verifier
+
+    current = session.host.read(model)
+    if current is None or current.stable is None or current.canary is not None:
+        return None  # nothing served, or an unfinished canary to drop: nothing to verify
+    target = rollback_target(session.host.promotions(model), set(session.host.versions_on_host(model)) & set(available),
+                             current.stable)
+    if target is None:
+        return None
+    if store is None:
+        raise RolloutError(f"rollback to {model} v{target} verifies it with its golden set, which comes from the "
+                           "store, and the store is unreachable; `tfrollout rollback --no-verify` restores it "
+                           "unverified")
+    golden = golden_for(cfg, store, model, target, scratch)
+    plain = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"min_accuracy": None,
+                                                                        "max_drop_vs_serving": None})})
+    return golden_verifier(plain, session.target.endpoint, model, golden)
 
 
 def finish_owed_clean_up(cfg: DeployConfig, model: str) -> str | None:
@@ -106,7 +136,8 @@ def status_report(cfg: DeployConfig, model: str) -> dict[str, Any]:
         served = host.read(model)
         info: dict[str, Any] = {"ok": True, "model": model, **target.describe(),
                                 "config": served.to_json() if served else None,
-                                "on_host": target.versions(model), "states": None}
+                                "on_host": target.versions(model), "states": None,
+                                "promoted": host.promotions(model) if target.kind != "swarm" else None}
         # swarm: the shared port answers for a random replica; per-replica rows come from describe()
         if info["running"] and target.kind != "swarm":
             try:
@@ -199,6 +230,8 @@ def _print_swarm_report(report: dict[str, Any], as_json: bool) -> None:
 
 
 def rollback(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None,
+             no_verify: Annotated[bool, typer.Option("--no-verify", help="Restore without checking the version's "
+                                                     "golden set (e.g. the store is unreachable).")] = False,
              as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Restore service: drop an unfinished canary, else go back to the previous committed version on the host."""
     cfg = load_cfg(config, set_)
@@ -207,7 +240,7 @@ def rollback(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = No
 
         _print_swarm_report(rollback_swarm(cfg, model_or_last(cfg, model)), as_json)
         return
-    _print_report(rollback_model(cfg, model_or_last(cfg, model)), as_json)
+    _print_report(rollback_model(cfg, model_or_last(cfg, model), verify=not no_verify), as_json)
 
 
 def status(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None,

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.errors import RolloutError
 from pipeline.rollout.clock import Clock, Deadline, SystemClock
+from pipeline.rollout.history import advanced, read_histories, with_histories
 from pipeline.rollout.plan import Served
 from pipeline.targets.base import ServingTarget
 from serving import tfs_config
@@ -116,12 +117,24 @@ class ServingHost:
     def persist(self, served: Served | None, model: str) -> None:
         config = self._config(served, model)
         empty = not config.model_config_list.config
-        self.target.write_config(None if empty else tfs_config.to_text(config))
+        self._write(None if empty else config, served, model)
 
     def apply(self, served: Served, timeout_s: float) -> None:
         """HandleReloadConfigRequest (blocks until loaded or failed), then persist the accepted set."""
         config = self._reload(served, timeout_s)
-        self.target.write_config(tfs_config.to_text(config))
+        self._write(config, served, served.model)
+
+    def _write(self, config: Any | None, served: Served | None, model: str) -> None:
+        """The config file, with the promotion history advanced by the stable it names (history.py)."""
+        histories = read_histories(self.target.read_config())
+        if served is not None:
+            histories[model] = advanced(histories.get(model, []), served.stable)
+        text = None if config is None else with_histories(tfs_config.to_text(config), histories)
+        self.target.write_config(text)
+
+    def promotions(self, model: str) -> list[int]:
+        """The versions verified as stable, oldest first (see pipeline/rollout/history.py)."""
+        return read_histories(self.target.read_config()).get(model, [])
 
     def reload(self, served: Served, timeout_s: float) -> None:
         """The runtime takes `served` (the file is written apart: see Machine's commit point)."""

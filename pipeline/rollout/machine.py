@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import RolloutError, TfRolloutError
 from pipeline.rollout.clock import Clock, Deadline, SystemClock
+from pipeline.rollout.history import rollback_target
 from pipeline.rollout.pending import PendingCleanup
 from pipeline.rollout.plan import (
     CANARY,
@@ -26,7 +27,6 @@ from pipeline.rollout.plan import (
     UpdatePlan,
     first_load,
     first_stable,
-    previous_version,
     safe_config,
 )
 from serving.client.availability import assess
@@ -64,6 +64,7 @@ class Host(Protocol):
     def has_version(self, model: str, version: int) -> bool: ...
     def deliver(self, model: str, version: int) -> None: ...
     def versions_on_host(self, model: str) -> list[int]: ...
+    def promotions(self, model: str) -> list[int]: ...
     def states(self, model: str, timeout_s: float) -> dict[int, tuple[str, str]]: ...
     def logs(self, tail: int) -> str: ...
     def lock(self, owner: str) -> None: ...
@@ -386,8 +387,10 @@ class Machine:
             return False
 
     # ---------------------------------------------------------------- rollback
-    def rollback(self, model: str, committed: list[int]) -> RolloutReport:
-        """Drop an interrupted rollout's canary; else return to the previous committed version on the host."""
+    def rollback(self, model: str, committed: list[int], *, verifier: Verifier | None = None) -> RolloutReport:
+        """Drop an interrupted rollout's canary; else return to the last version verified as stable
+        before the current one (the host's promotion history: never a version whose canary
+        failed), checked with `verifier` (its golden set) before it is promoted again."""
         current = self.host.read(model)
         if current is None or current.stable is None:
             raise RolloutError(f"nothing to roll back: no stable version of {model!r} on the serving host")
@@ -413,16 +416,24 @@ class Machine:
                                f"{self.stable_label}->{safe.stable} only")
                 else:
                     serving = report.version  # current.stable, as an int
-                    prev = previous_version(self.host.versions_on_host(model), committed, serving)
+                    history = self.host.promotions(model)
+                    available = set(self.host.versions_on_host(model)) & set(committed)
+                    prev = rollback_target(history, available, serving)
                     if prev is None:  # nothing to do is not a failure: say so, change nothing
                         report.action, report.ok = "none", True
-                        report.note = (f"nothing to roll back: no earlier committed version of {model!r} on "
-                                       f"the serving host; {self.stable_label} stays v{serving}")
+                        report.note = (f"nothing to roll back: no version of {model!r} verified as "
+                                       f"{self.stable_label} before v{serving} is still on the serving host "
+                                       f"and committed (promotion history: {history or 'none recorded'}); "
+                                       f"{self.stable_label} stays v{serving}")
                         report.served = current.to_json()
                         return report
                     report.action, report.version = "rollback", prev
-                    self._update(report, UpdatePlan(model, serving, prev, self.canary_label,
-                                                    self.stable_label), verify=False)
+                    saved, self.verifier = self.verifier, verifier
+                    try:
+                        self._update(report, UpdatePlan(model, serving, prev, self.canary_label,
+                                                        self.stable_label), verify=verifier is not None)
+                    finally:
+                        self.verifier = saved
             except BaseException as exc:
                 if report.promoted:
                     raise

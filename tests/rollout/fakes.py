@@ -32,6 +32,7 @@ class FakeHost:
     locked_by: str | None = None
     applies: list[Served] = field(default_factory=list)
     history: list[str] = field(default_factory=list)
+    promoted: list[int] = field(default_factory=list)  # the promotion history kept with the config
     loaded_at: dict[int, float] = field(default_factory=dict)
     stable_seen: list[int | None] = field(default_factory=list)
 
@@ -44,14 +45,25 @@ class FakeHost:
     def start(self, served: Served | None, timeout_s: float) -> None:
         self.history.append("start")
         if served is not None:
-            self.config = served
+            self._write(served)
         self.is_running, self.live = True, self.config
         for v in (self.live.versions if self.live else ()):
             self.loaded_at.setdefault(v, self.clock.monotonic())
 
     def apply(self, served: Served, timeout_s: float) -> None:
         self.reload(served, timeout_s)
+        self._write(served)
+
+    def _write(self, served: Served | None) -> None:
+        """The file and its promotion history, as ServingHost writes them (pipeline/rollout/history.py)."""
+        from pipeline.rollout.history import advanced
+
         self.config = served
+        if served is not None:
+            self.promoted = advanced(self.promoted, served.stable)
+
+    def promotions(self, model: str) -> list[int]:
+        return list(self.promoted)
 
     def reload(self, served: Served, timeout_s: float) -> None:
         """The runtime takes `served`; the file is not written (persist does that)."""
@@ -76,7 +88,7 @@ class FakeHost:
         self.persists += 1
         if self.fail_persist is not None and self.persists in self.fail_persist:
             raise RolloutError("write model config: connection reset by peer")
-        self.config = served
+        self._write(served)
         self.history.append(f"persist {served.to_json() if served else None}")
 
     def has_version(self, model: str, version: int) -> bool:

@@ -210,6 +210,30 @@ def test_rollback_to_previous_committed_version_on_host():
     assert None not in host.stable_seen
 
 
+def test_rollback_skips_a_version_whose_canary_failed_and_verifies_what_it_restores():
+    """Issue 27 (2): stable 1, v2's canary fails, v3 promoted: rollback goes to 1 — never to the
+    rejected 2, though it is the newest committed version below 3 on the host — and the
+    verifier checks v1 under the canary label before it is stable again."""
+    host = stable_host(1)
+    host.committed = {1, 2, 3}
+    with pytest.raises(RolloutFailed):
+        machine(host, verifier=lambda version, label, timeout: VerifyOutcome(False, "outputs differ", {})
+                ).rollout(M, 2)
+    assert machine(host).rollout(M, 3).ok and host.promotions(M) == [1, 3]
+    checked: list[tuple[int | None, str | None]] = []
+
+    def verifier(version, label, timeout_s):
+        checked.append((host.live.labels.get(label) if label else version, label))
+        return VerifyOutcome(True, "", {})
+
+    report = machine(host).rollback(M, [1, 2, 3], verifier=verifier)
+    assert report.ok and report.action == "rollback" and report.version == 1, report
+    assert checked == [(1, "canary")] and host.config == Served(M, (1,), {"stable": 1})
+    assert host.promotions(M) == [1]  # the rollback popped v3
+    again = machine(host).rollback(M, [1, 2, 3])
+    assert again.action == "none" and "promotion history: [1]" in again.note  # v2 was never stable
+
+
 def test_status_errors_while_loading_are_waited_out():
     host = stable_host(1)
     host.status_errors = 3
