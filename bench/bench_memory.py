@@ -1,4 +1,4 @@
-"""Peak memory of the model server per request size (issue 11: bounded memory).
+"""Peak memory of the model server per request size (issues 11 and 22: bounded memory).
 
 A real `serving.modelserver` process on 127.0.0.1, serving a linear model
 (inputs [-1,8,8,1] → 5 outputs, so what is measured is the request's handling,
@@ -8,6 +8,11 @@ one JSON body per size. Before each request the server's peak-RSS counter is
 reset (`/proc/<pid>/clear_refs` = 5); afterwards VmHWM − VmRSS(before) is the
 growth that request caused. Goal: growth ≤ 3 × request bytes at 512 MiB, and
 the server alive after every request.
+
+The demo digits CNN (pipeline/model/demo.py, exported as the pipeline exports it;
+~96 bytes of activations per input byte) is measured beside it, gRPC only: its
+activations are bounded by --max_run_bytes (the request runs in parts), so its
+growth per request byte should stay that of the linear model.
 
     python bench/bench_memory.py --out bench/results/memory.json
 """
@@ -136,11 +141,24 @@ CONFIGS = {
 }
 
 
-def run(args, server_args: list[str]) -> dict:
-    results: dict = {"server_args": server_args, "grpc": [], "rest": []}
+def write_demo_cnn(root: Path) -> None:
+    import keras
+
+    from pipeline.model.demo import build_digits_cnn
+    from pipeline.model.exporter import write_saved_model
+
+    keras.utils.set_random_seed(0)
+    write_saved_model(build_digits_cnn(10), root / MODEL / "1", "inputs", "probabilities")
+
+
+def run(args, server_args: list[str], model: str = "linear") -> dict:
+    results: dict = {"model": model, "server_args": server_args, "grpc": [], "rest": []}
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         root = Path(tmp)
-        write_model(root, MODEL, 1, warmup=False)  # linear: its own activations are tiny
+        if model == "demo_cnn":
+            write_demo_cnn(root)
+        else:
+            write_model(root, MODEL, 1, warmup=False)  # linear: its own activations are tiny
         rest_port = free_port()
         server = Server(root, [f"--rest_api_port={rest_port}", *server_args], root / "server.log")
         try:
@@ -152,7 +170,7 @@ def run(args, server_args: list[str]) -> dict:
                 print(json.dumps({"grpc": row}), flush=True)
                 if not row["alive"]:
                     break
-            for size in args.rest_sizes if server.proc.poll() is None else ():
+            for size in args.rest_sizes if server.proc.poll() is None and model == "linear" else ():
                 send, nbytes = send_rest(rest_port, size)
                 row = {"size_mib": size, "request_bytes": nbytes, **measure(server, send)}
                 row["ratio"] = row["peak_growth_mib"] * MIB / nbytes
@@ -177,11 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     started = time.perf_counter()
     configs = {name: run(args, flags) for name, flags in CONFIGS.items()}
+    for name, flags in CONFIGS.items():
+        configs[f"demo_cnn/{name}"] = run(args, flags, "demo_cnn")
     rows = [r for c in configs.values() for r in c["grpc"] + c["rest"]]
     decoded = [r for r in configs["max_request_bytes_1GiB"]["grpc"] if r["outcome"] == "answered"]
     largest = max(decoded, key=lambda r: r["size_mib"], default=None)
+    cnn = [r for r in configs["demo_cnn/max_request_bytes_1GiB"]["grpc"] if r["outcome"] == "answered"]
     payload = {
         "benchmark": "memory", "configs": configs,
+        "ratio_by_model": {c["model"] + "/" + name.split("/")[-1]: {r["size_mib"]: round(r["ratio"], 3) for r in c["grpc"]}
+                           for name, c in configs.items()},
+        "demo_cnn_largest_answered_mib": max((r["size_mib"] for r in cnn), default=None),
         "goal": {"ratio_max_at_largest_grpc": RATIO_GOAL,
                  "largest_answered_mib": largest and largest["size_mib"],
                  "met": bool(largest and largest["ratio"] <= RATIO_GOAL),

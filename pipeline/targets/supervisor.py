@@ -7,6 +7,12 @@ once a run lasted a minute), so a crash or an OOM kill does not leave the host
 without a runtime until someone runs `tfrollout` again. The state file says how often
 that happened and why, which `tfrollout status` shows.
 
+The server is started with TFROLLOUT_INFLIGHT_FILE=<state file>.inflight: it keeps the
+metadata of the requests it is running there (model, signature, input dtypes and
+shapes; never values; serving/modelserver/inflight.py). After an abnormal exit the
+supervisor logs what was in flight and keeps it in the state (`last_inflight`), so
+the request that killed the server can be found.
+
 Standard library only: the supervisor must stay small and start fast.
 """
 
@@ -26,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.targets.process import ProcessIdentity
+from serving.modelserver.inflight import ENV as INFLIGHT_ENV
+from serving.modelserver.inflight import read_inflight
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
@@ -48,6 +56,17 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
+def describe_request(meta: dict[str, Any]) -> str:
+    """`model=m version=1 signature=s inputs=x:float32[2,8,8,1]` from an inflight record."""
+    raw = meta.get("inputs")
+    inputs: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    shapes = ",".join(f"{alias}:{spec[0]}[{','.join(str(d) for d in spec[1])}]"
+                      for alias, spec in inputs.items()
+                      if isinstance(spec, list) and len(spec) == 2 and isinstance(spec[1], list))
+    return (f"model={meta.get('model')} version={meta.get('version')} "
+            f"signature={meta.get('signature')} inputs={shapes or '-'}")
+
+
 @dataclass
 class SupervisorState:
     """What the state file holds (written atomically after every change)."""
@@ -60,6 +79,7 @@ class SupervisorState:
     last_exit_at: float | None = None
     last_restart_at: float | None = None
     server: dict[str, Any] | None = None
+    last_inflight: list[dict[str, Any]] | None = None  # requests running at the last crash
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
@@ -85,6 +105,7 @@ class Supervisor:
         self.state = SupervisorState(instance=instance)
         self.stopping = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None
+        self.inflight_path = state_path.with_name(state_path.name + ".inflight")
 
     def request_stop(self, *_: object) -> None:
         self.stopping.set()
@@ -93,7 +114,9 @@ class Supervisor:
             child.send_signal(signal.SIGTERM)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, close_fds=True)
+        self.inflight_path.unlink(missing_ok=True)
+        env = {**os.environ, INFLIGHT_ENV: str(self.inflight_path)}
+        child = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, close_fds=True, env=env)
         identity = ProcessIdentity.of(child.pid, "")
         self.state.server = identity.to_json() if identity else {"pid": child.pid}
         self.state.state = "running"
@@ -125,6 +148,11 @@ class Supervisor:
             failures = 1 if ran >= HEALTHY_AFTER_S else self.state.consecutive_failures + 1
             why = describe_exit(code)
             print(f"tfrollout supervisor: model server {why} after {ran:.1f} s", file=sys.stderr, flush=True)
+            inflight = read_inflight(self.inflight_path)
+            self.state.last_inflight = inflight
+            for meta in inflight:
+                print(f"tfrollout supervisor: in flight at exit: {describe_request(meta)}", file=sys.stderr,
+                      flush=True)
             self.state.consecutive_failures = failures
             self.state.last_exit, self.state.last_exit_at = why, time.time()
             self.state.history = [*self.state.history[-9:], {"at": time.time(), "exit": why, "ran_s": round(ran, 3)}]

@@ -27,7 +27,7 @@ from .errors import ServingError, invalid_argument
 from .inference import InferenceRunner
 from .limits import ByteBudget, Ticket
 from .manager import ModelManager
-from .metrics import Metrics
+from .metrics import Metrics, api_label
 from .predict import Predictor, spec_target
 from .wire import WirePredict
 
@@ -47,7 +47,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._inference = InferenceRunner(predictor)
 
     def _observe(self, model: str, api: str, status: str, start: float) -> None:
-        if self._metrics:
+        """request_count and request_latency as prediction_service_impl.cc records them
+        (Predict, Classify and Regress only)."""
+        if self._metrics and api in ("Predict", "Classify", "Regress"):
             self._metrics.observe_request(model, api, "GRPC", status, time.perf_counter() - start)
 
     def Predict(self, request: WirePredict, context):
@@ -55,13 +57,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         start = time.perf_counter()
         status = "OK"
         try:
-            return self._predictor.predict_request(request.message(), decode=request.decode)
+            with api_label("Predict"):
+                return self._predictor.predict_request(request.message(), decode=request.decode)
         except ServingError as err:
             status = err.code.name
             _abort(context, err)
         finally:
             request.release()
-            self._observe(request.model_name, "predict", status, start)
+            self._observe(request.model_name, "Predict", status, start)
 
     def GetModelMetadata(self, request, context):
         try:
@@ -77,7 +80,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             message = request.message()
             ticket = request.ticket
-            return run(message, ticket.grow if ticket is not None else None)
+            with api_label(api):
+                return run(message, ticket.grow if ticket is not None else None)
         except ServingError as err:
             status = err.code.name
             _abort(context, err)
@@ -86,13 +90,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             self._observe(request.model_name, api, status, start)
 
     def Classify(self, request, context):
-        return self._infer(request, context, "classify", self._inference.classify)
+        return self._infer(request, context, "Classify", self._inference.classify)
 
     def Regress(self, request, context):
-        return self._infer(request, context, "regress", self._inference.regress)
+        return self._infer(request, context, "Regress", self._inference.regress)
 
     def MultiInference(self, request, context):
-        return self._infer(request, context, "multi_inference", self._inference.multi_inference)
+        return self._infer(request, context, "MultiInference", self._inference.multi_inference)
 
     def add_to_server(self, server: grpc.Server, limit: int | None, budget: ByteBudget | None) -> None:
         """Register the service; Predict reads requests with the zero-copy, size-checked
@@ -215,9 +219,10 @@ def model_status(manager: ModelManager, request) -> get_model_status_pb2.GetMode
     """GetModelStatus rows with each version's state and (error) status."""
     if not request.HasField("model_spec"):
         raise invalid_argument("Missing ModelSpec")
-    version, label = spec_target(request.model_spec)
+    # only `version` narrows the answer: a version_label is ignored (get_model_status_impl.cc)
+    version, _ = spec_target(request.model_spec)
     response = get_model_status_pb2.GetModelStatusResponse()
-    for v, state, error in manager.status(request.model_spec.name, version, label):
+    for v, state, error in manager.status(request.model_spec.name, version):
         row = response.model_version_status.add(version=v, state=int(state))
         row.status.SetInParent()  # TF Serving always reports a status (OK when no error)
         if error is not None:

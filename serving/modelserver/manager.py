@@ -301,7 +301,10 @@ class ModelManager:
     # ------------------------------------------------------------ lookups
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
-        """The servable for a request, with TF Serving's NOT_FOUND / INVALID_ARGUMENT errors."""
+        """The servable for a request, with TF Serving's NOT_FOUND / INVALID_ARGUMENT errors
+        (ServerCore::ServableRequestFromModelSpec refuses an empty name first)."""
+        if not name:
+            raise invalid_argument("ModelSpec has no name specified.")
         with self._lock:
             rec = self._models.get(name)
             if label:
@@ -317,21 +320,20 @@ class ModelManager:
                 raise not_found(_request_text(name, version))
             return r.servable
 
-    def status(self, name: str, version: int | None = None,
-               label: str | None = None) -> list[tuple[int, State, ServingError | None]]:
-        """(version, state, error) rows for GetModelStatus."""
+    def status(self, name: str, version: int | None = None) -> list[tuple[int, State, ServingError | None]]:
+        """(version, state, error) rows for GetModelStatus (get_model_status_impl.cc): one
+        version when asked for, else all, newest first (ServableStateMonitor's VersionMap
+        is ordered by std::greater). A version label plays no part there."""
         with self._lock:
             rec = self._models.get(name)
-            if label:
-                version = resolve_label(name, rec.labels if rec else {}, label)
-            if rec is None or not rec.versions:
-                raise not_found(f"Could not find any versions of model {name}")
             if version is not None:
-                r = rec.versions.get(version)
+                r = rec.versions.get(version) if rec else None
                 if r is None:
                     raise not_found(f"Could not find version {version} of model {name}")
                 return [(version, r.state, r.error)]
-            return [(v, r.state, r.error) for v, r in sorted(rec.versions.items())]
+            if rec is None or not rec.versions:
+                raise not_found(f"Could not find any versions of model {name}")
+            return [(v, r.state, r.error) for v, r in sorted(rec.versions.items(), reverse=True)]
 
     def snapshot(self) -> dict[str, dict[int, State]]:
         """Model → version → state (for metrics)."""

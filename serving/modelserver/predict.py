@@ -14,7 +14,9 @@ from tensorflow_serving.apis import predict_pb2
 
 from .batching import BatchOptions, BatchScheduler
 from .errors import ServingError, deadline_exceeded, invalid_argument
+from .inflight import from_environment, request_meta
 from .manager import ModelManager
+from .runmem import RunPlanner
 from .servable import DEFAULT_SIGNATURE, Servable
 from .tensors import SignatureSpec, decode_inputs, fill_proto, select_outputs
 
@@ -59,8 +61,12 @@ class Predictor:
 
     def __init__(self, manager: ModelManager, batch_options: BatchOptions | None = None,
                  on_batch: Callable[[int], None] | None = None, max_request_bytes: int | None = None,
-                 tensor_content: bool = False, check_method_name: bool = False):
+                 tensor_content: bool = False, check_method_name: bool = False,
+                 max_run_bytes: int | None = None):
         self.manager = manager
+        # --max_run_bytes: one session run's tensors (a larger request runs in parts)
+        self.planner = RunPlanner(max_run_bytes, max_request_bytes)
+        self.inflight = from_environment()  # TFROLLOUT_INFLIGHT_FILE: metadata of running requests
         self.tensor_content = tensor_content  # --enable_serialization_as_tensor_content
         self.check_method_name = check_method_name  # --enable_signature_method_name_check
         self.max_request_bytes = max_request_bytes  # declared bytes of one input (None: no cap)
@@ -73,14 +79,26 @@ class Predictor:
 
         `timeout` (seconds, None: none) bounds the run, queueing for a batch included,
         like RunOptions.timeout_in_ms in TF Serving."""
+        record = self.inflight
+        if record is None:
+            return self._run(servable, spec, arrays, aliases, timeout)
+        slot = record.begin(request_meta(servable.name, servable.version, spec.key, arrays))
+        try:
+            return self._run(servable, spec, arrays, aliases, timeout)
+        finally:
+            record.end(slot)
+
+    def _run(self, servable: Servable, spec: SignatureSpec, arrays: Mapping[str, np.ndarray],
+             aliases: Sequence[str], timeout: float | None) -> dict[str, np.ndarray]:
         options = self.batch_options
+        planner = self.planner
         if options is None:
             if timeout is None:
-                return servable.run(spec.key, arrays, aliases)
-            return call_with_timeout(lambda: servable.run(spec.key, arrays, aliases), timeout)
+                return planner.run(servable, spec.key, arrays, aliases)
+            return call_with_timeout(lambda: planner.run(servable, spec.key, arrays, aliases), timeout)
         scheduler = servable.extra(
             f"batch:{spec.key}",
-            lambda: BatchScheduler(lambda a: servable.run(spec.key, a), options, self.on_batch))
+            lambda: BatchScheduler(lambda a: planner.run(servable, spec.key, a), options, self.on_batch))
         out = scheduler.submit(arrays, timeout)
         return {k: out[k] for k in aliases}
 
@@ -138,8 +156,12 @@ class Predictor:
         return response
 
     def warmup(self, servable: Servable, iterations: int = 1) -> int:
-        """Replay the version's warmup PredictionLogs; any failure fails the load."""
+        """Replay the version's warmup PredictionLogs; any failure fails the load.
+
+        The first record of each signature is also measured (runmem), so the version
+        knows what a run costs before its first large request."""
         count = 0
+        measured: set[str] = set()
         for record in servable.warmup_records():
             if record.WhichOneof("log_type") != "predict_log":
                 continue  # only Predict is served here
@@ -147,4 +169,17 @@ class Predictor:
             for _ in range(max(1, iterations)):
                 self.predict_request(request, servable=servable)
             count += 1
+            key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            if key not in measured and self.planner.max_run_bytes and servable.measurable:
+                measured.add(key)
+                self._measure(servable, request)
         return count
+
+    def _measure(self, servable: Servable, request: predict_pb2.PredictRequest) -> None:
+        """One traced run of a (warmup) request; it already ran, so it cannot fail here."""
+        try:
+            spec = self.signature(servable, request.model_spec.signature_name)
+            arrays = decode_inputs(spec, request.inputs, self.max_request_bytes)
+            self.planner.measure(servable, spec.key, arrays, select_outputs(spec, list(request.output_filter)))
+        except ServingError:  # measured on the first large request instead
+            pass

@@ -6,12 +6,12 @@ status (GET /v1/models/NAME), metadata and predict stay open, as Predict does on
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -24,11 +24,11 @@ from tensorflow_serving.apis import (
 )
 
 from .errors import ServingError, invalid_argument
-from .example_json import classification_json, fill_request, regression_json
+from .example_json import fill_request
 from .grpc_service import model_metadata, model_status
 from .inference import InferenceRunner
 from .limits import ByteBudget, Ticket
-from .metrics import Metrics
+from .metrics import Metrics, api_label
 from .predict import Predictor
 from .rest_codec import (
     decode_request,
@@ -37,7 +37,17 @@ from .rest_codec import (
     parse_cost,
     parse_json,
     request_format,
+    signature_name,
 )
+from .rest_json import (
+    classification_body,
+    error_body,
+    metadata_body,
+    predict_body,
+    proto_json,
+    regression_body,
+)
+from .servable import DEFAULT_SIGNATURE
 
 log = logging.getLogger("modelserver.rest")
 
@@ -45,11 +55,19 @@ CORS_HEADERS = (("Access-Control-Allow-Origin", "*"),
                 ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
                 ("Access-Control-Allow-Headers", "Content-Type"))
 
-_PATH = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?:/(?P<metadata>metadata)|:(?P<verb>[A-Za-z]+))?/?$"
-)
+# http_rest_api_util.cc: both patterns are case-insensitive ((?i)) and fully matched; the
+# method and `metadata` are then compared case-sensitively, as TF Serving does.
+_PREDICT_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.I)
+_STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I)
+_API_PATH = re.compile(r"/v1/.*", re.I)  # HttpRestApiHandler::kPathRegex
+_INT64_MAX = (1 << 63) - 1
+
+
+def _decode_arg(text: str) -> str:
+    """DecodeArg: curl_easy_unescape (%XX only; `+` stays)."""
+    return urllib.parse.unquote_to_bytes(text).decode("utf-8", "replace")
 
 
 class RestApp:
@@ -71,64 +89,71 @@ class RestApp:
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
-        """(status, content type, body) for one request."""
+        """(status, content type, body) for one request, routed as HttpRestApiHandler
+        ProcessRequest / ParseModelInfo route it."""
         path = path.split("?", 1)[0]
         if self.metrics_path and path == self.metrics_path and method == "GET" and self.metrics:
-            return 200, "text/plain; version=0.0.4", self.metrics.render().encode()
-        m = _PATH.match(path)
-        if not m or (method == "GET" and m["verb"]) or (method == "POST" and not m["verb"]) \
-                or method not in ("GET", "POST"):
+            return 200, "text/plain", self.metrics.render().encode()
+        if not _API_PATH.fullmatch(path):  # no handler for the path: the HTTP server's 404
             return _error(ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}"))
         start = time.perf_counter()
-        status = "OK"
+        name, verb = "", ""
         try:
+            m = (_PREDICT_PATH.fullmatch(path) if method == "POST"
+                 else _STATUS_PATH.fullmatch(path) if method == "GET" else None)
+            malformed = invalid_argument(f"Malformed request: {method} {path}")
+            raw_name, raw_version, raw_label, tail = m.groups() if m else ("", None, None, None)
+            name = _decode_arg(raw_name) if raw_name else ""
             version = None
-            if m["version"] is not None:
-                if not m["version"].isdigit():
-                    raise invalid_argument(f"Failed to convert version: {m['version']} to numeric.")
-                version = int(m["version"])
-            name, label = m["name"], m["label"]
+            if raw_version:
+                if int(raw_version) > _INT64_MAX:
+                    raise invalid_argument(f"Failed to convert version: {raw_version} to numeric.")
+                version = int(raw_version)
+            label = _decode_arg(raw_label) if raw_label else None
+            if m is None:
+                raise malformed
             if method == "GET":
-                doc = self._metadata(name, version, label) if m["metadata"] else self._status(name, version, label)
-            elif m["verb"] == "predict":
-                doc = self._predict(name, version, label, body)
-            elif m["verb"] in ("classify", "regress"):
-                return 200, "application/json", self._classify_regress(m["verb"], name, version, label, body)
-            else:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}")
-            return 200, "application/json", json.dumps(doc).encode()
+                if not name:
+                    raise invalid_argument("Missing model name in request.")
+                payload = (self._metadata(name, version, label) if tail == "metadata"
+                           else self._status(name, version, label))
+                return 200, "application/json", payload
+            verb = tail or ""
+            if verb == "predict":
+                payload = self._predict(name, version, label, body)
+            elif verb in ("classify", "regress"):
+                payload = self._classify_regress(verb, name, version, label, body)
+            else:  # matched case-insensitively, dispatched case-sensitively
+                raise malformed
+            if self.metrics:
+                self.metrics.observe_rest(name, verb, time.perf_counter() - start)
+            return 200, "application/json", payload
         except ServingError as err:
-            status = err.code.name
             return _error(err)
-        finally:
-            if self.metrics and method == "POST":
-                self.metrics.observe_request(m["name"], m["verb"] or "", "REST", status,
-                                             time.perf_counter() - start)
 
-    def _status(self, name, version, label) -> dict:
+    def _status(self, name, version, label) -> bytes:
         req = get_model_status_pb2.GetModelStatusRequest()
         req.model_spec.name = name
         _set_target(req.model_spec, version, label)
         resp = model_status(self.predictor.manager, req)
-        return json_format.MessageToDict(resp, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=True)
+        return proto_json(json_format.MessageToDict(
+            resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)).encode("utf-8")
 
-    def _metadata(self, name, version, label) -> dict:
+    def _metadata(self, name, version, label) -> bytes:
         req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         req.model_spec.name = name
         _set_target(req.model_spec, version, label)
         resp = model_metadata(self.predictor.manager, req)
         sig_map = get_model_metadata_pb2.SignatureDefMap()
         resp.metadata["signature_def"].Unpack(sig_map)
-        return {
-            "model_spec": {"name": name, "signature_name": "", "version": str(resp.model_spec.version.value)},
-            # TF Serving prints with always_print_primitive_fields: "defaults": {}, "name": "",
-            # "unknown_rank": false appear even at their default values
-            "metadata": {"signature_def": json_format.MessageToDict(
-                sig_map, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)},
-        }
+        # TF Serving prints with always_print_primitive_fields: "defaults": {}, "name": "",
+        # "unknown_rank": false appear even at their default values
+        return metadata_body(
+            {"name": name, "signature_name": "", "version": str(resp.model_spec.version.value)},
+            json_format.MessageToDict(sig_map, preserving_proto_field_name=True,
+                                      always_print_fields_with_no_presence=True))
 
-    def _predict(self, name, version, label, body: bytes) -> dict:
+    def _predict(self, name, version, label, body: bytes) -> bytes:
         ticket = self._admit(body)
         try:
             return self._predict_admitted(name, version, label, body)
@@ -148,10 +173,12 @@ class RestApp:
             _set_target(request.model_spec, version, label)
             fill_request(parse_json(body), request)
             if isinstance(request, classification_pb2.ClassificationRequest):
-                response = self.inference.classify(request, ticket.grow, self.timeout)
-                return classification_json(response.result)
-            regression = self.inference.regress(request, ticket.grow, self.timeout)
-            return regression_json(regression.result)
+                with api_label("Classify"):
+                    response = self.inference.classify(request, ticket.grow, self.timeout)
+                return classification_body(response.result)
+            with api_label("Regress"):
+                regression = self.inference.regress(request, ticket.grow, self.timeout)
+            return regression_body(regression.result)
         finally:
             ticket.release()
 
@@ -166,13 +193,25 @@ class RestApp:
                                http_status=413)
         return self.budget.admit(cost)
 
-    def _predict_admitted(self, name, version, label, body: bytes) -> dict:
+    def _predict_admitted(self, name, version, label, body: bytes) -> bytes:
+        """FillPredictRequestFromJson's order: parse, signature_name, the model and its
+        signature (GetInfoMap), then the inputs; then Predict."""
         doc = parse_body(body)
-        sig, fmt = request_format(doc)
-        _, _, outputs = self.predictor.predict(name, version, label, sig,
-                                               lambda spec: decode_request(spec, doc, fmt),
-                                               timeout=self.timeout)
-        return encode_response(outputs, fmt)
+        sig = signature_name(doc)
+        servable = self.predictor.manager.resolve(name, version, label)
+        key = sig or DEFAULT_SIGNATURE
+        if key not in servable.signature_defs:
+            raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
+        fmt = "instances"
+
+        def decode(spec):
+            nonlocal fmt
+            _, fmt = request_format(doc)
+            return decode_request(spec, doc, fmt)
+
+        with api_label("Predict"):
+            _, _, outputs = self.predictor.predict(name, version, label, sig, decode, timeout=self.timeout)
+        return predict_body(encode_response(outputs, fmt))
 
 
 # Example protos (and their serialized copies) built from a JSON body, per body byte
@@ -192,7 +231,7 @@ def _too_costly(cost: int, limit: int) -> str:
 
 
 def _error(err: ServingError) -> tuple[int, str, bytes]:
-    return err.http_status, "application/json", json.dumps({"error": err.message}).encode()
+    return err.http_status, "application/json", error_body(err.message)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -206,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
             if length < 0:
                 raise ValueError
         except ValueError:
-            bad = json.dumps({"error": "Invalid Content-Length header"}).encode()
+            bad = error_body("Invalid Content-Length header")
             self._send(400, "application/json", bad, close=True)
             return
         limit = self.app.max_body_bytes
@@ -214,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard(length)  # read it so the client is not cut off mid-send
             err = ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"Request body of {length} bytes exceeds the limit of {limit} bytes")
-            self._send(413, "application/json", json.dumps({"error": err.message}).encode(), close=True)
+            self._send(413, "application/json", error_body(err.message), close=True)
             return
         body = self.rfile.read(length) if length else b""
         if method == "OPTIONS" and self.app.cors:  # CORS preflight
@@ -225,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status, ctype, payload = self.app.handle(method, self.path, body)
         except Exception as exc:  # never leave a client without an answer
             log.exception("REST handler failed")
-            status, ctype, payload = 500, "application/json", json.dumps({"error": str(exc)}).encode()
+            status, ctype, payload = 500, "application/json", error_body(str(exc))
         self._send(status, ctype, payload)
 
     def _discard(self, length: int, cap: int = 64 << 20) -> None:

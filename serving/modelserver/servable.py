@@ -98,6 +98,16 @@ class Servable:
         raise NotImplementedError
 
     @property
+    def measurable(self) -> bool:
+        """Whether `run_measured` reports a run's peak tensor bytes (runmem.RunPlanner)."""
+        return False
+
+    def run_measured(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+                     outputs: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], int | None]:
+        """`run()`, and the peak bytes of live tensors during it (None: not known)."""
+        return self.run(signature_name, inputs, outputs), None
+
+    @property
     def is_tf2(self) -> bool:
         """Written by TF2's tf.saved_model.save (it has an object graph); TF1 builders write none."""
         return bool(self.meta_graph.object_graph_def.nodes)
@@ -163,7 +173,7 @@ class SavedModelServable(Servable):
             loaded = tf.saved_model.load(str(self.path), tags=list(tags))
             self._functions = dict(loaded.signatures)
             self._loaded = loaded
-        self._callables: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Callable] = {}
+        self._callables: dict[tuple[str, tuple[str, ...], tuple[str, ...], bool], Callable] = {}
         self._callables_lock = threading.Lock()
 
     def _unrestored_variables(self) -> list[str]:
@@ -175,24 +185,48 @@ class SavedModelServable(Servable):
         done = self._session.run(checks)
         return [op.name for op, ok in zip(handles, done, strict=True) if not ok]
 
-    def _callable(self, spec: SignatureSpec, feeds: tuple[str, ...], fetches: tuple[str, ...]) -> Callable:
-        """A session callable feeding and fetching tensor names (made once per combination).
+    def _callable(self, spec: SignatureSpec, feeds: tuple[str, ...], fetches: tuple[str, ...],
+                  traced: bool = False) -> Callable:
+        """A session callable feeding and fetching tensor names (made once per combination;
+        `traced`: with RunOptions.SOFTWARE_TRACE, for `run_measured`).
 
         Session callables run the graph without Python's feed-shape check, as TF
         Serving's Session::Run does: the graph's ops decide what they accept."""
-        key = (spec.key, feeds, fetches)
+        key = (spec.key, feeds, fetches, traced)
         with self._callables_lock:
             fn = self._callables.get(key)
             if fn is None:
                 options = config_pb2.CallableOptions(
                     feed=[spec.inputs[a].name for a in feeds],
                     fetch=[spec.outputs[a].name for a in fetches])
+                if traced:
+                    options.run_options.trace_level = config_pb2.RunOptions.SOFTWARE_TRACE
                 fn = self._callables[key] = self._session._make_callable_from_options(options)
             return fn
+
+    @property
+    def measurable(self) -> bool:
+        return self._functions is None
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Run the signature; returns the requested outputs (all when None)."""
+        return self._run(signature_name, inputs, outputs, None)
+
+    def run_measured(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+                     outputs: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], int | None]:
+        """`run()` traced: the step's allocation records give its peak of live tensor bytes."""
+        if self._functions is not None:
+            return self.run(signature_name, inputs, outputs), None
+        from .runmem import step_peak_bytes
+
+        metadata = config_pb2.RunMetadata()
+        out = self._run(signature_name, inputs, outputs, metadata)
+        return out, step_peak_bytes(metadata)
+
+    def _run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+             outputs: Sequence[str] | None,
+             metadata: config_pb2.RunMetadata | None) -> dict[str, np.ndarray]:
         spec = self.spec(signature_name)
         feeds = tuple(sorted(inputs))
         fetches = tuple(outputs) if outputs is not None else tuple(sorted(spec.outputs))
@@ -203,7 +237,10 @@ class SavedModelServable(Servable):
         if isinstance(inputs, OwnedInputs):
             inputs.clear()  # the feed list is now the only holder of the request's arrays
         try:
-            values = self._callable(spec, feeds, fetches)(*args)
+            if metadata is None:
+                values = self._callable(spec, feeds, fetches)(*args)
+            else:
+                values = self._callable(spec, feeds, fetches, traced=True)(*args, run_metadata=metadata)
         except tf.errors.OpError as exc:
             raise from_tf_error(exc) from None
         except (TypeError, ValueError) as exc:

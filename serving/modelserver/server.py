@@ -27,6 +27,7 @@ from .manager import ModelManager
 from .metrics import Metrics
 from .platform_config import BundleOptions, apply_threads, bundle_options
 from .predict import Predictor
+from .profiler import ProfilerService
 from .rest import RestApp, RestServer
 from .servable import SavedModelServable, Servable
 from .tflite import TfLiteServable, has_tflite_model
@@ -104,14 +105,16 @@ class ModelServer:
         self.predictor = Predictor(self.manager, batch_options(flags, self.bundle), self.metrics.observe_batch,
                                    max_request_bytes=flags.max_request_bytes,
                                    tensor_content=flags.enable_serialization_as_tensor_content,
-                                   check_method_name=flags.enable_signature_method_name_check)
+                                   check_method_name=flags.enable_signature_method_name_check,
+                                   max_run_bytes=flags.run_bytes)
         self.budget = ByteBudget(flags.max_inflight_request_bytes)
         self.admin_token = admin.read_token(flags.admin_token_file) if flags.admin_token_file else None
         # an explicit --model_base_path_prefix is checked now (a bad entry exits at once)
         self._explicit_roots = (admin.parse_roots(flags.model_base_path_prefix)
                                 if flags.model_base_path_prefix is not None else None)
         self.reload_roots: list[str] = []
-        self.metrics._states = self.manager.snapshot
+        # runtime_latency: each session run, timed where it is called from a request
+        self.predictor.run = self.metrics.timed_run(self.predictor.run)  # type: ignore[method-assign]
         self._metrics_path = metrics_path(flags)
         self._grpc: grpc.Server | None = None
         self._health = None  # grpc_health HealthServicer with --enable_grpc_healthcheck_service
@@ -226,6 +229,8 @@ class ModelServer:
             server, self.flags.max_request_bytes, self.budget)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager, self._on_reload, admin.ReloadGuard(self.reload_roots)), server)
+        if self.flags.enable_profiler:  # server.cc registers it by default
+            ProfilerService().add_to_server(server)
         if self.flags.enable_grpc_healthcheck_service:
             # imported only when asked for: grpcio-health-checking is needed for this flag alone
             from grpc_health.v1 import health, health_pb2_grpc

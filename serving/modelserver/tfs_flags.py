@@ -96,7 +96,7 @@ TFS_FLAGS: tuple[FlagDef, ...] = (
             "Predict requires method_name tensorflow/serving/predict"),
     FlagDef("xla_cpu_compilation_enabled", bool, False, N, "XLA:CPU JIT"),
     FlagDef("xla_gpu_compilation_enabled", bool, False, N, "XLA:GPU JIT"),
-    FlagDef("enable_profiler", bool, True, N, "profiler service"),
+    FlagDef("enable_profiler", bool, True, A, "tensorflow.ProfilerService on the gRPC port"),
     FlagDef("thread_pool_factory_config_file", str, "", X, "ThreadPoolConfig text proto"),
     FlagDef("mixed_precision", str, "", N, "mixed precision mode"),
     FlagDef("skip_initialize_tpu", bool, False, N, "skip TPU initialization"),

@@ -428,7 +428,8 @@ def test_rest_classify_and_regress(server, model):
 def test_rest_classes_and_float_text(server):
     status, body = _post(server, f"/v1/models/{TF1}:classify",
                          {"signature_name": CLASSES_SIGNATURE, "examples": [{"x": 0.2}]})
-    assert status == 200 and body == b'{"results": [[["lo", 2.1], ["hi", -2.1]]]}'
+    # json_tensor.cc MakeJsonFromClassificationResult: PrettyWriter, each example on one line
+    assert status == 200 and body == b'{\n    "results": [[["lo", 2.1], ["hi", -2.1]]\n    ]\n}'
 
 
 def test_rest_errors(server):
@@ -460,11 +461,13 @@ def test_metrics_and_no_tracebacks(server):
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
-    for api, entry in (("classify", "GRPC"), ("regress", "GRPC"), ("multi_inference", "GRPC"),
-                       ("classify", "REST"), ("regress", "REST")):
-        assert (f':tensorflow:serving:request_count{{model_name="{TF1}",API="{api}",'
-                f'entrypoint="{entry}",status="OK"}}') in text, (api, entry)
-    assert 'API="classify",entrypoint="GRPC",status="INVALID_ARGUMENT"' in text
+    # servables/tensorflow/util.cc: request_count{model_name,status} (gRPC Classify/Regress,
+    # prediction_service_impl.cc), request_latency{model_name,API,entrypoint} for successes
+    assert f':tensorflow:serving:request_count{{model_name="{TF1}",status="OK"}}' in text
+    assert f':tensorflow:serving:request_count{{model_name="{TF1}",status="INVALID_ARGUMENT"}}' in text
+    for api, entry in (("Classify", "GRPC"), ("Regress", "GRPC"), ("classify", "REST"), ("regress", "REST")):
+        assert (f':tensorflow:serving:request_latency_count{{model_name="{TF1}",API="{api}",'
+                f'entrypoint="{entry}"}}') in text, (api, entry)
     assert "Traceback" not in server.log()
 
 

@@ -323,6 +323,6 @@ def test_rest_writes_float32_outputs_as_tf_serving_does(quickstart_server):
     status, _, body = _rest(quickstart_server, "POST", "/v1/models/half_plus_two:predict",
                             {"instances": x.tolist()})
     assert status == 200, body
-    assert body.decode().replace(" ", "") == '{"predictions":[[2.1],[2.16666675]]}'
+    assert body.decode() == '{\n    "predictions": [[2.1], [2.16666675]\n    ]\n}'  # PrettyWriter layout
     got = np.asarray(json.loads(body)["predictions"], np.float32)
     assert np.array_equal(got, np.float32(0.5) * x + np.float32(2.0))

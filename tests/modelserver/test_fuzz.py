@@ -8,7 +8,9 @@ the server log, and every valid one gets the model's own answer."""
 from __future__ import annotations
 
 import http.client
+import json
 import math
+import time
 
 import grpc
 import numpy as np
@@ -53,7 +55,8 @@ def malformed(draw):
     allowed = {INVALID}
     if kind == "model":
         req.model_spec.name = draw(st.text(max_size=20).filter(lambda s: s != "demo"))
-        allowed = {grpc.StatusCode.NOT_FOUND}
+        # an empty name is TF Serving's INVALID_ARGUMENT "ModelSpec has no name specified."
+        allowed = {grpc.StatusCode.NOT_FOUND} if req.model_spec.name else {INVALID}
     elif kind == "version":
         req.model_spec.version.value = draw(st.integers(-2**63, 2**63 - 1).filter(lambda v: v != 1))
         allowed = {grpc.StatusCode.NOT_FOUND}
@@ -106,7 +109,7 @@ _json_junk = st.one_of(
     st.binary(max_size=200),
     st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=10),
                  lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                 max_leaves=12).map(lambda v: __import__("json").dumps({"instances": v}).encode()),
+                 max_leaves=12).map(lambda v: json.dumps({"instances": v}).encode()),
 )
 
 
@@ -119,10 +122,10 @@ def _fuzz_rest(server, body):
     payload = resp.read()
     conn.close()
     if resp.status == 200:  # zero rows (e.g. [[]]): the graph's reshape to [-1, 64] accepts it
-        assert payload == b'{"predictions": []}', (body, payload)
+        assert json.loads(payload) == {"predictions": []}, (body, payload)
     else:
         assert resp.status in (400, 404), (resp.status, body, payload)
-        assert payload.startswith(b'{"error": ')
+        assert set(json.loads(payload)) == {"error"}, payload  # TF Serving's error body
     COUNTS["rest"] += 1
 
 
@@ -208,9 +211,9 @@ def _fuzz_valid(server, version_dir, rows, seed, typed):
     np.testing.assert_allclose(got, _reference(version_dir, x), atol=1e-5)
     COUNTS["valid_grpc"] += 1
     conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
-    conn.request("POST", "/v1/models/demo:predict", body=__import__("json").dumps({"instances": x.tolist()}))
+    conn.request("POST", "/v1/models/demo:predict", body=json.dumps({"instances": x.tolist()}))
     resp = conn.getresponse()
-    payload = __import__("json").loads(resp.read())
+    payload = json.loads(resp.read())
     conn.close()
     if rows == 0:
         assert resp.status == 400 and "error" in payload
@@ -248,3 +251,155 @@ def test_fuzz_then_still_correct(shared_server, demo_root):
     got = tf.make_ndarray(shared_server.predict.Predict(req, timeout=10).outputs[OUTPUT])
     assert np.max(np.abs(got - reference_predict(demo_root / "demo" / "1", x))) <= 1e-6
     assert shared_server.proc.poll() is None
+
+
+# ------------------------------------------------ issue 22: no input aborts the process
+# Random ranks, shapes and dtypes against a conv model (the demo digits CNN as the
+# pipeline exports it), a dense model and a TF1 conv graph, all served by one process.
+# With oneDNN on, a wrong-rank input to a Conv2D aborted it (a failed CHECK); every
+# answer here must be a status TF Serving gives, and the process must survive all.
+
+# what TF Serving answers: its own checks, or a kernel's status passed through (e.g. the
+# fused conv's UNIMPLEMENTED for 0 input channels); REST maps them to 400/404/429/501
+TFS_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+             grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED,
+             grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.OUT_OF_RANGE}
+TFS_HTTP = {400, 404, 429, 501}
+# model → (input alias, dims after the batch dimension)
+SHAPED_MODELS = {"cnn": ("inputs", (8, 8, 1)), "dense": ("features", (16,)), "tf1conv": ("x", (8, 8, 1))}
+_NP_DTYPES = [np.float32, np.float32, np.float64, np.float16, np.int32, np.int64, np.uint8, np.int8,
+              np.bool_, np.object_]
+SHAPED = {"grpc": 0, "rest": 0, "ok": 0, "error": 0}
+SHAPED_MODEL_OUTCOMES: dict[tuple[str, str], int] = {}
+
+
+@st.composite
+def shaped_case(draw):
+    """(model, alias, array): a random rank (0-5) and shape, sometimes the model's own
+    inner dims (so some requests are valid), with a random dtype."""
+    model = draw(st.sampled_from(sorted(SHAPED_MODELS)))
+    alias, inner = SHAPED_MODELS[model]
+    how = draw(st.sampled_from(["random", "random", "inner", "perturbed"]))
+    if how == "random":
+        dims = draw(st.lists(st.integers(0, 9), min_size=0, max_size=5))
+    elif how == "inner":
+        dims = [draw(st.integers(0, 4)), *inner]
+    else:  # one inner dimension off by a little, or one dimension too many / too few
+        dims = [draw(st.integers(1, 3)), *inner]
+        i = draw(st.integers(0, len(dims) - 1))
+        change = draw(st.sampled_from(["grow", "shrink", "drop", "add"]))
+        if change == "drop":
+            dims.pop(i)
+        elif change == "add":
+            dims.insert(i, draw(st.integers(1, 3)))
+        else:
+            dims[i] = max(0, dims[i] + (1 if change == "grow" else -1))
+    while math.prod(dims) > 2048:
+        dims[dims.index(max(dims))] //= 2
+    dtype = draw(st.sampled_from(_NP_DTYPES))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if dtype is np.object_:
+        arr = np.array([b"x" * int(n) for n in rng.integers(0, 4, math.prod(dims))], dtype=object).reshape(dims)
+    elif dtype is np.bool_:
+        arr = rng.random(dims) < 0.5
+    else:
+        values = np.asarray(rng.random(dims) * 4 - 2)
+        arr = (np.abs(values) if np.dtype(dtype).kind == "u" else values).astype(dtype)
+    return model, alias, arr
+
+
+def _rest_body(alias: str, arr: np.ndarray, row_format: bool) -> bytes:
+    if arr.dtype == object:
+        values = np.array([b.decode() for b in arr.reshape(-1)], dtype=object).reshape(arr.shape).tolist()
+    else:
+        values = arr.tolist()
+    if row_format and arr.ndim >= 1:
+        return json.dumps({"instances": values}).encode()
+    return json.dumps({"inputs": {alias: values}}).encode()
+
+
+def _shaped_outcome(model: str, what: str) -> None:
+    SHAPED_MODEL_OUTCOMES[(model, what)] = SHAPED_MODEL_OUTCOMES.get((model, what), 0) + 1
+    SHAPED["ok" if what == "ok" else "error"] += 1
+
+
+@settings(max_examples=112, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(cases=st.lists(shaped_case(), min_size=9, max_size=9), row_format=st.booleans())
+def _fuzz_shapes(server, cases, row_format):
+    conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    for model, alias, arr in cases:
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = model
+        req.inputs[alias].CopyFrom(tf.make_tensor_proto(arr))
+        try:
+            resp = server.predict.Predict(req, timeout=30)
+            assert resp.outputs, (model, arr.dtype, arr.shape)
+            _shaped_outcome(model, "ok")
+        except grpc.RpcError as exc:
+            assert server.proc.poll() is None, f"server died on {model} {arr.dtype} {arr.shape}:\n{server.log()[-3000:]}"
+            assert exc.code() in TFS_CODES, (model, arr.dtype, arr.shape, exc.code(), exc.details())
+            assert exc.details()
+            _shaped_outcome(model, exc.code().name)
+        SHAPED["grpc"] += 1
+        try:  # one keep-alive connection per batch of cases
+            conn.request("POST", f"/v1/models/{model}:predict", body=_rest_body(alias, arr, row_format))
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (ConnectionError, http.client.HTTPException) as exc:
+            conn.close()
+            raise AssertionError(f"REST {model} {arr.dtype} {arr.shape}: {exc!r}\n{server.log()[-3000:]}") from None
+        if resp.status == 200:
+            assert set(json.loads(payload)) & {"predictions", "outputs"}, payload[:200]
+            _shaped_outcome(model, "ok")
+        else:
+            assert resp.status in TFS_HTTP, (model, arr.dtype, arr.shape, resp.status, payload[:300])
+            assert set(json.loads(payload)) == {"error"}, payload[:300]
+            _shaped_outcome(model, f"http{resp.status}")
+        SHAPED["rest"] += 1
+    conn.close()
+
+
+def test_random_ranks_shapes_and_dtypes_never_abort(tmp_path, server_factory):
+    from .zoo import write_cnn, write_dense, write_tf1_conv
+
+    for write in (write_cnn, write_dense, write_tf1_conv):
+        write(tmp_path)
+    cfg = tmp_path / "models.config"
+    cfg.write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{m}" base_path: "{tmp_path / m}" model_platform: "tensorflow" }}\n'
+        for m in sorted(SHAPED_MODELS)) + "}\n")
+    server = server_factory([f"--model_config_file={cfg}"])
+    for model in SHAPED_MODELS:
+        server.wait_available(model, 1)
+    started = time.perf_counter()
+    _fuzz_shapes(server)
+    seconds = time.perf_counter() - started
+    assert SHAPED["grpc"] >= 1000 and SHAPED["rest"] >= 1000 and SHAPED["grpc"] + SHAPED["rest"] >= 2000
+    for model in SHAPED_MODELS:  # every model saw valid requests and refused ones
+        assert SHAPED_MODEL_OUTCOMES.get((model, "ok"), 0) >= 20, SHAPED_MODEL_OUTCOMES
+        assert SHAPED_MODEL_OUTCOMES.get((model, "INVALID_ARGUMENT"), 0) >= 20, SHAPED_MODEL_OUTCOMES
+        assert SHAPED_MODEL_OUTCOMES.get((model, "http400"), 0) >= 20, SHAPED_MODEL_OUTCOMES
+    assert server.proc.poll() is None
+    log = server.log()
+    assert "Check failed" not in log and "Traceback" not in log, log[-3000:]
+    # the wrong-rank request of the issue, then a valid one: answered, correct
+    conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    conn.request("POST", "/v1/models/cnn:predict", body=b'{"instances": [1.0, 2.0, 3.0]}')
+    resp = conn.getresponse()
+    payload = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 400 and "convolution input must be 4-dimensional: [3]" in payload["error"], payload
+    x = np.random.default_rng(3).random((2, 8, 8, 1), dtype=np.float32)
+    got = tf.make_ndarray(server.predict.Predict(_shaped_request("cnn", "inputs", x), timeout=30)
+                          .outputs["probabilities"])
+    want = tf.saved_model.load(str(tmp_path / "cnn" / "1")).signatures["serving_default"](
+        inputs=tf.constant(x))["probabilities"].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    print(f"shaped fuzz: {SHAPED} in {seconds:.1f} s; {SHAPED_MODEL_OUTCOMES}")
+
+
+def _shaped_request(model: str, alias: str, arr: np.ndarray) -> predict_pb2.PredictRequest:
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    req.inputs[alias].CopyFrom(tf.make_tensor_proto(arr))
+    return req

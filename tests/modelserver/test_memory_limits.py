@@ -195,7 +195,7 @@ def test_rest_body_over_the_cap_is_refused_before_it_is_read(shared_server):
             return sock.makefile("rb").read()
 
     growth, raw = _peak_growth(shared_server.proc.pid, claim)
-    assert raw.startswith(b"HTTP/1.1 413") and b'{"error": "Request body of 10000000000 bytes' in raw
+    assert raw.startswith(b"HTTP/1.1 413") and b'"error": "Request body of 10000000000 bytes' in raw
     assert growth < 32 * MIB
 
     for bad in (b"-5", b"lots"):
@@ -238,3 +238,54 @@ def test_unknown_dtype_and_bad_tensor_never_internal(shared_server):
         with pytest.raises(grpc.RpcError) as err:
             shared_server.predict.Predict(req, timeout=30)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+
+
+def _cnn_request(rows: int) -> predict_pb2.PredictRequest:
+    req = _rows_request(rows, name="cnn")
+    return req
+
+
+@pytest.mark.e2e
+def test_demo_cnn_activations_are_bounded_by_max_run_bytes(tmp_path, server_factory):
+    """Issue 22: a 128 MiB Predict to the demo CNN (524,288 images) used to grow the server
+    by ~102× the request in activations; run in parts within --max_run_bytes, its peak
+    is the gRPC receive's own (≈3× the request). A 512 MiB one is refused, and the
+    server stays up and correct."""
+    from .zoo import write_cnn
+
+    path = write_cnn(tmp_path)
+    # the defaults: --max_request_bytes 256 MiB, --max_inflight_request_bytes 1 GiB, so
+    # --max_run_bytes is 32 MiB (a 512 MiB request answered: bench/bench_memory.py, ~200 s)
+    server = server_factory(["--model_name=cnn", f"--model_base_path={tmp_path / 'cnn'}"], rest=False)
+    server.wait_available("cnn", 1)
+    reference = tf.saved_model.load(str(path)).signatures["serving_default"]
+    want = reference(inputs=tf.constant(np.full((1, *SHAPE), 0.25, np.float32)))["probabilities"].numpy()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=BIG_OPTIONS) as ch:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        req = _cnn_request(128 * MIB // ROW)
+        nbytes = req.ByteSize()
+        growth, resp = _peak_growth(server.proc.pid, lambda r=req: stub.Predict(r, timeout=900))
+        out = tf.make_ndarray(resp.outputs["probabilities"])
+        assert out.shape == (128 * MIB // ROW, 10)
+        np.testing.assert_allclose(out[[0, 12345, -1]], np.repeat(want, 3, axis=0), atol=1e-6)
+        # 3× the request, plus 8 MiB for the fixed part of the receive path
+        assert growth <= 3 * nbytes + 8 * MIB, f"peak growth {growth / nbytes:.2f}x the request"
+        del req, resp, out
+
+        big = _cnn_request(512 * MIB // ROW)
+        growth, err = _peak_growth(server.proc.pid, lambda: _refused(stub, big))
+        assert err.code() == EXHAUSTED, err.details()  # gRPC's receive limit follows the cap
+        assert growth <= 3.2 * big.ByteSize(), f"peak growth {growth / big.ByteSize():.2f}x the request"
+    assert server.proc.poll() is None and "Traceback" not in server.log()
+    small = np.random.default_rng(2).random((3, *SHAPE), dtype=np.float32)
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "cnn"
+    req.inputs[INPUT].CopyFrom(tf.make_tensor_proto(small))
+    got = tf.make_ndarray(server.predict.Predict(req, timeout=30).outputs["probabilities"])
+    np.testing.assert_allclose(got, reference(inputs=tf.constant(small))["probabilities"].numpy(), atol=1e-6)
+
+
+def _refused(stub, req) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(req, timeout=300)
+    return err.value

@@ -59,11 +59,11 @@ def test_predict_row_and_columnar_match_local(shared_server, demo_root):
     ("/v1/models/demo:predict", b'{"instances": [1, 2', 400, "JSON Parse error"),
     ("/v1/models/demo:predict", b"", 400, "JSON Parse error"),
     ("/v1/models/demo:predict", {"signature_name": "serving_default"}, 400, "Missing 'inputs' or 'instances' key"),
-    ("/v1/models/demo:predict", {"inputs": {"images": [[0]]}}, 400, "input tensor alias not found in signature: images"),
-    ("/v1/models/demo:predict", {"instances": [["a"]]}, 400, "'inputs'"),
+    ("/v1/models/demo:predict", {"inputs": {"images": [[0]]}}, 400, "Missing named input: inputs in 'inputs' object."),
+    ("/v1/models/demo:predict", {"instances": [["a"]]}, 400, 'JSON Value: "a" Type: String is not of expected type'),
     ("/v1/models/demo:predict", {"instances": [[1.0, 2.0]]}, 400, "Input to reshape is a tensor with 2 values"),
-    ("/v1/models/demo:predict", {"instances": []}, 400, "empty"),
-    ("/v1/models/demo:frobnicate", {"instances": [[0]]}, 404, "Malformed request"),
+    ("/v1/models/demo:predict", {"instances": []}, 400, "No values in 'instances' array"),
+    ("/v1/models/demo:frobnicate", {"instances": [[0]]}, 400, "Malformed request"),  # http_rest_api_handler.cc
 ])
 def test_rest_errors(shared_server, path, body, code, needle):
     status, doc = _call(shared_server, "POST", path, body)
@@ -87,6 +87,7 @@ def test_prometheus_metrics(shared_server):
     _call(shared_server, "POST", "/v1/models/demo:predict", {"instances": _x(1).tolist()})
     status, text = _call(shared_server, "GET", "/monitoring/prometheus/metrics", raw=True)
     assert status == 200
-    assert ':tensorflow:serving:request_count{model_name="demo",API="predict",entrypoint="REST",status="OK"}' in text
+    # servables/tensorflow/util.cc: REST predicts have latency (entrypoint REST), no request_count
+    assert ':tensorflow:serving:request_latency_count{model_name="demo",API="predict",entrypoint="REST"}' in text
     assert ":tensorflow:serving:request_latency_bucket{" in text
-    assert ':tensorflow:serving:model_version_state{model_name="demo",version="1",state="AVAILABLE"} 1' in text
+    assert "model_version_state" not in text  # no such metric in TF Serving

@@ -170,8 +170,12 @@ def test_rest_codec_errors():
     assert _err(parse_body, b"[1]").code == grpc.StatusCode.INVALID_ARGUMENT
     assert _err(request_format, {}).message == "Missing 'inputs' or 'instances' key"
     assert "string" in _err(request_format, {"signature_name": 1, "inputs": 1}).message
-    assert "'inputs'" in _err(decode_request, spec, {"instances": [[1, 2], [3]]}, "instances").message
-    assert "'inputs'" in _err(decode_request, spec, {"instances": ["a"]}, "instances").message
+    # json_tensor.cc FillTensorMapFromInstancesList / AddInstanceItem / AddValueToTensor texts
+    assert _err(decode_request, spec, {"instances": [[1, 2], [3]]}, "instances").message == (
+        "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: 2 "
+        "but got: 1")
+    assert "Type: String is not of expected type: float" in _err(
+        decode_request, spec, {"instances": ["a"]}, "instances").message
     assert decode_request(spec, {"instances": [1.0]}, "instances")["inputs"].shape == (1,)
 
 
