@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from decimal import Decimal
 from typing import Any
@@ -232,23 +231,3 @@ def fill_request(doc: Any, request: classification_pb2.ClassificationRequest
     target = inp.example_list_with_context.examples if has_context else inp.example_list.examples
     for val in examples:
         make_example(val, target.add())
-
-
-# ------------------------------------------------------------ response
-
-
-def classification_json(result: classification_pb2.ClassificationResult) -> bytes:
-    """MakeJsonFromClassificationResult: `{"results": [[[label, score], ...], ...]}`."""
-    if not result.classifications:
-        raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
-    rows = ("[" + ", ".join(f"[{json.dumps(c.label, ensure_ascii=False)}, {write_decimal(c.score, True)}]"
-                            for c in row.classes) + "]" for row in result.classifications)
-    return ('{"results": [' + ", ".join(rows) + "]}").encode("utf-8")
-
-
-def regression_json(result: regression_pb2.RegressionResult) -> bytes:
-    """MakeJsonFromRegressionResult: `{"results": [value, ...]}`."""
-    if not result.regressions:
-        raise invalid_argument("Cannot convert empty RegressionResults to JSON")
-    values = ", ".join(write_decimal(r.value, True) for r in result.regressions)
-    return ('{"results": [' + values + "]}").encode("utf-8")

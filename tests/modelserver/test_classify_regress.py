@@ -21,11 +21,9 @@ from tensorflow_serving.apis import (
 
 from serving.modelserver.errors import ServingError
 from serving.modelserver.example_json import (
-    classification_json,
     fill_request,
     make_example,
     pretty,
-    regression_json,
     write_decimal,
 )
 from serving.modelserver.inference import (
@@ -38,6 +36,7 @@ from serving.modelserver.inference import (
     regression_result,
     serialized_examples,
 )
+from serving.modelserver.rest_json import classification_body, regression_body
 
 from .half_plus import (
     CLASSES_SIGNATURE,
@@ -158,11 +157,11 @@ def test_results_to_json():
     result = classification_pb2.ClassificationResult()
     row = result.classifications.add()
     row.classes.add(label="", score=3.0)
-    assert json.loads(classification_json(result)) == {"results": [[["", 3.0]]]}
+    assert json.loads(classification_body(result)) == {"results": [[["", 3.0]]]}
     reg = regression_pb2.RegressionResult()
     reg.regressions.add(value=3.0)
-    assert regression_json(reg) == b'{"results": [3.0]}'
-    assert _err(regression_json, regression_pb2.RegressionResult()).message == (
+    assert regression_body(reg) == b'{\n    "results": [3.0]\n}'  # RapidJSON's PrettyWriter layout
+    assert _err(regression_body, regression_pb2.RegressionResult()).message == (
         "Cannot convert empty RegressionResults to JSON")
 
 
