@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import os
 import posixpath
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,8 +32,22 @@ UNSUPPORTED_CONFIG = ("ServerModelConfig type not supported by HandleReloadConfi
                       "Only ModelConfigList is currently supported")
 
 
+# What a base path may be besides a local one: the schemes TensorFlow's file systems open. A
+# path is a URL only when it *starts* with one of these; anything else is a local path and is
+# resolved as one (a directory named `a:` made `<root>/a://b/../..` look like a URL whose `..`
+# stayed inside a fake bucket, while the loader opened it locally, outside the root).
+URL_SCHEMES = frozenset({"gs", "s3", "hdfs", "viewfs", "az", "ram"})
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def scheme_of(path: str) -> str | None:
+    """The URL scheme a path starts with (lower case), or None for a plain path."""
+    match = _SCHEME.match(path)
+    return match.group(1).lower() if match else None
+
+
 def _is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
+    return scheme_of(path) in URL_SCHEMES
 
 
 def _local(path: str) -> str:
@@ -105,6 +120,11 @@ class ReloadGuard:
     def _check_path(self, name: str, base_path: str) -> None:
         if not base_path:
             raise invalid_argument(f"ModelConfig for model {name} has an empty base_path")
+        scheme = scheme_of(base_path)
+        if scheme not in (None, "file") and scheme not in URL_SCHEMES:
+            raise invalid_argument(
+                f"base_path {base_path} of model {name}: scheme {scheme!r} is not one this server opens "
+                f"({', '.join(sorted(URL_SCHEMES))}, file:// or an absolute local path)")
         if not (_is_url(base_path) or os.path.isabs(_local(base_path))):
             raise invalid_argument(
                 f"Expected model {name} to have an absolute path or URI; got base_path()={base_path}")
