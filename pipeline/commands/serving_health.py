@@ -15,8 +15,16 @@ EXIT_CODES = {HEALTHY: 0, NOT_RUNNING: 10, DEGRADED: 11, UNREACHABLE: 12}
 
 def judge(info: dict[str, Any]) -> tuple[str, str | None]:
     """(health, why) from a status report — why is None when healthy."""
+    supervision = info.get("supervisor") or {}
     if not info.get("running"):
+        if supervision.get("state") == "gave_up":
+            return NOT_RUNNING, (f"the supervisor gave up after {supervision.get('consecutive_failures')} quick "
+                                 f"crashes (last exit: {supervision.get('last_exit')}{_inflight(supervision)}); "
+                                 "see the server log, then `make deploy` or `tfrollout rollback` restarts it")
         return NOT_RUNNING, "the serving runtime is not running"
+    if supervision.get("state") == "backoff":
+        return DEGRADED, (f"crash-looping: restarting after {supervision.get('consecutive_failures')} quick "
+                          f"crash(es) (last exit: {supervision.get('last_exit')}{_inflight(supervision)})")
     config = info.get("config") or {}
     versions = list(config.get("versions") or [])
     model = info.get("model")
@@ -35,6 +43,16 @@ def judge(info: dict[str, Any]) -> tuple[str, str | None]:
     if dangling:
         return DEGRADED, "labels point at versions not served: " + ", ".join(dangling)
     return HEALTHY, None
+
+
+def _inflight(supervision: dict[str, Any]) -> str:
+    """`; in flight: model=… inputs=…` from the requests recorded at the last crash (never values)."""
+    rows = supervision.get("last_inflight") or []
+    if not rows:
+        return ""
+    from pipeline.targets.supervisor import describe_request
+
+    return "; in flight: " + " | ".join(describe_request(row) for row in rows[:3] if isinstance(row, dict))
 
 
 def _swarm(info: dict[str, Any], model: Any) -> tuple[str, str | None]:

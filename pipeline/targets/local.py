@@ -189,9 +189,13 @@ class LocalTarget(ServingTarget):
         """Restarts and the last exit, for `tfrollout status`."""
         sup = read_state(self.supervisor_state_path) or {}
         server = self._server()
-        return {"state": sup.get("state") if self.running() else "not running",
-                "restarts": int(sup.get("restarts", 0) or 0), "last_exit": sup.get("last_exit"),
-                "last_exit_at": sup.get("last_exit_at"), "server_pid": server.pid if server else None}
+        recorded = sup.get("state")
+        # a supervisor that gave up has exited: its last word is what status must show
+        state = recorded if self.running() or recorded == "gave_up" else "not running"
+        return {"state": state, "restarts": int(sup.get("restarts", 0) or 0),
+                "consecutive_failures": int(sup.get("consecutive_failures", 0) or 0),
+                "last_exit": sup.get("last_exit"), "last_exit_at": sup.get("last_exit_at"),
+                "last_inflight": sup.get("last_inflight"), "server_pid": server.pid if server else None}
 
     def logs(self, tail: int) -> str:
         try:

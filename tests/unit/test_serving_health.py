@@ -27,6 +27,15 @@ RUNNING = {"running": True, "target": "local", "model": "digits",
         "s-digits": {"model": "digits", "replicas": [{"state": "starting"}]}}}, "degraded", "no replica"),
     ({"running": True, "target": "swarm", "model": "digits", "services": {
         "s-fetch": {"model": "digits", "role": "fetch"}}}, "degraded", "no swarm service"),
+    # issue 27 (1): a supervisor that gave up, or one restarting a crashing server, is never silent
+    ({"running": False, "supervisor": {"state": "gave_up", "consecutive_failures": 20, "last_exit": "killed by SIGABRT",
+                                       "last_inflight": [{"model": "digits", "version": 1, "signature": "serving_default",
+                                                          "inputs": {"x": ["float32", [3]]}}]}},
+     "not running", "gave up after 20 quick crashes (last exit: killed by SIGABRT; in flight: model=digits version=1 "
+                    "signature=serving_default inputs=x:float32[3])"),
+    ({**RUNNING, "states": {"1": "AVAILABLE", "2": "AVAILABLE"},
+      "supervisor": {"state": "backoff", "consecutive_failures": 3, "last_exit": "killed by SIGKILL"}},
+     "degraded", "crash-looping: restarting after 3 quick crash(es) (last exit: killed by SIGKILL)"),
 ])
 def test_the_verdict_names_what_is_wrong(facts, verdict, why):
     got, reason = judge(facts)
