@@ -241,7 +241,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            lengths = set(self.headers.get_all("Content-Length") or [])
+            if len(lengths) > 1:  # RFC 9112 6.3: differing lengths are unrecoverable, never "the first wins"
+                raise ValueError
+            length = int(next(iter(lengths), "") or 0)
             if length < 0:
                 raise ValueError
         except ValueError:

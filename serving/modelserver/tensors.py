@@ -165,8 +165,11 @@ def proto_to_ndarray(alias: str, proto: tensor_pb2.TensorProto, limit: int | Non
     """Decode a request TensorProto (tensor_content or typed *_val field).
 
     The declared size is checked against `limit` before anything is allocated."""
-    request_dtype(alias, proto.dtype)
+    np_dtype = request_dtype(alias, proto.dtype)
     shape = tensor_dims(alias, proto)
+    if math.prod(d for d in shape if d) * max(np_dtype.itemsize, 1) >= 2**63:  # numpy cannot index it
+        raise invalid_argument(f"tensor parsing error: {alias} (shape {list(shape)} of "
+                               f"{dtype_name(proto.dtype)} is too large to index)")
     check_size(alias, proto.dtype, shape, limit)
     if proto.dtype != types_pb2.DT_STRING:
         content = proto.tensor_content  # each access copies: read it once

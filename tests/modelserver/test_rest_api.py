@@ -91,3 +91,34 @@ def test_prometheus_metrics(shared_server):
     assert ':tensorflow:serving:request_latency_count{model_name="demo",API="predict",entrypoint="REST"}' in text
     assert ":tensorflow:serving:request_latency_bucket{" in text
     assert "model_version_state" not in text  # no such metric in TF Serving
+
+
+def test_two_different_content_length_headers_are_refused(shared_server):
+    """RFC 9112 §6.3: a message with differing Content-Length values is unrecoverable; taking
+    the first one (as before) lets a front proxy and this server disagree on where a request
+    ends. The connection is closed after the 400; the server keeps answering."""
+    import socket
+
+    body = json.dumps({"instances": _x(1).tolist()}).encode()
+    head = (f"POST /v1/models/demo:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nContent-Length: 2\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", shared_server.rest_port), timeout=10) as sock:
+        sock.sendall(head + body)
+        reply = sock.recv(65536).decode(errors="replace")
+    assert reply.startswith("HTTP/1.1 400") and "Invalid Content-Length header" in reply
+    assert _call(shared_server, "GET", "/v1/models/demo")[0] == 200
+
+
+def test_a_shape_numpy_cannot_index_is_invalid_argument():
+    """[2^63-1, 0] has no elements but its byte size overflows: INVALID_ARGUMENT, not UNKNOWN."""
+    from tensorflow.core.framework import tensor_pb2, types_pb2
+
+    from serving.modelserver.errors import ServingError
+    from serving.modelserver.tensors import proto_to_ndarray
+
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
+    for size in (2**63 - 1, 0):
+        proto.tensor_shape.dim.add(size=size)
+    with pytest.raises(ServingError, match="too large to index") as err:
+        proto_to_ndarray("x", proto, 1 << 20)
+    assert err.value.code.name == "INVALID_ARGUMENT"
