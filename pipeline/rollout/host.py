@@ -111,22 +111,25 @@ class ServingHost:
         except Exception as exc:  # noqa: BLE001 - a corrupt file must not block a restore
             raise RolloutError(f"unreadable model config on the serving host: {exc}") from None
 
-    def _config(self, served: Served | None, model: str):
-        return merged_config(self.target.read_config(), served, model, self.target.base_path(model))
+    def _config(self, text: str | None, served: Served | None, model: str):
+        return merged_config(text, served, model, self.target.base_path(model))
 
     def persist(self, served: Served | None, model: str) -> None:
-        config = self._config(served, model)
+        text = self.target.read_config()
+        config = self._config(text, served, model)
         empty = not config.model_config_list.config
-        self._write(None if empty else config, served, model)
+        self._write(text, None if empty else config, served, model)
 
     def apply(self, served: Served, timeout_s: float) -> None:
         """HandleReloadConfigRequest (blocks until loaded or failed), then persist the accepted set."""
-        config = self._reload(served, timeout_s)
-        self._write(config, served, served.model)
+        text = self.target.read_config()
+        config = self._reload(served, timeout_s, text)
+        self._write(text, config, served, served.model)
 
-    def _write(self, config: Any | None, served: Served | None, model: str) -> None:
-        """The config file, with the promotion history advanced by the stable it names (history.py)."""
-        histories = read_histories(self.target.read_config())
+    def _write(self, old_text: str | None, config: Any | None, served: Served | None, model: str) -> None:
+        """The config file, with the promotion history (read from `old_text`, the file as it was)
+        advanced by the stable it names (history.py)."""
+        histories = read_histories(old_text)
         if served is not None:
             histories[model] = advanced(histories.get(model, []), served.stable)
         text = None if config is None else with_histories(tfs_config.to_text(config), histories)
@@ -140,8 +143,9 @@ class ServingHost:
         """The runtime takes `served` (the file is written apart: see Machine's commit point)."""
         self._reload(served, timeout_s)
 
-    def _reload(self, served: Served, timeout_s: float) -> Any:
-        config = self._config(served, served.model)
+    def _reload(self, served: Served, timeout_s: float, text: str | None = None) -> Any:
+        """`text`: the config file already read by the caller (read here when not given)."""
+        config = self._config(self.target.read_config() if text is None else text, served, served.model)
         try:
             self.client.reload_config(config.SerializeToString(), deadline=timeout_s)
         except ClientError as err:

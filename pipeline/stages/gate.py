@@ -120,8 +120,9 @@ class ServingComparison:
 def compare_with_serving(cfg: DeployConfig, x: Any, y: np.ndarray, classes: list[str]) -> ServingComparison:
     """Score the served stable version on the held-out rows (the gate's comparison, wherever it runs).
 
-    GateError when it serves one that cannot be scored; the target's own error when the
-    serving host cannot be read at all: both fail closed."""
+    A stable that answers but cannot be scored (non-finite outputs, an error status) comes
+    back as `broken` (the absolute checks decide); a serving host that cannot be read or
+    reached raises (GateError, or the target's own error): fail closed."""
     try:
         probs, version, note = served_stable(cfg, x)
     except BrokenStable as broken:
