@@ -12,7 +12,11 @@ the server alive after every request.
 The demo digits CNN (pipeline/model/demo.py, exported as the pipeline exports it;
 ~96 bytes of activations per input byte) is measured beside it, gRPC only: its
 activations are bounded by --max_run_bytes (the request runs in parts), so its
-growth per request byte should stay that of the linear model.
+growth per request byte should stay that of the linear model. Two hostile shapes
+beside them (issue 27 item 4): a 47-byte Predict whose one float_val fills
+[N, 8, 8, 1] (growth per *materialised* byte), and 12 slow REST clients each holding
+120 MB of a 121 MB body against the default 1 GiB in-flight budget (growth per
+budget byte; goal ≤ 1.1).
 
     python bench/bench_memory.py --out bench/results/memory.json
 """
@@ -41,10 +45,14 @@ sys.path.insert(0, str(REPO))
 from bench.bench_modelserver import MODEL, SHAPE, Server  # noqa: E402
 from tests.modelserver.models import write_model  # noqa: E402
 from tests.support.procs import free_port  # noqa: E402
+from tests.support.slow_http import slow_bodies  # noqa: E402
 
 MIB = 1 << 20
 ROW_BYTES = int(np.prod(SHAPE)) * 4  # one float32 [8, 8, 1] row
 GRPC_SIZES_MIB = (1, 17, 128, 512)
+BROADCAST_ROWS = (10_000, 100_000, 1_048_576)  # 2.56 MB (the process warms up: a fixed ~100 MB), 25.6 MB, 256 MiB materialised
+SLOW_CLIENTS, SLOW_HELD, SLOW_DECLARED = 12, 120_000_000, 121_000_000
+DEFAULT_BUDGET = 1 << 30
 REST_SIZES_MIB = (1, 17, 100)
 RATIO_GOAL = 3.0
 
@@ -183,6 +191,70 @@ def run(args, server_args: list[str], model: str = "linear") -> dict:
     return results
 
 
+def broadcast_request(rows: int) -> predict_pb2.PredictRequest:
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = MODEL
+    t = req.inputs["inputs"]
+    t.dtype = types_pb2.DT_FLOAT
+    for d in (rows, *SHAPE):
+        t.tensor_shape.dim.add(size=d)
+    t.float_val.append(0.25)
+    return req
+
+
+def hostile(args) -> dict:
+    """The broadcast requests (demo CNN) and the slow REST bodies (linear), defaults."""
+    out: dict = {"broadcast": [], "slow_rest": None}
+    opts = [("grpc.max_receive_message_length", -1)]
+    with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
+        root = Path(tmp)
+        write_demo_cnn(root)
+        server = Server(root, ["--rest_api_port=0"], root / "server.log")
+        try:
+            for rows in args.broadcast_rows:
+                req = broadcast_request(rows)
+
+                def send(r=req) -> str:
+                    with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=opts) as ch:
+                        stub = ch.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                              request_serializer=predict_pb2.PredictRequest.SerializeToString,
+                                              response_deserializer=predict_pb2.PredictResponse.FromString)
+                        try:
+                            stub(r, timeout=900)
+                        except grpc.RpcError as exc:
+                            return f"refused {exc.code().name}"
+                        return "answered"
+                row = {"rows": rows, "wire_bytes": req.ByteSize(), "materialised_bytes": rows * ROW_BYTES,
+                       **measure(server, send)}
+                row["ratio_to_materialised"] = row["peak_growth_mib"] * MIB / row["materialised_bytes"]
+                out["broadcast"].append(row)
+                print(json.dumps({"broadcast": row}), flush=True)
+        finally:
+            server.stop()
+    with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
+        root = Path(tmp)
+        write_model(root, MODEL, 1, warmup=False)
+        rest_port = free_port()
+        server = Server(root, [f"--rest_api_port={rest_port}"], root / "server.log")
+        try:
+            answers: list[bytes] = []
+
+            def send_slow() -> str:
+                answers.extend(slow_bodies(rest_port, f"/v1/models/{MODEL}:predict",
+                                           SLOW_CLIENTS, SLOW_HELD, SLOW_DECLARED))
+                return ",".join(sorted({a.split(b" ", 2)[1].decode() for a in answers if a}))
+            row = {"clients": SLOW_CLIENTS, "held_bytes": SLOW_HELD, "budget_bytes": DEFAULT_BUDGET,
+                   **measure(server, send_slow)}
+            row["ratio_to_budget"] = row["peak_growth_mib"] * MIB / DEFAULT_BUDGET
+            row["answers"] = {code: sum(a.split(b" ", 2)[1].decode() == code for a in answers if a)
+                              for code in row["outcome"].split(",")}
+            out["slow_rest"] = row
+            print(json.dumps({"slow_rest": row}), flush=True)
+        finally:
+            server.stop()
+    return out
+
+
 def grpc_request_size(size_mib: int) -> int:
     return size_mib * MIB // ROW_BYTES * ROW_BYTES
 
@@ -192,8 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench/results/memory.json")
     p.add_argument("--grpc-sizes", type=int, nargs="*", default=list(GRPC_SIZES_MIB))
     p.add_argument("--rest-sizes", type=int, nargs="*", default=list(REST_SIZES_MIB))
+    p.add_argument("--broadcast-rows", type=int, nargs="*", default=list(BROADCAST_ROWS))
+    p.add_argument("--only-hostile", action="store_true", help="only the broadcast and slow-REST cases")
     args = p.parse_args(argv)
     started = time.perf_counter()
+    hostile_rows = hostile(args)
+    if args.only_hostile:
+        print(json.dumps(hostile_rows, indent=2))
+        return 0
     configs = {name: run(args, flags) for name, flags in CONFIGS.items()}
     for name, flags in CONFIGS.items():
         configs[f"demo_cnn/{name}"] = run(args, flags, "demo_cnn")
@@ -202,14 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     largest = max(decoded, key=lambda r: r["size_mib"], default=None)
     cnn = [r for r in configs["demo_cnn/max_request_bytes_1GiB"]["grpc"] if r["outcome"] == "answered"]
     payload = {
-        "benchmark": "memory", "configs": configs,
+        "benchmark": "memory", "configs": configs, "hostile": hostile_rows,
         "ratio_by_model": {c["model"] + "/" + name.split("/")[-1]: {r["size_mib"]: round(r["ratio"], 3) for r in c["grpc"]}
                            for name, c in configs.items()},
         "demo_cnn_largest_answered_mib": max((r["size_mib"] for r in cnn), default=None),
         "goal": {"ratio_max_at_largest_grpc": RATIO_GOAL,
                  "largest_answered_mib": largest and largest["size_mib"],
                  "met": bool(largest and largest["ratio"] <= RATIO_GOAL),
-                 "all_alive": all(r["alive"] for r in rows)},
+                 "all_alive": all(r["alive"] for r in rows),
+                 "slow_rest_ratio_to_budget_max": 1.1,
+                 "slow_rest_met": bool(hostile_rows["slow_rest"]
+                                       and hostile_rows["slow_rest"]["ratio_to_budget"] <= 1.1)},
         "seconds": time.perf_counter() - started,
     }
     out = Path(args.out)

@@ -58,7 +58,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         status = "OK"
         try:
             with api_label("Predict"):
-                return self._predictor.predict_request(request.message(), decode=request.decode)
+                return self._predictor.predict_request(request.message(), decode=request.decode,
+                                                       charge=request.charge)
         except ServingError as err:
             status = err.code.name
             _abort(context, err)

@@ -21,6 +21,7 @@ from .servable import DEFAULT_SIGNATURE, Servable
 from .tensors import SignatureSpec, decode_inputs, fill_proto, select_outputs
 
 T = TypeVar("T")
+Charge = Callable[[int], None]  # adds bytes to a request's in-flight ticket, or raises RESOURCE_EXHAUSTED
 
 SERVING_METHODS = ("tensorflow/serving/predict", "tensorflow/serving/classify",
                    "tensorflow/serving/regress")
@@ -74,28 +75,30 @@ class Predictor:
         self.on_batch = on_batch
 
     def run(self, servable: Servable, spec: SignatureSpec, arrays: Mapping[str, np.ndarray],
-            aliases: Sequence[str], timeout: float | None = None) -> dict[str, np.ndarray]:
+            aliases: Sequence[str], timeout: float | None = None,
+            charge: Charge | None = None) -> dict[str, np.ndarray]:
         """Run one validated request on a servable (batched when enabled).
 
         `timeout` (seconds, None: none) bounds the run, queueing for a batch included,
-        like RunOptions.timeout_in_ms in TF Serving."""
+        like RunOptions.timeout_in_ms in TF Serving. `charge` adds the run's measured
+        cost to the request's in-flight bytes before it runs (RESOURCE_EXHAUSTED if full)."""
         record = self.inflight
         if record is None:
-            return self._run(servable, spec, arrays, aliases, timeout)
+            return self._run(servable, spec, arrays, aliases, timeout, charge)
         slot = record.begin(request_meta(servable.name, servable.version, spec.key, arrays))
         try:
-            return self._run(servable, spec, arrays, aliases, timeout)
+            return self._run(servable, spec, arrays, aliases, timeout, charge)
         finally:
             record.end(slot)
 
     def _run(self, servable: Servable, spec: SignatureSpec, arrays: Mapping[str, np.ndarray],
-             aliases: Sequence[str], timeout: float | None) -> dict[str, np.ndarray]:
+             aliases: Sequence[str], timeout: float | None, charge: Charge | None) -> dict[str, np.ndarray]:
         options = self.batch_options
         planner = self.planner
         if options is None:
             if timeout is None:
-                return planner.run(servable, spec.key, arrays, aliases)
-            return call_with_timeout(lambda: planner.run(servable, spec.key, arrays, aliases), timeout)
+                return planner.run(servable, spec.key, arrays, aliases, charge)
+            return call_with_timeout(lambda: planner.run(servable, spec.key, arrays, aliases, charge), timeout)
         scheduler = servable.extra(
             f"batch:{spec.key}",
             lambda: BatchScheduler(lambda a: planner.run(servable, spec.key, a), options, self.on_batch))
@@ -115,23 +118,26 @@ class Predictor:
     def predict(self, name: str, version: int | None, label: str | None, signature_name: str,
                 decode: Callable[[SignatureSpec], dict[str, np.ndarray]],
                 output_filter: Sequence[str] = (), timeout: float | None = None,
+                charge: Charge | None = None,
                 ) -> tuple[Servable, SignatureSpec, dict[str, np.ndarray]]:
         """Resolve, validate (`decode` turns the request's inputs into checked arrays), run
-        (within `timeout` seconds when given)."""
+        (within `timeout` seconds when given; its cost charged by `charge`)."""
         servable = self.manager.resolve(name, version, label)
         spec = self.signature(servable, signature_name)
         arrays = decode(spec)
         aliases = select_outputs(spec, output_filter)
-        return servable, spec, self.run(servable, spec, arrays, aliases, timeout)
+        return servable, spec, self.run(servable, spec, arrays, aliases, timeout, charge)
 
     def predict_request(self, request: predict_pb2.PredictRequest,
                         servable: Servable | None = None,
                         decode: Callable[[SignatureSpec], dict[str, np.ndarray]] | None = None,
+                        charge: Charge | None = None,
                         ) -> predict_pb2.PredictResponse:
         """A PredictRequest end to end; `servable` given → skip resolution (warmup).
 
         `decode` turns the inputs into checked arrays (the gRPC path passes its
-        zero-copy reader's); by default the request's TensorProtos are decoded."""
+        zero-copy reader's); by default the request's TensorProtos are decoded. `charge`
+        takes the run's cost into the request's in-flight bytes."""
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         ms = request.model_spec
@@ -141,7 +147,8 @@ class Predictor:
         if servable is None:
             version, label = spec_target(ms)
             servable, spec, outputs = self.predict(
-                ms.name, version, label, ms.signature_name, decode, list(request.output_filter))
+                ms.name, version, label, ms.signature_name, decode, list(request.output_filter),
+                charge=charge)
         else:
             spec = self.signature(servable, ms.signature_name)
             arrays = decode(spec)

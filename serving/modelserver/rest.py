@@ -7,11 +7,13 @@ status (GET /v1/models/NAME), metadata and predict stay open, as Predict does on
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import re
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -40,6 +42,7 @@ from .rest_codec import (
     signature_name,
 )
 from .rest_json import (
+    Body,
     classification_body,
     error_body,
     metadata_body,
@@ -88,9 +91,11 @@ class RestApp:
         # status and metadata calls are not bounded; <=0 means no timeout
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+    def handle(self, method: str, path: str, body: Body,
+               ticket: Ticket | None = None) -> tuple[int, str, bytes]:
         """(status, content type, body) for one request, routed as HttpRestApiHandler
-        ProcessRequest / ParseModelInfo route it."""
+        ProcessRequest / ParseModelInfo route it. `ticket` holds the body's bytes in the
+        in-flight budget (charged while it was received); parsing and running add to it."""
         path = path.split("?", 1)[0]
         if self.metrics_path and path == self.metrics_path and method == "GET" and self.metrics:
             return 200, "text/plain", self.metrics.render().encode()
@@ -120,9 +125,9 @@ class RestApp:
                 return 200, "application/json", payload
             verb = tail or ""
             if verb == "predict":
-                payload = self._predict(name, version, label, body)
+                payload = self._predict(name, version, label, body, ticket)
             elif verb in ("classify", "regress"):
-                payload = self._classify_regress(verb, name, version, label, body)
+                payload = self._classify_regress(verb, name, version, label, body, ticket)
             else:  # matched case-insensitively, dispatched case-sensitively
                 raise malformed
             if self.metrics:
@@ -153,18 +158,19 @@ class RestApp:
             json_format.MessageToDict(sig_map, preserving_proto_field_name=True,
                                       always_print_fields_with_no_presence=True))
 
-    def _predict(self, name, version, label, body: bytes) -> bytes:
-        ticket = self._admit(body)
+    def _predict(self, name, version, label, body: Body, received: Ticket | None) -> bytes:
+        ticket = self._admit(body, received)
         try:
-            return self._predict_admitted(name, version, label, body)
+            return self._predict_admitted(name, version, label, body, ticket.grow)
         finally:
             ticket.release()
 
-    def _classify_regress(self, verb: str, name, version, label, body: bytes) -> bytes:
+    def _classify_regress(self, verb: str, name, version, label, body: Body,
+                          received: Ticket | None) -> bytes:
         """`:classify` / `:regress`: JSON examples → Input → the same run as gRPC; the body,
         its parse and the Example protos are charged before parsing, the example tensor
         (context copied into every example) before it is built."""
-        ticket = self._admit(body, extra=EXAMPLE_FACTOR * len(body))
+        ticket = self._admit(body, received, extra=EXAMPLE_FACTOR * len(body))
         try:
             request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest
             request = (classification_pb2.ClassificationRequest() if verb == "classify"
@@ -182,18 +188,24 @@ class RestApp:
         finally:
             ticket.release()
 
-    def _admit(self, body: bytes, extra: int = 0) -> Ticket:
-        """Charge the body and what parsing it may take; refuse what can never fit (413)
-        or does not fit now (429), before parsing."""
-        cost = len(body) + parse_cost(body) + extra
+    def _admit(self, body: Body, received: Ticket | None, extra: int = 0) -> Ticket:
+        """Charge what parsing the body may take on top of the body itself (already held
+        by `received` when the HTTP layer charged it as it arrived); refuse what can never
+        fit (413) or does not fit now (429), before parsing."""
+        held = received.nbytes if received is not None else 0
+        cost = len(body) - held + parse_cost(body) + extra
         if self.budget is None:
             return Ticket(None, cost)
-        if cost > self.budget.limit:
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, _too_costly(cost, self.budget.limit),
-                               http_status=413)
-        return self.budget.admit(cost)
+        if held + cost > self.budget.limit:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               _too_costly(held + cost, self.budget.limit), http_status=413)
+        if received is None:
+            return self.budget.admit(cost)
+        received.grow(cost)
+        return received
 
-    def _predict_admitted(self, name, version, label, body: bytes) -> bytes:
+    def _predict_admitted(self, name, version, label, body: Body,
+                          charge: Callable[[int], None]) -> bytes:
         """FillPredictRequestFromJson's order: parse, signature_name, the model and its
         signature (GetInfoMap), then the inputs; then Predict."""
         doc = parse_body(body)
@@ -210,12 +222,15 @@ class RestApp:
             return decode_request(spec, doc, fmt)
 
         with api_label("Predict"):
-            _, _, outputs = self.predictor.predict(name, version, label, sig, decode, timeout=self.timeout)
+            _, _, outputs = self.predictor.predict(name, version, label, sig, decode,
+                                                   timeout=self.timeout, charge=charge)
         return predict_body(encode_response(outputs, fmt))
 
 
 # Example protos (and their serialized copies) built from a JSON body, per body byte
 EXAMPLE_FACTOR = 4
+# A body is read (and charged to the in-flight budget) this many bytes at a time
+RECEIVE_PART = 1 << 20
 
 
 def _set_target(model_spec, version, label) -> None:
@@ -228,6 +243,11 @@ def _set_target(model_spec, version, label) -> None:
 def _too_costly(cost: int, limit: int) -> str:
     return (f"Request body would take about {cost} bytes to parse, over the limit of {limit} "
             "bytes; send fewer rows per request, or large tensors over gRPC")
+
+
+def _body_refused(length: int, limit: int) -> str:
+    return (f"Request body of {length} bytes refused while it was received: the in-flight "
+            f"requests already hold the {limit} bytes of --max_inflight_request_bytes; retry later")
 
 
 def _error(err: ServingError) -> tuple[int, str, bytes]:
@@ -258,17 +278,72 @@ class _Handler(BaseHTTPRequestHandler):
                                f"Request body of {length} bytes exceeds the limit of {limit} bytes")
             self._send(413, "application/json", error_body(err.message), close=True)
             return
-        body = self.rfile.read(length) if length else b""
-        if method == "OPTIONS" and self.app.cors:  # CORS preflight
-            self._send(204, "text/plain", b"")
-            return
+        ticket = self.app.budget.admit(0) if self.app.budget is not None else Ticket(None, 0)
         try:
-            with self.slots:  # at most --rest_api_num_threads requests are handled at once
-                status, ctype, payload = self.app.handle(method, self.path, body)
-        except Exception as exc:  # never leave a client without an answer
-            log.exception("REST handler failed")
-            status, ctype, payload = 500, "application/json", error_body(str(exc))
+            try:
+                body = self._receive(length, ticket)
+            except ServingError as err:  # the in-flight budget is full: stop reading, 429
+                ticket.release()
+                self._send(err.http_status, "application/json", error_body(err.message), close=True)
+                return
+            if method == "OPTIONS" and self.app.cors:  # CORS preflight
+                self._send(204, "text/plain", b"")
+                return
+            try:
+                with self.slots:  # at most --rest_api_num_threads requests are handled at once
+                    status, ctype, payload = self.app.handle(method, self.path, body, ticket)
+            except Exception as exc:  # never leave a client without an answer
+                log.exception("REST handler failed")
+                status, ctype, payload = 500, "application/json", error_body(str(exc))
+            finally:
+                if isinstance(body, mmap.mmap):
+                    body.close()  # its pages go back to the OS now
+        finally:
+            ticket.release()
         self._send(status, ctype, payload)
+
+    def _receive(self, length: int, ticket: Ticket) -> Body:
+        """The body, each part charged to the in-flight budget *before* it is read, so
+        slow clients holding large bodies open cannot take more than the budget between
+        them (RESOURCE_EXHAUSTED / 429 as soon as the next part does not fit).
+
+        A body over one part goes into an anonymous mapping: its pages become resident
+        only as bytes arrive and go back to the OS when it is closed. (A growing heap
+        buffer is copied on realloc and kept by malloc afterwards: 12 slow clients took
+        1.44x the budget that way.)"""
+        if length <= RECEIVE_PART:
+            self._charge(ticket, length, length)
+            return self.rfile.read(length) if length else b""
+        body = mmap.mmap(-1, length)
+        got = 0
+        with memoryview(body) as view:
+            while got < length:
+                part = min(length - got, RECEIVE_PART)
+                try:
+                    self._charge(ticket, part, length - got)
+                except ServingError:
+                    view.release()
+                    body.close()
+                    raise
+                n = self.rfile.readinto(view[got:got + part])
+                if not n:  # the client went away mid-body: what came is all there is
+                    break
+                got += n
+        if got < length:
+            short = body[:got]
+            body.close()
+            return short
+        return body
+
+    def _charge(self, ticket: Ticket, part: int, remaining: int) -> None:
+        """Charge the next `part` bytes, or read and drop the `remaining` ones (so the client
+        reads the 429, not a reset) and refuse."""
+        try:
+            ticket.grow(part)
+        except ServingError:
+            self._discard(remaining)
+            limit = self.app.budget.limit if self.app.budget is not None else 0
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, _body_refused(remaining, limit)) from None
 
     def _discard(self, length: int, cap: int = 64 << 20) -> None:
         remaining = min(length, cap)

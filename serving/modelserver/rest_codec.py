@@ -17,7 +17,7 @@ from tensorflow.core.framework import types_pb2
 
 from .errors import ServingError, invalid_argument
 from .example_json import _json_type, _value_text, write_decimal
-from .rest_json import rapidjson_parse_error
+from .rest_json import Body, rapidjson_parse_error
 from .tensors import SignatureSpec, TensorSpec, check_arrays, dtype_name, numpy_dtype
 
 # Python objects json.loads and np.array make per JSON value, upper bound (a float is 24
@@ -26,21 +26,36 @@ from .tensors import SignatureSpec, TensorSpec, check_arrays, dtype_name, numpy_
 _BYTES_PER_VALUE = 96
 
 
-def parse_cost(body: bytes) -> int:
+_COUNT_WINDOW = 1 << 20
+_SEPARATORS = np.frombuffer(b",[{", np.uint8)
+
+
+def _json_values(body: Body) -> int:
+    """Commas and opening brackets: one per JSON value at most, minus one."""
+    if isinstance(body, bytes | bytearray):
+        return body.count(b",") + body.count(b"[") + body.count(b"{") + 1
+    view = np.frombuffer(body, np.uint8)
+    try:  # window by window: no temporary as large as the body
+        return 1 + sum(int(np.isin(view[i:i + _COUNT_WINDOW], _SEPARATORS).sum())
+                       for i in range(0, view.size, _COUNT_WINDOW))
+    finally:
+        del view  # the mapping can be closed only when no view of it is left
+
+
+def parse_cost(body: Body) -> int:
     """Bytes that parsing and converting `body` may allocate (beyond the body itself),
     counted without parsing: every JSON value is separated by `,` or opened by `[`/`{`."""
-    values = body.count(b",") + body.count(b"[") + body.count(b"{") + 1
-    return 2 * len(body) + _BYTES_PER_VALUE * values
+    return 2 * len(body) + _BYTES_PER_VALUE * _json_values(body)
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: Body) -> Any:
     """Any JSON document, or TF Serving's parse error (json_tensor.cc ParseJson: RapidJSON's
     message and byte offset). Never a Python exception: nesting past the recursion limit
     and over-long integers are parse errors too."""
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(str(body, "utf-8"))
     except UnicodeDecodeError as exc:
         raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -57,7 +72,7 @@ def _format_error(doc: Any, text: str) -> ServingError:
     return invalid_argument(f"JSON Value: {_value_text(doc)} {text}")
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
+def parse_body(body: Body) -> dict[str, Any]:
     """JSON object or TF Serving's error (ParseJson: `... Is not object`)."""
     doc = parse_json(body)
     if not isinstance(doc, dict):

@@ -16,6 +16,7 @@ value by value in Python."""
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from .errors import invalid_argument
 from .example_json import _escape, write_decimal
 
 INDENT = 4  # rapidjson::PrettyWriter's default indent
+Body = bytes | bytearray | mmap.mmap  # a large REST body is received into a mapping (rest.py)
 
 
 def _pad(depth: int) -> str:
@@ -151,7 +153,7 @@ class _Reader:
     """GenericReader's recursive descent (kParseNanAndInfFlag), only to locate an error:
     the byte offset and the kind RapidJSON would report. NUL reads as end of input."""
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: Body):
         self.data, self.pos = data, 0
 
     def peek(self) -> int:
@@ -312,7 +314,7 @@ class _Reader:
                 self.pos += 1
 
 
-def rapidjson_parse_error(body: bytes) -> str | None:
+def rapidjson_parse_error(body: Body) -> str | None:
     """`<message> at offset: <n>` as RapidJSON reports the first error in `body`, or
     None when RapidJSON would accept it."""
     try:

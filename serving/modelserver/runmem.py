@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,7 +156,11 @@ class RunPlanner:
         return out, profile
 
     def run(self, servable: Servable, signature: str, arrays: Mapping[str, np.ndarray],
-            fetches: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+            fetches: Sequence[str] | None = None,
+            charge: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+        """Run whole or in parts; a measured run's cost (its tensors, or one part's plus the
+        joined result) is charged with `charge` before it starts, so the in-flight budget
+        counts what requests will use while they run, not only what they are."""
         budget = self.max_run_bytes
         if budget is None or not servable.measurable:
             return servable.run(signature, arrays, fetches)
@@ -170,8 +174,10 @@ class RunPlanner:
             if profile is None:  # cannot be measured in part: run and measure the whole
                 return self.measure(servable, signature, arrays, fetches)[0]
         if profile.run_per_byte * nbytes <= budget:
+            if charge is not None:
+                charge(int(profile.run_per_byte * nbytes))
             return servable.run(signature, arrays, fetches)
-        return self._run_in_parts(servable, signature, arrays, fetches, profile, nbytes)
+        return self._run_in_parts(servable, signature, arrays, fetches, profile, nbytes, charge)
 
     def _probe(self, servable: Servable, signature: str, arrays: Mapping[str, np.ndarray],
                fetches: Sequence[str] | None, nbytes: int) -> Profile | None:
@@ -184,7 +190,8 @@ class RunPlanner:
         return profile
 
     def _run_in_parts(self, servable: Servable, signature: str, arrays: Mapping[str, np.ndarray],
-                      fetches: Sequence[str] | None, profile: Profile, nbytes: int) -> dict[str, np.ndarray]:
+                      fetches: Sequence[str] | None, profile: Profile, nbytes: int,
+                      charge: Callable[[int], None] | None) -> dict[str, np.ndarray]:
         budget = self.max_run_bytes
         assert budget is not None
         need = profile.run_per_byte * nbytes
@@ -206,6 +213,8 @@ class RunPlanner:
                 f"One example of this request needs about {_mib(per_row)} of tensors to run, over the "
                 f"{_mib(budget)} one run may use (--max_run_bytes)")
         step = plan_parts(profile, nbytes, rows, budget)
+        if charge is not None:  # one part at a time, and the result they are joined into
+            charge(int(min(need, profile.run_per_byte * nbytes * step / rows) + result_bytes))
         local = dict(arrays)
         if isinstance(arrays, OwnedInputs):
             arrays.clear()  # the slices below are all that keeps the request's arrays alive

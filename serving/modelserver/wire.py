@@ -242,6 +242,11 @@ class WirePredict:
         self.tensors = None  # the arrays are the only views of the received bytes now
         return out
 
+    def charge(self, extra: int) -> None:
+        """Add what running the request will cost to the bytes it holds in the budget."""
+        if self.ticket is not None:
+            self.ticket.grow(extra)
+
     def release(self) -> None:
         """Give the request's bytes back to the in-flight budget (idempotent)."""
         if self.ticket is not None:

@@ -20,6 +20,8 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tests.support.slow_http import slow_bodies
+
 from .models import INPUT, OUTPUT, SHAPE, SLOW_INPUT, reference_predict, write_slow_model
 
 MIB = 1 << 20
@@ -172,6 +174,17 @@ def test_inflight_budget_refuses_concurrent_requests_beyond_it(tmp_path, server_
         payload = json.loads(resp.read())
         conn.close()
         assert resp.status == 413 and "to parse" in payload["error"], payload
+
+        # issue 27 item 4: 12 slow clients each holding 10 MiB of a 12 MiB body (120 MiB
+        # against the 48 MiB budget): bytes are charged as they arrive, so the server
+        # holds no more than the budget and refuses the rest with 429 while receiving
+        growth, answers = _peak_growth(server.proc.pid, lambda: slow_bodies(
+            server.rest_port, "/v1/models/slow:predict", clients=12, held=10 * MIB, declared=12 * MIB))
+        assert growth <= 1.1 * 48 * MIB, f"peak growth {growth / MIB:.0f} MiB with a 48 MiB budget"
+        refused = [a for a in answers if a.startswith(b"HTTP/1.1 429")]
+        assert len(refused) >= 12 - 48 // 10 and all(b"refused while it was received" in a for a in refused), answers
+        assert all(a.startswith((b"HTTP/1.1 429", b"HTTP/1.1 413", b"HTTP/1.1 400")) for a in answers), answers
+        server.predict.Predict(slow_request(0.0, 10 * MIB // 4), timeout=60)  # all given back
     assert server.proc.poll() is None and "Traceback" not in server.log()
 
 
@@ -276,6 +289,18 @@ def test_demo_cnn_activations_are_bounded_by_max_run_bytes(tmp_path, server_fact
         growth, err = _peak_growth(server.proc.pid, lambda: _refused(stub, big))
         assert err.code() == EXHAUSTED, err.details()  # gRPC's receive limit follows the cap
         assert growth <= 3.2 * big.ByteSize(), f"peak growth {growth / big.ByteSize():.2f}x the request"
+
+        # issue 27 item 4: one float_val fills a [100000, 8, 8, 1] shape (47 bytes on the
+        # wire, 25.6 MB materialised); bounded by the materialised size, not by the ~90x
+        # of activations it used to take (RSS 1.4 -> 4.2 GB)
+        broadcast = _broadcast_request(100_000)
+        assert broadcast.ByteSize() < 58
+        materialised = 100_000 * ROW
+        growth, resp = _peak_growth(server.proc.pid, lambda: stub.Predict(broadcast, timeout=300))
+        out = tf.make_ndarray(resp.outputs["probabilities"])
+        assert out.shape == (100_000, 10)
+        np.testing.assert_allclose(out[[0, -1]], np.repeat(want, 2, axis=0), atol=1e-6)
+        assert growth <= 3 * materialised, f"peak growth {growth / materialised:.2f}x the materialised input"
     assert server.proc.poll() is None and "Traceback" not in server.log()
     small = np.random.default_rng(2).random((3, *SHAPE), dtype=np.float32)
     req = predict_pb2.PredictRequest()
@@ -283,6 +308,17 @@ def test_demo_cnn_activations_are_bounded_by_max_run_bytes(tmp_path, server_fact
     req.inputs[INPUT].CopyFrom(tf.make_tensor_proto(small))
     got = tf.make_ndarray(server.predict.Predict(req, timeout=30).outputs["probabilities"])
     np.testing.assert_allclose(got, reference(inputs=tf.constant(small))["probabilities"].numpy(), atol=1e-6)
+
+
+def _broadcast_request(rows: int) -> predict_pb2.PredictRequest:
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "cnn"
+    t = req.inputs[INPUT]
+    t.dtype = types_pb2.DT_FLOAT
+    for d in (rows, *SHAPE):
+        t.tensor_shape.dim.add(size=d)
+    t.float_val.append(0.25)  # one value fills the declared shape, as in TensorFlow
+    return req
 
 
 def _refused(stub, req) -> grpc.RpcError:

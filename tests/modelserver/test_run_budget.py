@@ -83,6 +83,35 @@ def test_small_requests_run_at_once_unmeasured(cnn):
     fresh.close()
 
 
+def test_a_measured_run_charges_its_cost_before_it_starts(cnn):
+    """Issue 27 item 4: the in-flight budget counts what a request will use while it runs
+    (one part's tensors and the joined result), charged before anything runs; a charge
+    that does not fit stops the run."""
+    planner = RunPlanner(4 * MIB)
+    x = np.zeros((4096, 8, 8, 1), np.float32)
+    charged: list[int] = []
+    planner.run(cnn, "", {"inputs": x}, charge=charged.append)  # probe, then parts
+    profile = planner.profiles(cnn).get(profile_key(cnn, "", None, {"inputs": x}))
+    assert profile is not None
+    step = plan_parts(profile, x.nbytes, 4096, 4 * MIB)
+    result = 4096 * 10 * 4
+    assert len(charged) == 1
+    assert charged[0] == pytest.approx(profile.run_per_byte * x.nbytes * step / 4096 + result, rel=1e-6)
+    assert result < charged[0] <= 4 * MIB + 2 * result
+
+    whole: list[int] = []
+    small = x[:64]  # measured now (same profile key), fits one run: its own estimate
+    planner.run(cnn, "", {"inputs": small}, charge=whole.append)
+    assert whole == [int(profile.run_per_byte * small.nbytes)] and whole[0] > 50 * small.nbytes
+
+    def full(n: int) -> None:
+        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, "budget full")
+
+    with Spy(cnn) as spy, pytest.raises(ServingError) as err:
+        planner.run(cnn, "", {"inputs": x}, charge=full)
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and spy.rows == []
+
+
 def test_outputs_or_one_example_over_the_budget_are_refused_before_running(cnn):
     x = np.zeros((4096, 8, 8, 1), np.float32)  # outputs: 4096 × 10 float32 = 160 KiB
     with pytest.raises(ServingError) as err, Spy(cnn) as spy:
