@@ -340,3 +340,18 @@ def test_profiler_service_traces_into_the_log_directory(parity_server, tmp_path)
     (path,) = glob.glob(os.path.join(tmp_path, "plugins", "profile", "*", "*.xplane.pb"))
     space = xplane_pb2.XSpace.FromString(open(path, "rb").read())
     assert any(line.events for plane in space.planes for line in plane.lines)
+
+
+def test_a_profile_of_an_idle_server_shows_its_file_system_polls(parity_server, tmp_path):
+    """The upstream test sends its one predict (its `{1..3}` loop runs once under dash)
+    around the trace window, so the window may hold no request: the server's own work,
+    the file-system poll (every --file_system_poll_wait_seconds, 1 s by default), is
+    traced, and a 1.5 s window of an idle server is not an empty trace."""
+    from tensorflow.python.profiler import profiler_client
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    profiler_client.trace(f"127.0.0.1:{parity_server.port}", str(tmp_path), 1500, "", 1)
+    (path,) = glob.glob(os.path.join(tmp_path, "plugins", "profile", "*", "*.xplane.pb"))
+    space = xplane_pb2.XSpace.FromString(open(path, "rb").read())
+    names = {m.name for plane in space.planes for m in plane.event_metadata.values()}
+    assert "FileSystemStoragePathSource::Poll" in names, sorted(names)[:20]

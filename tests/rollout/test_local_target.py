@@ -229,3 +229,45 @@ def test_the_local_runtime_closes_its_admin_api_by_default(local_cfg, versions, 
         assert client.predict_detailed(MODEL, inputs(versions), label="stable").version == 1
     info = status_report(local_cfg, MODEL)  # the CLI's status holds the token
     assert info["ok"] and info["states"] == {"1": "AVAILABLE"}
+
+
+def test_a_good_version_replaces_a_nan_stable_under_the_demo_gate(tmp_path: Path):
+    """Issue 27 item 9: with a NaN-answering stable and deploy.toml's gate (min_accuracy and
+    max_drop_vs_serving), the good version's rollout used to fail ("the stable version could
+    not be scored") and roll back to the NaN one. The broken stable is no bar: the canary's
+    own accuracy decides, and it is promoted."""
+    import tomllib
+
+    from pipeline.config import GateConfig
+    from serving.client import PredictionClient
+    from tests.rollout.conftest import local_config
+    from tests.rollout.models import build_nan_stable_and_fix
+
+    repo_gate = tomllib.loads((Path(__file__).resolve().parents[2] / "deploy.toml").read_text())["gate"]
+    assert repo_gate["max_drop_vs_serving"] is not None and repo_gate["min_accuracy"] > 0
+    versions = build_nan_stable_and_fix(tmp_path / "models")
+    cfg = local_config(tmp_path, versions.store_uri)
+    cfg = cfg.model_copy(update={"gate": GateConfig(**repo_gate)})
+    try:
+        store, _ = committed_versions(cfg, MODEL)
+        unchecked = open_session(cfg, MODEL, store=store)  # no golden set: promoted unverified
+        try:
+            assert unchecked.machine.rollout(MODEL, 1).promoted
+        finally:
+            unchecked.close()
+        endpoint = f"127.0.0.1:{cfg.rollout.grpc_port}"
+        with PredictionClient(endpoint, deadline=15) as client:
+            served = client.predict_detailed(MODEL, inputs(versions), label="stable")
+        assert served.version == 1 and np.isnan(served.outputs["probabilities"]).all()
+
+        report = rollout(cfg, versions, 2)
+        assert report.ok and report.promoted and not report.rolled_back, report.to_json()
+        gate = report.to_json()["verify"]["gate"]
+        assert gate["passed"] and gate["canary_accuracy"] == 1.0 and not gate["stable_accuracy"] >= 0
+        with PredictionClient(endpoint, deadline=15) as client:
+            served = client.predict_detailed(MODEL, inputs(versions), label="stable")
+        assert served.version == 2 and np.isfinite(served.outputs["probabilities"]).all()
+    finally:
+        from pipeline.targets import open_target
+
+        open_target(cfg.rollout, cfg.run.workdir).stop()
