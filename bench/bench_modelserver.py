@@ -229,6 +229,28 @@ def grpc_latency(server: Server, n: int) -> dict:
     return res
 
 
+def rest_latency(port: int, n: int) -> dict:
+    """Batch-1 `:predict` over one keep-alive HTTP connection (as a REST client library
+    would hold it): the server's own write pattern decides the latency (Nagle's algorithm
+    against the client's delayed ACK added 40 ms per request)."""
+    import http.client
+
+    body = json.dumps({"instances": np.zeros((1, *SHAPE)).tolist()}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call() -> None:
+        conn.request("POST", f"/v1/models/{MODEL}:predict", body=body)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise SystemExit(f"REST predict answered {resp.status}")
+    try:
+        lat = timed(call, n)
+    finally:
+        conn.close()
+    return {"batch1": {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}}
+
+
 def grpc_throughput(port: int, seconds: float, clients: int = CLIENTS) -> dict:
     """`clients` concurrent callers (asyncio tasks on one aio channel), batch 1."""
     req = request(1)
@@ -276,9 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         floor = in_process(version_dir, args.n, args.seconds)
         echo = grpc_echo_latency(args.n)
 
-        server = Server(root, [], root / "server.log")
+        rest_port = free_port()
+        server = Server(root, [f"--rest_api_port={rest_port}"], root / "server.log")
         try:
             lat = grpc_latency(server, args.n)
+            rest = rest_latency(rest_port, args.n)
             plain = grpc_throughput(server.port, args.seconds)
         finally:
             server.stop()
@@ -314,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "grpc_echo_batch1_no_model": echo,
         "grpc_tensor_content": lat_tc,
         "grpc_before": lat_before,
+        "rest_keepalive": rest,
         "grpc": {**lat, "throughput_16_clients": plain, "throughput_16_clients_batching": batched,
                  "batching": {"max_batch_size": MAX_BATCH, "batch_timeout_micros": args.batch_timeout_micros}},
         "ratios": {
@@ -343,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batch {b:<3d} p50 typed fields {g[f'batch{b}']['p50_ms']:.3f}  "
               f"tensor_content {lat_tc[f'batch{b}']['p50_ms']:.3f}{extra}")
     print(f"gRPC echo (no model) p50    {'':12s}{echo['p50_ms']:12.3f}")
+    print(f"REST batch 1 p50 (keep-alive){'':11s}{rest['batch1']['p50_ms']:12.3f}")
     print(f"16 clients, batching off    {'':12s}{plain['requests_per_s']:12.0f} req/s")
     print(f"16 clients, batching on     {f[f'batched{MAX_BATCH}_rows_per_s']:12.0f}{batched['requests_per_s']:12.0f} rows/s")
     print(f"16 threads via BatchScheduler {floor['scheduler_16_threads_rows_per_s']:10.0f} rows/s (in-process, no RPC)")
