@@ -24,12 +24,15 @@ OnBytes = Callable[[int], None]
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """A stored object: size, modification time (epoch seconds), sha256 when cheaply known."""
+    """A stored object: size, modification time (epoch seconds), sha256 when cheaply known,
+    and the store's own token for this object's content (S3: the ETag; a file: its mtime
+    and size), which the listing carries for free and any rewrite of the object changes."""
 
     key: str
     size: int
     mtime: float
     sha256: str | None = None
+    token: str | None = None
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ class LocalStore(Store):
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     st = full.stat()
-                    out[key] = ObjectInfo(key, st.st_size, st.st_mtime)
+                    out[key] = ObjectInfo(key, st.st_size, st.st_mtime, token=f"{st.st_mtime_ns}-{st.st_size}")
         return out
 
     def sha256_of(self, key: str) -> str | None:

@@ -42,6 +42,10 @@ class VersionManifest:
     files: list[FileEntry]
     export: dict[str, Any] = field(default_factory=dict)
     committed_at: str = ""
+    # path -> the store's token of the object as committed (ObjectInfo.token): a listing
+    # shows a same-size rewrite after the commit without reading a byte (absent in
+    # manifests written before tokens were recorded: sizes only, as then)
+    tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -58,7 +62,7 @@ class VersionManifest:
         return {"format": FORMAT, "model_name": self.model_name, "version": self.version,
                 "committed_at": self.committed_at, "total_bytes": self.total_bytes,
                 "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files],
-                "export": self.export}
+                "export": self.export, **({"store_tokens": self.tokens} if self.tokens else {})}
 
     def dumps(self) -> bytes:
         return json.dumps(self.to_json(), indent=2, sort_keys=True).encode()
@@ -73,8 +77,10 @@ class VersionManifest:
             files = [FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in raw["files"]]
             for entry in files:
                 check_relpath(entry.path)
+            tokens = {str(k): str(v) for k, v in dict(raw.get("store_tokens") or {}).items()}
             return cls(model_name=str(raw["model_name"]), version=int(raw["version"]), files=files,
-                       export=dict(raw.get("export") or {}), committed_at=str(raw.get("committed_at", "")))
+                       export=dict(raw.get("export") or {}), committed_at=str(raw.get("committed_at", "")),
+                       tokens=tokens)
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError(f"{where}: unreadable store manifest ({exc})") from None
 
@@ -136,6 +142,14 @@ def build_manifest(version_dir: Path, model_name: str, version: int) -> VersionM
 def stamp(manifest: VersionManifest, now: datetime | None = None) -> VersionManifest:
     manifest.committed_at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     return manifest
+
+
+def changed_since_commit(manifest: VersionManifest, tokens: Mapping[str, str | None]) -> list[str]:
+    """Files whose store token differs from the one recorded at the commit (pure): each
+    was rewritten since (or copied by a tool that does not keep tokens) and must be
+    checked against its sha256 before the version counts as committed."""
+    return [path for path, recorded in sorted(manifest.tokens.items())
+            if tokens.get(path) is not None and tokens[path] != recorded]
 
 
 def check_listing(manifest: VersionManifest, sizes: Mapping[str, int]) -> list[str]:

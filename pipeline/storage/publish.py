@@ -259,6 +259,7 @@ def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listin
             store.delete([prefix + k for k in plan.extraneous])
         if lease is not None:
             lease.check_held()
+        local.tokens = committed_tokens(store.list_objects(prefix), prefix, local)
         store.put_bytes(prefix + MANIFEST_NAME, stamp(local).dumps())
     if claim is not None:  # committed: the manifest is the claim from now on
         release_reservation(store, model_name, version, claim)
@@ -273,6 +274,18 @@ def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listin
         files_uploaded=len(plan.first) + len(plan.last), files_skipped=len(plan.skip),
         files_deleted=len(plan.extraneous), already_committed=plan.already_committed,
         duration_s=time.perf_counter() - t0)
+
+
+def committed_tokens(listing: Mapping[str, ObjectInfo], prefix: str, manifest: VersionManifest) -> dict[str, str]:
+    """The store tokens of the version's files as they are committed (one listing, no reads):
+    later listings compare against them (scan.py)."""
+    sizes = manifest.by_path()
+    out = {}
+    for key, obj in listing.items():
+        rel = key[len(prefix):] if key.startswith(prefix) else None
+        if rel in sizes and obj.token is not None and obj.size == sizes[rel].size:
+            out[rel] = obj.token
+    return out
 
 
 class _NoProgress:

@@ -135,7 +135,8 @@ class S3Store(Store):
             for page in pages:
                 for obj in page.get("Contents", []):
                     rel = self._rel(obj["Key"])
-                    out[rel] = ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp())
+                    out[rel] = ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp(),
+                                          token=obj.get("ETag"))
             return out
 
         return self._call(f"listing {self.location.join(prefix)}", go)

@@ -12,7 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.errors import StorageError
 from pipeline.storage.base import ObjectInfo, Store, VersionInfo
-from pipeline.storage.manifest import MANIFEST_NAME, VersionManifest, check_listing
+from pipeline.storage.manifest import (
+    MANIFEST_NAME,
+    VersionManifest,
+    changed_since_commit,
+    check_listing,
+)
 
 MANIFEST_READERS = 8
 
@@ -74,8 +79,29 @@ def list_versions(store: Store, model: str | None = None, version: int | None = 
     with_manifest = [key for key, files in groups if MANIFEST_NAME in files]
     manifests: dict[tuple[str, int], tuple[VersionManifest | None, list[str]]] = {}
     if with_manifest:
+        listed = dict(groups)
         with ThreadPoolExecutor(max_workers=min(MANIFEST_READERS, len(with_manifest))) as pool:
             manifests = dict(zip(with_manifest, pool.map(lambda k: read_manifest(store, *k), with_manifest),
                                  strict=True))
+            for key, (manifest, problems) in manifests.items():
+                if manifest is not None:
+                    problems += rewritten(store, pool, key, listed[key], manifest)
     return [judge(name, ver, files, *manifests.get((name, ver), (None, [])),
                   store.location.join(name, str(ver)) + "/") for (name, ver), files in groups]
+
+
+def rewritten(store: Store, pool: ThreadPoolExecutor, key: tuple[str, int], files: Mapping[str, ObjectInfo],
+              manifest: VersionManifest) -> list[str]:
+    """Problems for files rewritten since the commit: a file whose listed token changed is
+    checked against the manifest's sha256 (S3: the sha256 recorded with the object; a
+    file: its bytes), so a same-size tampered file uncommits its version while a copy
+    that kept the bytes does not. Nothing is read for unchanged files."""
+    suspects = changed_since_commit(manifest, {path: obj.token for path, obj in files.items()})
+    if not suspects:
+        return []
+    prefix = f"{key[0]}/{key[1]}/"
+    expected = manifest.by_path()
+    found = list(pool.map(lambda path: store.sha256_of(prefix + path), suspects))
+    return [f"{path}: rewritten since the commit and its sha256 "
+            f"{'is not recorded' if sha is None else 'differs'}"
+            for path, sha in zip(suspects, found, strict=True) if sha != expected[path].sha256]

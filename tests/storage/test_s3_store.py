@@ -76,11 +76,18 @@ def test_pull_detects_tampered_object_and_leaves_no_directory(
     push_version(store, vdir, "digits", 1)
     key = "models/digits/1/variables/variables.index"
     original = (vdir / "variables" / "variables.index").read_bytes()
+    sha = store.sha256_of("digits/1/variables/variables.index")
+    # a copy that keeps the bytes and the recorded sha256 (as `aws s3 sync` does) stays committed
+    moto.client().put_object(Bucket=bucket, Key=key, Body=original, Metadata={"sha256": sha})
+    assert [v.committed for v in store.list_versions()] == [True]
     moto.client().put_object(Bucket=bucket, Key=key, Body=bytes(b ^ 1 for b in original))
+    [info] = store.list_versions()  # issue 27: the ETag changed, so the recorded sha256 is checked
+    assert not info.committed and info.problems == [
+        "variables/variables.index: rewritten since the commit and its sha256 is not recorded"]
     dest = tmp_path / "out" / "1"
-    with pytest.raises(StorageError, match="checksum mismatch"):
+    with pytest.raises(StorageError, match="checksum mismatch|not committed"):
         store.pull("digits", 1, dest)
-    assert not dest.exists() and list((tmp_path / "out").iterdir()) == []
+    assert not dest.exists() and not any((tmp_path / "out").glob("*"))
 
 
 def test_uncommitted_version_is_listed_but_not_readable(tmp_path: Path, moto: MotoServer, bucket: str) -> None:
