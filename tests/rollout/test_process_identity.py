@@ -18,7 +18,7 @@ from pipeline.config import build_config
 from pipeline.errors import RolloutError
 from pipeline.targets import supervisor as sup
 from pipeline.targets.local import LocalTarget
-from pipeline.targets.process import LockHolder, ProcessIdentity, boot_id, start_ticks
+from pipeline.targets.process import LockHolder, ProcessIdentity, boot_id, cmdline, start_ticks
 
 
 @pytest.fixture
@@ -27,7 +27,8 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                              "serving.modelserver", "pipeline.targets.supervisor"])
     deadline = time.monotonic() + 5
-    while start_ticks(proc.pid) is None and time.monotonic() < deadline:
+    # until exec: a forked child still shows the parent's command line (a loaded box showed it)
+    while not any("pipeline.targets.supervisor" in a for a in cmdline(proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.01)
     yield proc
     proc.kill()
