@@ -111,7 +111,11 @@ def measure(server: Server, send) -> dict:
 
 
 def send_grpc(server: Server, size_mib: int):
-    req = grpc_request(size_mib)
+    return send_predict(server, grpc_request(size_mib), timeout=300)
+
+
+def send_predict(server: Server, req: predict_pb2.PredictRequest, timeout: float):
+    """`send()` for `measure`: one Predict on a fresh channel with no message-size limits."""
     opts = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
     def send() -> str:
@@ -120,7 +124,7 @@ def send_grpc(server: Server, size_mib: int):
                                   request_serializer=predict_pb2.PredictRequest.SerializeToString,
                                   response_deserializer=predict_pb2.PredictResponse.FromString)
             try:
-                resp = stub(req, timeout=300)
+                resp = stub(req, timeout=timeout)
             except grpc.RpcError as exc:
                 return f"refused {exc.code().name}"
             return "answered" if "probabilities" in resp.outputs else "answered without output"
@@ -207,7 +211,6 @@ def broadcast_request(rows: int) -> predict_pb2.PredictRequest:
 def hostile(args) -> dict:
     """The broadcast requests (demo CNN) and the slow REST bodies (linear), defaults."""
     out: dict = {"broadcast": [], "slow_rest": None}
-    opts = [("grpc.max_receive_message_length", -1)]
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         root = Path(tmp)
         write_demo_cnn(root)
@@ -215,19 +218,8 @@ def hostile(args) -> dict:
         try:
             for rows in args.broadcast_rows:
                 req = broadcast_request(rows)
-
-                def send(r=req) -> str:
-                    with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=opts) as ch:
-                        stub = ch.unary_unary("/tensorflow.serving.PredictionService/Predict",
-                                              request_serializer=predict_pb2.PredictRequest.SerializeToString,
-                                              response_deserializer=predict_pb2.PredictResponse.FromString)
-                        try:
-                            stub(r, timeout=900)
-                        except grpc.RpcError as exc:
-                            return f"refused {exc.code().name}"
-                        return "answered"
                 row = {"rows": rows, "wire_bytes": req.ByteSize(), "materialised_bytes": rows * ROW_BYTES,
-                       **measure(server, send)}
+                       **measure(server, send_predict(server, req, timeout=900))}
                 row["ratio_to_materialised"] = row["peak_growth_mib"] * MIB / row["materialised_bytes"]
                 out["broadcast"].append(row)
                 print(json.dumps({"broadcast": row}), flush=True)

@@ -279,12 +279,12 @@ def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listin
 def committed_tokens(listing: Mapping[str, ObjectInfo], prefix: str, manifest: VersionManifest) -> dict[str, str]:
     """The store tokens of the version's files as they are committed (one listing, no reads):
     later listings compare against them (scan.py)."""
-    sizes = manifest.by_path()
+    entries = manifest.by_path()
     out = {}
     for key, obj in listing.items():
-        rel = key[len(prefix):] if key.startswith(prefix) else None
-        if rel in sizes and obj.token is not None and obj.size == sizes[rel].size:
-            out[rel] = obj.token
+        entry = entries.get(key[len(prefix):]) if key.startswith(prefix) else None
+        if entry is not None and obj.token is not None and obj.size == entry.size:
+            out[entry.path] = obj.token
     return out
 
 

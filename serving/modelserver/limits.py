@@ -40,6 +40,9 @@ glibc keeps the freed slices mapped, so without this a 512 MB request left ~800 
 RSS behind it while the model ran."""
 
 
+Charge = Callable[[int], None]  # adds bytes to a request's in-flight ticket, or raises RESOURCE_EXHAUSTED
+
+
 def resource_exhausted(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 

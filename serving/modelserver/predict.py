@@ -15,13 +15,13 @@ from tensorflow_serving.apis import predict_pb2
 from .batching import BatchOptions, BatchScheduler
 from .errors import ServingError, deadline_exceeded, invalid_argument
 from .inflight import from_environment, request_meta
+from .limits import Charge
 from .manager import ModelManager
 from .runmem import RunPlanner
 from .servable import DEFAULT_SIGNATURE, Servable
 from .tensors import SignatureSpec, decode_inputs, fill_proto, select_outputs
 
 T = TypeVar("T")
-Charge = Callable[[int], None]  # adds bytes to a request's in-flight ticket, or raises RESOURCE_EXHAUSTED
 
 SERVING_METHODS = ("tensorflow/serving/predict", "tensorflow/serving/classify",
                    "tensorflow/serving/regress")

@@ -13,7 +13,6 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -29,7 +28,7 @@ from .errors import ServingError, invalid_argument
 from .example_json import fill_request
 from .grpc_service import model_metadata, model_status
 from .inference import InferenceRunner
-from .limits import ByteBudget, Ticket
+from .limits import ByteBudget, Charge, Ticket
 from .metrics import Metrics, api_label
 from .predict import Predictor
 from .rest_codec import (
@@ -91,8 +90,7 @@ class RestApp:
         # status and metadata calls are not bounded; <=0 means no timeout
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
 
-    def handle(self, method: str, path: str, body: Body,
-               ticket: Ticket | None = None) -> tuple[int, str, bytes]:
+    def handle(self, method: str, path: str, body: Body, ticket: Ticket) -> tuple[int, str, bytes]:
         """(status, content type, body) for one request, routed as HttpRestApiHandler
         ProcessRequest / ParseModelInfo route it. `ticket` holds the body's bytes in the
         in-flight budget (charged while it was received); parsing and running add to it."""
@@ -158,15 +156,14 @@ class RestApp:
             json_format.MessageToDict(sig_map, preserving_proto_field_name=True,
                                       always_print_fields_with_no_presence=True))
 
-    def _predict(self, name, version, label, body: Body, received: Ticket | None) -> bytes:
+    def _predict(self, name, version, label, body: Body, received: Ticket) -> bytes:
         ticket = self._admit(body, received)
         try:
             return self._predict_admitted(name, version, label, body, ticket.grow)
         finally:
             ticket.release()
 
-    def _classify_regress(self, verb: str, name, version, label, body: Body,
-                          received: Ticket | None) -> bytes:
+    def _classify_regress(self, verb: str, name, version, label, body: Body, received: Ticket) -> bytes:
         """`:classify` / `:regress`: JSON examples → Input → the same run as gRPC; the body,
         its parse and the Example protos are charged before parsing, the example tensor
         (context copied into every example) before it is built."""
@@ -188,24 +185,18 @@ class RestApp:
         finally:
             ticket.release()
 
-    def _admit(self, body: Body, received: Ticket | None, extra: int = 0) -> Ticket:
-        """Charge what parsing the body may take on top of the body itself (already held
-        by `received` when the HTTP layer charged it as it arrived); refuse what can never
+    def _admit(self, body: Body, received: Ticket, extra: int = 0) -> Ticket:
+        """Charge what parsing the body may take on top of the body itself (`received`
+        already holds it: the HTTP layer charged it as it arrived); refuse what can never
         fit (413) or does not fit now (429), before parsing."""
-        held = received.nbytes if received is not None else 0
-        cost = len(body) - held + parse_cost(body) + extra
-        if self.budget is None:
-            return Ticket(None, cost)
-        if held + cost > self.budget.limit:
+        cost = parse_cost(body) + extra
+        if self.budget is not None and received.nbytes + cost > self.budget.limit:
             raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               _too_costly(held + cost, self.budget.limit), http_status=413)
-        if received is None:
-            return self.budget.admit(cost)
+                               _too_costly(received.nbytes + cost, self.budget.limit), http_status=413)
         received.grow(cost)
         return received
 
-    def _predict_admitted(self, name, version, label, body: Body,
-                          charge: Callable[[int], None]) -> bytes:
+    def _predict_admitted(self, name, version, label, body: Body, charge: Charge) -> bytes:
         """FillPredictRequestFromJson's order: parse, signature_name, the model and its
         signature (GetInfoMap), then the inputs; then Predict."""
         doc = parse_body(body)
@@ -286,7 +277,6 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 body = self._receive(length, ticket)
             except ServingError as err:  # the in-flight budget is full: stop reading, 429
-                ticket.release()
                 self._send(err.http_status, "application/json", error_body(err.message), close=True)
                 return
             if method == "OPTIONS" and self.app.cors:  # CORS preflight
@@ -319,19 +309,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self.rfile.read(length) if length else b""
         body = mmap.mmap(-1, length)
         got = 0
-        with memoryview(body) as view:
-            while got < length:
-                part = min(length - got, RECEIVE_PART)
-                try:
+        try:
+            with memoryview(body) as view:
+                while got < length:
+                    part = min(length - got, RECEIVE_PART)
                     self._charge(ticket, part, length - got)
-                except ServingError:
-                    view.release()
-                    body.close()
-                    raise
-                n = self.rfile.readinto(view[got:got + part])
-                if not n:  # the client went away mid-body: what came is all there is
-                    break
-                got += n
+                    n = self.rfile.readinto(view[got:got + part])
+                    if not n:  # the client went away mid-body: what came is all there is
+                        break
+                    got += n
+        except ServingError:
+            body.close()
+            raise
         if got < length:
             short = body[:got]
             body.close()

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from tensorflow.core.protobuf import config_pb2
 
-from .limits import resource_exhausted
+from .limits import Charge, resource_exhausted
 from .servable import Servable
 from .tensors import OwnedInputs
 
@@ -157,7 +157,7 @@ class RunPlanner:
 
     def run(self, servable: Servable, signature: str, arrays: Mapping[str, np.ndarray],
             fetches: Sequence[str] | None = None,
-            charge: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+            charge: Charge | None = None) -> dict[str, np.ndarray]:
         """Run whole or in parts; a measured run's cost (its tensors, or one part's plus the
         joined result) is charged with `charge` before it starts, so the in-flight budget
         counts what requests will use while they run, not only what they are."""
@@ -191,7 +191,7 @@ class RunPlanner:
 
     def _run_in_parts(self, servable: Servable, signature: str, arrays: Mapping[str, np.ndarray],
                       fetches: Sequence[str] | None, profile: Profile, nbytes: int,
-                      charge: Callable[[int], None] | None) -> dict[str, np.ndarray]:
+                      charge: Charge | None) -> dict[str, np.ndarray]:
         budget = self.max_run_bytes
         assert budget is not None
         need = profile.run_per_byte * nbytes
