@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
+from pipeline.preprocess_modes import resolve as resolve_preprocess
 
 ENV_PREFIX = "TFROLLOUT_"
 ENV_NESTING = "__"
@@ -86,9 +87,7 @@ class DataConfig(_Section):
     @field_validator("preprocess")
     @classmethod
     def _known_preprocess(cls, value: str) -> str:
-        from pipeline.model.preprocess import resolve
-
-        resolve(value)  # ValueError names the choices
+        resolve_preprocess(value)  # ValueError names the choices
         return value
 
     @field_validator("path")

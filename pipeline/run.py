@@ -1,7 +1,7 @@
 """The ordered stage list, the run record, and resume.
 
 A stage is a module `pipeline.stages.<name>` with `run(ctx) -> <Name>Output`, a typed
-result from `pipeline.stages.results`. Results are saved in the run record
+result from `pipeline.results`. Results are saved in the run record
 (`<workdir>/run.json`) after every stage and validated back into their classes when
 read, so a later command — `--from STAGE`, a single-stage sub-command, or a re-run
 after a failure — can pick up where the previous one stopped without redoing
@@ -32,7 +32,7 @@ from pipeline.errors import (
     describe_os_error,
 )
 from pipeline.progress import Reporter
-from pipeline.stages.results import OUTPUT_TYPES, ExportOutput, StageOutput
+from pipeline.results import OUTPUT_TYPES, ExportOutput, StageOutput
 
 STAGE_ORDER: tuple[str, ...] = ("load", "transfer", "gate", "export", "push", "rollout", "verify")
 RECORD_FILE = "run.json"

@@ -27,8 +27,8 @@ from pipeline.commands.common import (
 )
 from pipeline.config import DeployConfig
 from pipeline.errors import VerifyError
+from pipeline.results import ExportOutput
 from pipeline.run import last_export
-from pipeline.stages.results import ExportOutput
 from pipeline.verify.compare import Tolerance
 from pipeline.verify.golden import load_golden
 from pipeline.verify.runner import (
@@ -124,7 +124,7 @@ def stable_golden(cfg: DeployConfig, model: str, version: int, scratch: Path) ->
     from pipeline.storage import open_store
 
     try:
-        return golden_for(cfg, open_store(cfg.storage), model, version, scratch)
+        return golden_for(open_store(cfg.storage), model, version, scratch, last_export(cfg))
     except StorageError as exc:
         raise VerifyError(f"stable serves {model!r} version {version}, whose golden set is not in the last "
                           f"export and could not be read from the store: {exc}") from None

@@ -44,7 +44,7 @@ def rollout_version(cfg: DeployConfig, model: str, version: int | None, *, verif
     store, wanted = committed_version(cfg, model, version)
     check_before_rollout(cfg, store, model, wanted, note)
     with tempfile.TemporaryDirectory(prefix="tfrollout-golden-") as scratch:
-        golden = (golden_for(cfg, store, model, wanted, Path(scratch))
+        golden = (golden_for(store, model, wanted, Path(scratch), last_export(cfg))
                   if verify and cfg.rollout.verify_canary else None)
         session = open_session(cfg, model, store=store, golden=golden)
         try:
@@ -99,7 +99,7 @@ def rollback_verifier(cfg: DeployConfig, session: Any, store: Store | None, mode
         raise RolloutError(f"rollback to {model} v{target} verifies it with its golden set, which comes from the "
                            "store, and the store is unreachable; `tfrollout rollback --no-verify` restores it "
                            "unverified")
-    golden = golden_for(cfg, store, model, target, scratch)
+    golden = golden_for(store, model, target, scratch, last_export(cfg))
     plain = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"min_accuracy": None,
                                                                         "max_drop_vs_serving": None})})
     return golden_verifier(plain, session.target.endpoint, model, golden)
@@ -202,13 +202,13 @@ def rollout(
     cfg = load_cfg(config, set_)
     note = Reporter(quiet=as_json).note
     if cfg.rollout.target == "swarm":  # a service spec rolled by swarm, not the config-reload machine
+        from pipeline.rollout.swarm_run import rollout_swarm
         from pipeline.stages.rollout import check_before_rollout
-        from pipeline.targets.swarm_run import rollout_swarm
 
         name = model_or_last(cfg, model)
         store, wanted = committed_version(cfg, name, version)
         check_before_rollout(cfg, store, name, wanted, note)
-        swarm = rollout_swarm(cfg, name, wanted, verify=not no_verify)
+        swarm = rollout_swarm(cfg, name, wanted, verify=not no_verify, last=last_export(cfg))
         _print_swarm_report(swarm.to_json(), as_json)
         return
     report = rollout_version(cfg, model_or_last(cfg, model), version, verify=not no_verify, note=note)
@@ -236,7 +236,7 @@ def rollback(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = No
     """Restore service: drop an unfinished canary, else go back to the previous committed version on the host."""
     cfg = load_cfg(config, set_)
     if cfg.rollout.target == "swarm":  # the service rolls back to the previous committed version, canary first
-        from pipeline.targets.swarm_run import rollback_swarm
+        from pipeline.rollout.swarm_run import rollback_swarm
 
         _print_swarm_report(rollback_swarm(cfg, model_or_last(cfg, model)), as_json)
         return

@@ -25,8 +25,8 @@ from pipeline.commands.common import (
 from pipeline.config import DeployConfig
 from pipeline.errors import StorageError
 from pipeline.progress import Reporter
+from pipeline.results import PushOutput
 from pipeline.run import run_pipeline
-from pipeline.stages.results import PushOutput
 from pipeline.storage import open_store
 from pipeline.storage.gc import collect_garbage
 from pipeline.storage.lock import force_unlock, live_locks
@@ -74,10 +74,9 @@ def push_directory(cfg: DeployConfig, version_dir: Path, model_name: str | None,
     name, number = infer_identity(version_dir, model_name, version)
     refuse_non_finite_golden(version_dir, cfg.verify.allow_non_finite)
     store, local = open_and_hash(cfg.storage, version_dir, name, number)
-    result = push_configured(store, cfg.storage, version_dir, name, number, local=local,
-                             progress=lambda total: reporter.progress(f"push {name}/{number}", total,
-                                                                      unit="bytes"))
-    return PushOutput.model_validate(result.to_json())
+    return push_configured(store, cfg.storage, version_dir, name, number, local=local,
+                           progress=lambda total: reporter.progress(f"push {name}/{number}", total,
+                                                                    unit="bytes"))
 
 
 def push(

@@ -25,8 +25,8 @@ import tensorflow as tf
 from pipeline import __version__
 from pipeline.errors import ExportError, describe_os_error
 from pipeline.model.saved_model_size import drop_save_function
-from pipeline.model.versions import choose_version, existing_versions
-from pipeline.targets.process import pid_alive
+from pipeline.process_identity import pid_alive
+from pipeline.storage.versions import choose_version, existing_versions
 from pipeline.verify.golden import GOLDEN_FILE
 
 SIGNATURE_NAME = "serving_default"

@@ -6,8 +6,8 @@ feeding it [0, 1] pixels silently wastes the pretraining. With `data.preprocess`
 set, the pipeline trains on the mapped pixels and puts the same mapping in front
 of the exported model as a layer, so the signature takes raw pixels (0-255) and
 clients never re-implement it. `none` keeps the loaders' scale end to end.
-The Keras layer lives in `preprocess_layer` so config validation stays free of
-TensorFlow.
+The Keras layer lives in `preprocess_layer`, and the names (`pipeline.preprocess_modes`)
+below the model layer, so config validation imports neither TensorFlow nor numpy.
 """
 
 from __future__ import annotations
@@ -16,33 +16,13 @@ from typing import Any
 
 import numpy as np
 
-MODES = ("none", "raw", "unit", "symmetric", "caffe", "torch")
+from pipeline.preprocess_modes import CHOICES, FAMILIES, MODES, resolve
 
-# keras.applications families and the mode of their `preprocess_input` (facts from
-# the Keras API docs). Families that rescale inside the model take raw pixels.
-FAMILIES = {
-    "resnet": "caffe", "resnet50": "caffe", "vgg16": "caffe", "vgg19": "caffe",
-    "resnet_v2": "symmetric", "mobilenet": "symmetric", "mobilenet_v2": "symmetric",
-    "inception_v3": "symmetric", "inception_resnet_v2": "symmetric", "xception": "symmetric",
-    "nasnet": "symmetric",
-    "densenet": "torch",
-    "efficientnet": "raw", "efficientnet_v2": "raw", "convnext": "raw", "regnet": "raw",
-    "mobilenet_v3": "raw",
-}
-CHOICES = (*MODES, *sorted(FAMILIES))
+__all__ = ["CHOICES", "FAMILIES", "MODES", "apply", "needs_rgb", "raw_pixels", "resolve"]
 
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
-
-
-def resolve(name: str) -> str:
-    """A mode from a mode or family name (ValueError for anything else)."""
-    if name in MODES:
-        return name
-    if name in FAMILIES:
-        return FAMILIES[name]
-    raise ValueError(f"unknown preprocessing {name!r}; choose one of {', '.join(CHOICES)}")
 
 
 def needs_rgb(mode: str) -> bool:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from pipeline.config import DeployConfig
 from pipeline.errors import StorageError, TfRolloutError
+from pipeline.results import ExportOutput
 from pipeline.rollout.host import Fetcher, ServingHost
 from pipeline.rollout.machine import Deadlines, Machine, Verifier, VerifyOutcome, wall_clock_owner
 from pipeline.rollout.pending import PendingCleanup
-from pipeline.run import last_export
 from pipeline.storage import Store, open_store
 from pipeline.targets import ServingTarget, open_target
 from pipeline.verify.compare import Tolerance
@@ -147,10 +147,10 @@ def open_session(cfg: DeployConfig, model: str, *, store: Store | None,
     return Session(model, target, host, machine)
 
 
-def golden_for(cfg: DeployConfig, store: Store, model: str, version: int, scratch: Path) -> Path:
-    """The golden set of a committed version: the last run's export if it is that version, else
-    the copy that travels inside the committed version (pulled, sha256-verified, into `scratch`)."""
-    export = last_export(cfg, model, version)
-    if export is not None and export.golden.is_file():
-        return export.golden
+def golden_for(store: Store, model: str, version: int, scratch: Path,
+               last: ExportOutput | None = None) -> Path:
+    """The golden set of a committed version: the last run's export (`last`) if it is that version,
+    else the copy that travels inside the committed version (pulled, sha256-verified, into `scratch`)."""
+    if last is not None and last.model_name == model and last.version == version and last.golden.is_file():
+        return last.golden
     return store.pull(model, version, scratch / str(version)) / GOLDEN_FILE

@@ -14,14 +14,8 @@ from typing import Any
 
 from pipeline.config import DeployConfig
 from pipeline.errors import ExportError, GateError, StorageError
-from pipeline.model.versions import (
-    choose_version,
-    existing_versions,
-    next_version,
-    refuse_committed_pin,
-)
+from pipeline.results import ExportOutput, GateOutput, LoadOutput, TransferOutput
 from pipeline.run import StageContext
-from pipeline.stages.results import ExportOutput, GateOutput, LoadOutput, TransferOutput
 from pipeline.storage import Store
 from pipeline.storage.errors import MissingBucketError
 from pipeline.storage.reserve import (
@@ -31,6 +25,12 @@ from pipeline.storage.reserve import (
     reserve,
     reserve_next,
     taken_numbers,
+)
+from pipeline.storage.versions import (
+    choose_version,
+    existing_versions,
+    next_version,
+    refuse_committed_pin,
 )
 
 

@@ -37,8 +37,8 @@ from pipeline.model.quality import (
     judge,
     serving_check,
 )
+from pipeline.results import DeferredComparison, GateOutput, TransferOutput
 from pipeline.run import StageContext, reaches
-from pipeline.stages.results import DeferredComparison, GateOutput, TransferOutput
 from pipeline.verify.promote_gate import BROKEN_STABLE_CODES
 
 PREDICT_BATCH = 64

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pipeline.model.source import load_source_model
+from pipeline.results import LoadOutput
 from pipeline.run import StageContext
-from pipeline.stages.results import LoadOutput
 
 
 def run(ctx: StageContext) -> LoadOutput:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline.results import ExportOutput, PushOutput
 from pipeline.run import StageContext
-from pipeline.stages.results import ExportOutput, PushOutput
 from pipeline.storage.publish import open_and_hash, push_configured
 from pipeline.verify.golden import refuse_non_finite_golden
 
@@ -24,4 +24,4 @@ def run(ctx: StageContext) -> PushOutput:
     else:
         ctx.reporter.note(f"committed {result.uri}: {result.files_uploaded} files / "
                           f"{result.bytes_uploaded} bytes sent, {result.files_skipped} already there")
-    return PushOutput.model_validate(result.to_json())
+    return result

@@ -16,16 +16,16 @@ from typing import Any
 
 from pipeline.config import DeployConfig
 from pipeline.errors import GateError, RolloutError, StorageError
-from pipeline.rollout.machine import RolloutFailed
-from pipeline.rollout.session import committed_versions, open_session
-from pipeline.run import RunRecord, StageContext, load_record
-from pipeline.stages.results import (
+from pipeline.results import (
     ExportOutput,
     GateOutput,
     PushOutput,
     RolloutOutput,
     TransferOutput,
 )
+from pipeline.rollout.machine import RolloutFailed
+from pipeline.rollout.session import committed_versions, open_session
+from pipeline.run import RunRecord, StageContext, load_record
 from pipeline.storage import Store
 
 
@@ -110,8 +110,8 @@ def run(ctx: StageContext) -> RolloutOutput:
 def run_swarm(ctx: StageContext, model: str, version: int, golden: Path) -> RolloutOutput:
     """The swarm target: the service spec is pinned to the pushed version; a one-replica canary
     service is checked with the export's golden set first, then swarm rolls the replicas."""
+    from pipeline.rollout.swarm_run import rollout_swarm
     from pipeline.targets.swarm import SwarmRolloutFailed, SwarmTarget
-    from pipeline.targets.swarm_run import rollout_swarm
 
     cfg = ctx.config
     target = SwarmTarget(cfg.rollout)

@@ -22,8 +22,8 @@ from pipeline.model.image_set import channel_conversion_of, is_lazy
 from pipeline.model.npz_source import load_npz
 from pipeline.model.source import SourceModel, load_source_model
 from pipeline.progress import Reporter
+from pipeline.results import LoadOutput, TransferOutput
 from pipeline.run import StageContext
-from pipeline.stages.results import LoadOutput, TransferOutput
 
 
 def load_target_data(cfg: DataConfig, input_shape: tuple[int | None, ...]) -> Dataset:

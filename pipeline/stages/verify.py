@@ -12,8 +12,8 @@ import json
 
 from pipeline.config import DeployConfig
 from pipeline.errors import VerifyError
+from pipeline.results import ExportOutput, RolloutOutput, VerifyOutput
 from pipeline.run import StageContext
-from pipeline.stages.results import ExportOutput, RolloutOutput, VerifyOutput
 from pipeline.verify.compare import Tolerance
 from pipeline.verify.golden import load_golden
 from pipeline.verify.runner import Endpoint, ServedModel, verify_endpoint, verify_served

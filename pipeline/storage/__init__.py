@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import StorageConfig
-from pipeline.storage.base import ObjectInfo, Store, UploadItem, VersionInfo
+from pipeline.storage.base import ObjectInfo, UploadItem, VersionInfo
 from pipeline.storage.manifest import MANIFEST_NAME, FileEntry, VersionManifest
+from pipeline.storage.store import Store
 from pipeline.storage.uri import StoreURI, parse_uri
 
 __all__ = ["MANIFEST_NAME", "FileEntry", "ObjectInfo", "Store", "StoreURI", "UploadItem", "VersionInfo",

@@ -1,4 +1,4 @@
-"""The Store interface: a handful of byte-level primitives every backend implements.
+"""The object-store interface: a handful of byte-level primitives every backend implements.
 
 Higher-level operations (push, pull, list, gc) are written once against these
 primitives, so the local `file://` store and S3 behave identically.
@@ -72,8 +72,12 @@ class VersionInfo:
         return out
 
 
-class Store(ABC):
-    """Byte-level access to one store root (a local directory or an S3 bucket prefix)."""
+class ObjectStore(ABC):
+    """Byte-level access to one store root (a local directory or an S3 bucket prefix).
+
+    The version-level readers (`list_versions`, `pull`) are added by `store.Store`,
+    which every backend subclasses; `scan` and `pull` are written against this class.
+    """
 
     location: StoreURI
 
@@ -146,21 +150,3 @@ class Store(ABC):
         """Drop unfinished multipart uploads started before `older_than`, except under `keep_prefixes`
         (keys relative to the store root) (S3 only)."""
         return 0
-
-    # ---------------------------------------------------------------- readers
-    def list_versions(self, model: str | None = None, version: int | None = None) -> list[VersionInfo]:
-        """Every version under the store (or one model, or one version of it), committed or not, sorted."""
-        from pipeline.storage.scan import list_versions
-
-        return list_versions(self, model, version)
-
-    def committed_versions(self, model: str) -> list[VersionInfo]:
-        """Only what readers may use: versions whose manifest and files all check out."""
-        return [v for v in self.list_versions(model) if v.committed]
-
-    def pull(self, model: str, version: int | None, dest: Path, on_bytes: OnBytes | None = None,
-             info: VersionInfo | None = None) -> Path:
-        """Download a committed version to `dest`, verifying every sha256 (see `pull.py`)."""
-        from pipeline.storage.pull import pull_version
-
-        return pull_version(self, model, version, dest, on_bytes=on_bytes, info=info)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.storage.base import Store, VersionInfo
+from pipeline.storage.base import VersionInfo
 from pipeline.storage.lock import DEFAULT_LOCK_STALE_S, live_locks
 from pipeline.storage.manifest import MANIFEST_NAME
 from pipeline.storage.reserve import (
@@ -20,6 +20,7 @@ from pipeline.storage.reserve import (
     reservation_key,
     reservations,
 )
+from pipeline.storage.store import Store
 
 
 def _ids(versions: list[VersionInfo]) -> list[str]:

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import StorageError
-from pipeline.storage.base import ObjectInfo, OnBytes, Store, UploadItem
+from pipeline.storage.base import ObjectInfo, OnBytes, UploadItem
 from pipeline.storage.manifest import CHUNK, sha256_file
+from pipeline.storage.store import Store
 from pipeline.storage.uri import StoreURI
 
 TMP_DIR = ".tmp"

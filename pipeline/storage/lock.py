@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pipeline.errors import StorageError
-from pipeline.storage.base import Store
-from pipeline.targets.process import ProcessIdentity
+from pipeline.lock_slot import take
+from pipeline.process_identity import ProcessIdentity
+from pipeline.storage.store import Store
 
 LOCK_PREFIX = ".locks"
 DEFAULT_LOCK_STALE_S = 1800.0
@@ -113,26 +114,32 @@ def _busy_error(model: str, version: int, holder: LockInfo, now: float, stale_af
         f"(locks silent for {stale_after_s:.0f} s are taken over automatically)")
 
 
+class _PushLockSlot:
+    """The version's push lock object, as `lock_slot.take` drives it."""
+
+    def __init__(self, store: Store, key: str, mine: LockInfo):
+        self.store, self.key, self.mine = store, key, mine
+
+    def create(self) -> str | None:
+        return self.store.put_if_absent(self.key, self.mine.dumps())
+
+    def read(self) -> tuple[LockInfo | None, str] | None:
+        current = self.store.read_versioned(self.key)
+        return None if current is None else (LockInfo.loads(current[0]), current[1])
+
+    def replace(self, token: str) -> str | None:
+        return self.store.replace_if(self.key, self.mine.dumps(), token)
+
+
 def acquire(store: Store, model: str, version: int, *, stale_after_s: float,
             now: Callable[[], float] = time.time) -> tuple[LockInfo, str]:
     """Take the version's push lock: (our lock, its token), or a StorageError naming the holder."""
-    key = lock_key(model, version)
     mine = LockInfo.new(now())
-    token = store.put_if_absent(key, mine.dumps())
-    if token is not None:
-        return mine, token
-    current = store.read_versioned(key)
-    if current is None:  # released between our two requests
-        token = store.put_if_absent(key, mine.dumps())
-    else:
-        data, current_token = current
-        holder = LockInfo.loads(data)
-        if holder is not None and not is_stale(holder, now(), stale_after_s):
-            raise _busy_error(model, version, holder, now(), stale_after_s)
-        token = store.replace_if(key, mine.dumps(), current_token)
-    if token is None:
-        raise StorageError(f"another push of {model} version {version} took the lock at the same moment; "
-                           f"run push again")
+    token = take(_PushLockSlot(store, lock_key(model, version), mine),
+                 stale=lambda holder: is_stale(holder, now(), stale_after_s),
+                 busy=lambda holder: _busy_error(model, version, holder, now(), stale_after_s),
+                 raced=lambda: StorageError(f"another push of {model} version {version} took the lock at "
+                                            "the same moment; run push again"))
     return mine, token
 
 

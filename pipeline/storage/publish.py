@@ -19,7 +19,8 @@ from typing import Any
 
 from pipeline.config import StorageConfig
 from pipeline.errors import StorageError
-from pipeline.storage.base import ObjectInfo, OnBytes, Store, UploadItem
+from pipeline.results import PushOutput
+from pipeline.storage.base import ObjectInfo, OnBytes, UploadItem
 from pipeline.storage.errors import MissingBucketError
 from pipeline.storage.lock import DEFAULT_LOCK_STALE_S, Lease, take_lease
 from pipeline.storage.manifest import (
@@ -38,6 +39,7 @@ from pipeline.storage.reserve import (
 )
 from pipeline.storage.reserve import release_quietly as release_reservation
 from pipeline.storage.scan import read_manifest
+from pipeline.storage.store import Store
 
 
 @dataclass
@@ -104,31 +106,6 @@ def claim_identity(local: VersionManifest) -> str:
     return f"content-{digest.hexdigest()[:16]}"
 
 
-@dataclass
-class PushResult:
-    """The push stage's outputs (JSON-serialisable via `to_json`)."""
-
-    uri: str
-    manifest_uri: str
-    model_name: str
-    version: int
-    total_bytes: int
-    bytes_uploaded: int
-    bytes_skipped: int
-    files_uploaded: int
-    files_skipped: int
-    files_deleted: int
-    already_committed: bool
-    duration_s: float
-
-    def to_json(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["duration_s"] = round(self.duration_s, 3)
-        mb_s = self.bytes_uploaded / self.duration_s / 1e6 if self.duration_s > 0 else 0.0
-        out["throughput_mb_s"] = round(mb_s, 1)
-        return out
-
-
 ProgressFactory = Callable[[int], Any]  # total bytes -> context manager yielding advance(n)
 
 
@@ -160,7 +137,7 @@ def push_version(store: Store, version_dir: Path, model_name: str, version: int,
                  on_bytes: OnBytes | None = None,
                  local: VersionManifest | None = None,
                  lock_stale_s: float | None = DEFAULT_LOCK_STALE_S,
-                 reservation_stale_s: float | None = DEFAULT_RESERVATION_STALE_S) -> PushResult:
+                 reservation_stale_s: float | None = DEFAULT_RESERVATION_STALE_S) -> PushOutput:
     """Publish `version_dir` as `<model>/<version>/` and commit it with the manifest.
 
     `local` is the directory's manifest when the caller already hashed it (see
@@ -193,7 +170,7 @@ def push_version(store: Store, version_dir: Path, model_name: str, version: int,
 
 def push_configured(store: Store, cfg: StorageConfig, version_dir: Path, model_name: str, version: int, *,
                     local: VersionManifest | None = None,
-                    progress: ProgressFactory | None = None) -> PushResult:
+                    progress: ProgressFactory | None = None) -> PushOutput:
     """`push_version` with force, bucket creation and the push lock as `storage.*` says
     (a `file://` store is always created: it is just a directory)."""
     return push_version(store, version_dir, model_name, version, force=cfg.force,
@@ -205,7 +182,7 @@ def push_configured(store: Store, cfg: StorageConfig, version_dir: Path, model_n
 def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listing: Mapping[str, ObjectInfo],
                  t0: float, *, force: bool, progress: ProgressFactory | None,
                  on_bytes: OnBytes | None, lease: Lease | None = None,
-                 reservation_stale_s: float | None = None) -> PushResult:
+                 reservation_stale_s: float | None = None) -> PushOutput:
     """Plan against the version's current objects, upload, and commit.
 
     With a `lease`, the upload stops as soon as a renewal finds the lock taken over, and
@@ -265,7 +242,8 @@ def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listin
         release_reservation(store, model_name, version, claim)
     elif reservation_stale_s is not None:
         drop_own_reservation(store, model_name, version, run_id)
-    return PushResult(
+    duration = time.perf_counter() - t0
+    return PushOutput(
         uri=store.location.join(model_name, str(version)) + "/",
         manifest_uri=store.location.join(prefix + MANIFEST_NAME),
         model_name=model_name, version=version, total_bytes=local.total_bytes,
@@ -273,7 +251,8 @@ def _push_listed(store: Store, version_dir: Path, local: VersionManifest, listin
         bytes_skipped=sum(e.size for e in plan.skip),
         files_uploaded=len(plan.first) + len(plan.last), files_skipped=len(plan.skip),
         files_deleted=len(plan.extraneous), already_committed=plan.already_committed,
-        duration_s=time.perf_counter() - t0)
+        duration_s=round(duration, 3),
+        throughput_mb_s=round(sent[0] / duration / 1e6 if duration > 0 else 0.0, 1))
 
 
 def committed_tokens(listing: Mapping[str, ObjectInfo], prefix: str, manifest: VersionManifest) -> dict[str, str]:

@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import StorageError
-from pipeline.storage.base import OnBytes, Store, VersionInfo
+from pipeline.storage.base import ObjectStore, OnBytes, VersionInfo
 from pipeline.storage.manifest import MANIFEST_NAME, sha256_file
+from pipeline.storage.scan import list_versions
 
 
 def pick_version(versions: list[VersionInfo], model: str, version: int | None) -> VersionInfo:
@@ -32,14 +33,14 @@ def pick_version(versions: list[VersionInfo], model: str, version: int | None) -
     raise StorageError(f"{model} version {version} not found in the store")
 
 
-def pull_version(store: Store, model: str, version: int | None, dest: Path, *,
+def pull_version(store: ObjectStore, model: str, version: int | None, dest: Path, *,
                  on_bytes: OnBytes | None = None, info: VersionInfo | None = None) -> Path:
     """Fetch `<model>/<version>/` into `dest` (which must not exist); returns `dest`.
 
     `info`: the version as the caller already picked it (saves listing it again).
     """
     if info is None:
-        info = pick_version(store.list_versions(model, version), model, version)
+        info = pick_version(list_versions(store, model, version), model, version)
     assert info.manifest is not None
     dest = dest.resolve()
     if dest.exists():

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from pipeline.errors import StorageError
-from pipeline.model.versions import next_version
-from pipeline.storage.base import Store
 from pipeline.storage.lock import LOCK_PREFIX, owner_text
 from pipeline.storage.scan import group_versions
+from pipeline.storage.store import Store
+from pipeline.storage.versions import next_version
 
 RESERVE_PREFIX = ".reserved"
 DEFAULT_RESERVATION_STALE_S = 86400.0

@@ -21,8 +21,9 @@ from s3transfer.subscribers import BaseSubscriber
 
 from pipeline.config import StorageConfig
 from pipeline.errors import StorageError
-from pipeline.storage.base import ObjectInfo, OnBytes, Store, UploadItem
+from pipeline.storage.base import ObjectInfo, OnBytes, UploadItem
 from pipeline.storage.errors import MissingBucketError, redact, translate
+from pipeline.storage.store import Store
 from pipeline.storage.uri import StoreURI
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.errors import StorageError
-from pipeline.storage.base import ObjectInfo, Store, VersionInfo
+from pipeline.storage.base import ObjectInfo, ObjectStore, VersionInfo
 from pipeline.storage.manifest import (
     MANIFEST_NAME,
     VersionManifest,
@@ -58,7 +58,7 @@ def judge(model: str, version: int, files: Mapping[str, ObjectInfo],
                        uri=uri, manifest=manifest, problems=problems)
 
 
-def read_manifest(store: Store, model: str, version: int) -> tuple[VersionManifest | None, list[str]]:
+def read_manifest(store: ObjectStore, model: str, version: int) -> tuple[VersionManifest | None, list[str]]:
     """Fetch and parse a version's manifest; an unreadable one is a problem, not a crash."""
     key = f"{model}/{version}/{MANIFEST_NAME}"
     try:
@@ -69,7 +69,7 @@ def read_manifest(store: Store, model: str, version: int) -> tuple[VersionManife
         raise
 
 
-def list_versions(store: Store, model: str | None = None, version: int | None = None) -> list[VersionInfo]:
+def list_versions(store: ObjectStore, model: str | None = None, version: int | None = None) -> list[VersionInfo]:
     """One listing (narrowed to the model or version when given), then the manifests, read concurrently:
     on S3 each is a round trip, and a model with many versions would otherwise pay them in series."""
     if version is not None and model is None:
@@ -90,7 +90,7 @@ def list_versions(store: Store, model: str | None = None, version: int | None = 
                   store.location.join(name, str(ver)) + "/") for (name, ver), files in groups]
 
 
-def rewritten(store: Store, pool: ThreadPoolExecutor, key: tuple[str, int], files: Mapping[str, ObjectInfo],
+def rewritten(store: ObjectStore, pool: ThreadPoolExecutor, key: tuple[str, int], files: Mapping[str, ObjectInfo],
               manifest: VersionManifest) -> list[str]:
     """Problems for files rewritten since the commit: a file whose listed token changed is
     checked against the manifest's sha256 (S3: the sha256 recorded with the object; a

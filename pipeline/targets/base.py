@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.lock_slot import HolderRecords, LockHolder, RolloutLock
+
 if TYPE_CHECKING:
     from pipeline.config import RolloutConfig
 
@@ -22,7 +24,7 @@ class ServingTarget(ABC):
 
     def __init__(self, cfg: RolloutConfig) -> None:
         self.cfg = cfg
-        self._locked = False
+        self._rollout_lock: RolloutLock | None = None
 
     @property
     def endpoint(self) -> str:
@@ -80,20 +82,43 @@ class ServingTarget(ABC):
     @abstractmethod
     def logs(self, tail: int) -> str: ...
 
+    # ---------------------------------------------------------------- rollout lock
     @abstractmethod
+    def lock_records(self) -> HolderRecords:
+        """Where this host keeps its rollout lock record."""
+
+    @abstractmethod
+    def lock_where(self) -> str:
+        """The host as lock messages name it."""
+
+    @property
+    def rollout_lock(self) -> RolloutLock:
+        if self._rollout_lock is None:
+            self._rollout_lock = RolloutLock(self.lock_records(), self.lock_where())
+        return self._rollout_lock
+
+    @property
+    def _locked(self) -> bool:
+        return self._rollout_lock is not None and self._rollout_lock.held
+
+    def holder(self) -> LockHolder | None:
+        """Who holds the rollout lock (None: nobody)."""
+        return self.rollout_lock.holder()
+
     def lock(self, owner: str, stale_after_s: float) -> None:
         """Take the host's rollout lock or raise RolloutError naming the holder."""
+        self.rollout_lock.acquire(owner, stale_after_s)
 
-    @abstractmethod
-    def unlock(self) -> None: ...
+    def unlock(self) -> None:
+        self.rollout_lock.release()
 
-    @abstractmethod
     def force_unlock(self, *, even_if_alive: bool = False) -> bool:
         """Remove a crashed rollout's lock; True if one existed.
 
         A holder provably still running on this machine is refused (RolloutError)
         unless `even_if_alive`.
         """
+        return self.rollout_lock.force_remove(even_if_alive=even_if_alive)
 
     @abstractmethod
     def stop(self) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
+from pipeline.lock_slot import LockHolder
 from pipeline.targets.base import CONFIG_NAME, OUR_IMAGE_PREFIX, TOKEN_NAME, ServingTarget
-from pipeline.targets.process import LockHolder
 from pipeline.targets.tarball import build_tar, read_member, version_tar
 
 MARKER = ".tfrollout-delivered"
@@ -318,7 +318,7 @@ class DockerTarget(ServingTarget):
         """Remove the container, the lock and (optionally) the volume (tests, `serve purge`)."""
         import docker
 
-        for name in (self.cfg.container_name, self._lock_name):
+        for name in (self.cfg.container_name, LockContainer(self).name):
             try:
                 self.client.containers.get(name).remove(force=True)
             except docker.errors.NotFound:
@@ -379,80 +379,11 @@ class DockerTarget(ServingTarget):
         return sorted(self._index().get(model, []))
 
     # ------------------------------------------------------------- lock
-    @property
-    def _lock_name(self) -> str:
-        return f"{self.cfg.container_name}-rollout-lock"
+    def lock_records(self) -> LockContainer:
+        return LockContainer(self)
 
-    def holder(self) -> LockHolder | None:
-        """Who holds the rollout lock (a stopped container whose labels name the holder)."""
-        import docker
-
-        try:
-            labels = self.client.containers.get(self._lock_name).labels or {}
-        except docker.errors.NotFound:
-            return None
-        try:
-            holder = LockHolder.from_json(json.loads(labels.get(HOLDER_LABEL, "")))
-        except ValueError:
-            holder = None
-        if holder is None:  # a lock taken by an older tfrollout: owner text and time only
-            try:
-                at = float(labels.get("org.tfrollout.lock-at", "0") or 0)
-            except ValueError:
-                at = 0.0
-            holder = LockHolder(labels.get("org.tfrollout.lock-owner", "unknown"), "", None, at)
-        return holder
-
-    def lock(self, owner: str, stale_after_s: float) -> None:
-        import docker
-
-        self._ensure_image()
-        for _ in range(2):
-            me = LockHolder.me(owner)
-            try:
-                self.client.containers.create(self.cfg.image, command=["true"], name=self._lock_name,
-                                              network_mode="none", entrypoint=["true"],
-                                              labels={LABEL: "lock", "org.tfrollout.lock-owner": owner,
-                                                      "org.tfrollout.lock-at": str(me.at),
-                                                      HOLDER_LABEL: json.dumps(me.to_json())})
-                self._locked = True
-                return
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:
-                    raise RolloutError(f"cannot take the rollout lock: {exc.explanation or exc}") from None
-            holder = self.holder()
-            if holder is None:
-                continue  # released in between
-            if holder.crashed() or time.time() - holder.at > stale_after_s:
-                self._remove_lock()
-                continue
-            raise RolloutError(f"another rollout is in progress on {self.cfg.container_name} (lock held by "
-                               f"{holder.describe(time.time())}); wait for it to finish — if that process is "
-                               "gone, `tfrollout serve unlock` removes the lock")
-        raise RolloutError("cannot take the rollout lock")
-
-    def unlock(self) -> None:
-        if self._locked:
-            self._remove_lock()
-            self._locked = False
-
-    def _remove_lock(self) -> bool:
-        import docker
-
-        try:
-            self.client.containers.get(self._lock_name).remove(force=True)
-            return True
-        except docker.errors.NotFound:
-            return False
-
-    def force_unlock(self, *, even_if_alive: bool = False) -> bool:
-        """Remove the lock after a crash; a holder provably running on this machine is refused."""
-        holder = self.holder()
-        if holder is None:
-            return False
-        if not even_if_alive:
-            holder.refuse_removal(str(self.cfg.container_name))
-        return self._remove_lock()
+    def lock_where(self) -> str:
+        return str(self.cfg.container_name)
 
     def describe(self) -> dict[str, Any]:
         container = self._container()
@@ -470,3 +401,56 @@ class DockerTarget(ServingTarget):
                                     "last_exit_code": state.get("ExitCode"),
                                     "oom_killed": bool(state.get("OOMKilled"))})
         return info
+
+
+class LockContainer:
+    """The Docker host's rollout lock: a stopped container whose name is unique on the engine
+    and whose labels name the holder."""
+
+    def __init__(self, target: DockerTarget):
+        self.target = target
+        self.name = f"{target.cfg.container_name}-rollout-lock"
+
+    def create(self, holder: LockHolder) -> bool:
+        import docker
+
+        self.target._ensure_image()
+        try:
+            self.target.client.containers.create(
+                self.target.cfg.image, command=["true"], name=self.name, network_mode="none",
+                entrypoint=["true"],
+                labels={LABEL: "lock", "org.tfrollout.lock-owner": holder.owner,
+                        "org.tfrollout.lock-at": str(holder.at), HOLDER_LABEL: json.dumps(holder.to_json())})
+            return True
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise RolloutError(f"cannot take the rollout lock: {exc.explanation or exc}") from None
+            return False
+
+    def read(self) -> LockHolder | None:
+        import docker
+
+        try:
+            labels = self.target.client.containers.get(self.name).labels or {}
+        except docker.errors.NotFound:
+            return None
+        try:
+            holder = LockHolder.from_json(json.loads(labels.get(HOLDER_LABEL, "")))
+        except ValueError:
+            holder = None
+        if holder is None:  # a lock taken by an older tfrollout: owner text and time only
+            try:
+                at = float(labels.get("org.tfrollout.lock-at", "0") or 0)
+            except ValueError:
+                at = 0.0
+            holder = LockHolder(labels.get("org.tfrollout.lock-owner", "unknown"), "", None, at)
+        return holder
+
+    def remove(self) -> bool:
+        import docker
+
+        try:
+            self.target.client.containers.get(self.name).remove(force=True)
+            return True
+        except docker.errors.NotFound:
+            return False

@@ -23,8 +23,9 @@ from typing import Any
 
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
+from pipeline.lock_slot import LockHolder
+from pipeline.process_identity import ProcessIdentity
 from pipeline.targets.base import CONFIG_NAME, LOCK_NAME, TOKEN_NAME, ServingTarget
-from pipeline.targets.process import LockHolder, ProcessIdentity
 from pipeline.targets.supervisor import read_state
 
 MARKER = ".tfrollout-delivered"
@@ -242,58 +243,49 @@ class LocalTarget(ServingTarget):
                       if p.name.isdigit() and (p / MARKER).is_file())
 
     # ---------------------------------------------------------------- lock
-    def holder(self) -> LockHolder | None:
-        """Who holds the rollout lock (None: nobody, or an unreadable lock file)."""
-        try:
-            return LockHolder.from_json(json.loads(self.lock_path.read_text()))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return LockHolder("unreadable lock file", "", None, 0.0)
+    def lock_records(self) -> LockFile:
+        return LockFile(self.lock_path)
 
-    def lock(self, owner: str, stale_after_s: float) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._break_stale(stale_after_s):
-                    continue
-                holder = self.holder()
-                shown = holder.describe(time.time()) if holder else "unknown"
-                raise RolloutError(f"another rollout is in progress on {self.dir} (lock held by {shown}); "
-                                   "wait for it to finish — if that process is gone, "
-                                   "`tfrollout serve unlock` removes the lock") from None
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps(LockHolder.me(owner).to_json()))
-            self._locked = True
-            return
-
-    def _break_stale(self, stale_after_s: float) -> bool:
-        """A lock whose holder provably died on this machine, or that is too old, is removed."""
-        holder = self.holder()
-        if holder is None:
-            return True  # released in between: just retry
-        if holder.crashed() or (holder.at and time.time() - holder.at > stale_after_s):
-            self.lock_path.unlink(missing_ok=True)
-            return True
-        return False
-
-    def unlock(self) -> None:
-        if self._locked:
-            self.lock_path.unlink(missing_ok=True)
-            self._locked = False
-
-    def force_unlock(self, *, even_if_alive: bool = False) -> bool:
-        """Remove the lock after a crash; a holder still running here is refused unless `even_if_alive`."""
-        holder = self.holder()
-        if holder is None:
-            return False
-        if not even_if_alive:
-            holder.refuse_removal(str(self.dir))
-        self.lock_path.unlink(missing_ok=True)
-        return True
+    def lock_where(self) -> str:
+        return str(self.dir)
 
     def describe(self) -> dict:
         return {**super().describe(), "pid": self.pid(), "dir": str(self.dir), "log": str(self.log_path),
                 "supervisor": self.supervision()}
+
+
+class LockFile:
+    """The local runtime's rollout lock: a file created with O_EXCL in its directory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def create(self, holder: LockHolder) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(holder.to_json()))
+        return True
+
+    def read(self) -> LockHolder | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return LockHolder.unreadable("unreadable lock file")
+        try:
+            holder = LockHolder.from_json(json.loads(text))
+        except ValueError:
+            holder = None
+        return holder or LockHolder.unreadable("unreadable lock file")
+
+    def remove(self) -> bool:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        return True

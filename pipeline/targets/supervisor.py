@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.targets.process import ProcessIdentity
+from pipeline.process_identity import ProcessIdentity
 from serving.modelserver.inflight import ENV as INFLIGHT_ENV
 from serving.modelserver.inflight import read_inflight
 

@@ -33,10 +33,10 @@ from typing import Any
 
 from pipeline.config import RolloutConfig, StorageConfig
 from pipeline.errors import RolloutError, TfRolloutError
+from pipeline.lock_slot import LockHolder
 from pipeline.targets import swarm_spec as spec
 from pipeline.targets.base import OUR_IMAGE_PREFIX, ServingTarget
 from pipeline.targets.docker import engine_client
-from pipeline.targets.process import LockHolder
 
 AGENT_SOURCE = Path(__file__).with_name("swarm_agent.py")
 MANIFEST_NAME = "tfrollout.manifest.json"
@@ -653,61 +653,11 @@ class SwarmTarget(ServingTarget):
     def _lock_name(self) -> str:
         return f"{self.cfg.service_name}-rollout-lock"
 
-    def holder(self) -> LockHolder | None:
-        found = [c for c in self.client.configs.list(filters={"name": self._lock_name}) if c.name == self._lock_name]
-        if not found:
-            return None
-        try:
-            return LockHolder.from_json(json.loads(base64.b64decode(found[0].attrs["Spec"]["Data"])))
-        except ValueError:
-            return None
+    def lock_records(self) -> LockConfig:
+        return LockConfig(self.client, self._lock_name, self.cfg.service_name)
 
-    def lock(self, owner: str, stale_after_s: float) -> None:
-        import docker
-
-        for _ in range(2):
-            me = LockHolder.me(owner)
-            try:
-                self.client.configs.create(name=self._lock_name, data=json.dumps(me.to_json()).encode(),
-                                           labels={spec.MANAGED: "lock", spec.SERVICE_LABEL: self.cfg.service_name})
-                self._locked = True
-                return
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:
-                    raise RolloutError(f"cannot take the rollout lock: {exc.explanation or exc}") from None
-            holder = self.holder()
-            if holder is None or holder.crashed() or time.time() - holder.at > stale_after_s:
-                self._remove_lock()
-                continue
-            raise RolloutError(f"another rollout is in progress on swarm service(s) {self.cfg.service_name}-* "
-                               f"(lock held by {holder.describe(time.time())}); `tfrollout serve unlock` "
-                               "removes a crashed holder's lock")
-        raise RolloutError("cannot take the rollout lock")
-
-    def unlock(self) -> None:
-        if self._locked:
-            self._remove_lock()
-            self._locked = False
-
-    def _remove_lock(self) -> bool:
-        import docker
-
-        for c in self.client.configs.list(filters={"name": self._lock_name}):
-            if c.name == self._lock_name:
-                try:
-                    c.remove()
-                    return True
-                except docker.errors.NotFound:
-                    return False
-        return False
-
-    def force_unlock(self, *, even_if_alive: bool = False) -> bool:
-        holder = self.holder()
-        if holder is None:
-            return False
-        if not even_if_alive:
-            holder.refuse_removal(self.cfg.service_name)
-        return self._remove_lock()
+    def lock_where(self) -> str:
+        return f"swarm service(s) {self.cfg.service_name}-*"
 
     def describe(self) -> dict[str, Any]:
         services = {}
@@ -724,3 +674,48 @@ class SwarmTarget(ServingTarget):
         return {"target": self.kind, "endpoint": self.endpoint, "running": self.running(),
                 "admin_api": "token" if self.admin_protected() else "open", "image": self.cfg.image,
                 "wanted_replicas": self.cfg.replicas, "services": services}
+
+
+class LockConfig:
+    """The swarm's rollout lock: a config object (names are unique in the swarm) holding the holder."""
+
+    def __init__(self, client: Any, name: str, service_name: str):
+        self.client = client
+        self.name = name
+        self.service_name = service_name
+
+    def _found(self) -> list[Any]:
+        return [c for c in self.client.configs.list(filters={"name": self.name}) if c.name == self.name]
+
+    def create(self, holder: LockHolder) -> bool:
+        import docker
+
+        try:
+            self.client.configs.create(name=self.name, data=json.dumps(holder.to_json()).encode(),
+                                       labels={spec.MANAGED: "lock", spec.SERVICE_LABEL: self.service_name})
+            return True
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise RolloutError(f"cannot take the rollout lock: {exc.explanation or exc}") from None
+            return False
+
+    def read(self) -> LockHolder | None:
+        found = self._found()
+        if not found:
+            return None
+        try:
+            holder = LockHolder.from_json(json.loads(base64.b64decode(found[0].attrs["Spec"]["Data"])))
+        except ValueError:
+            holder = None
+        return holder or LockHolder.unreadable("unreadable lock config")
+
+    def remove(self) -> bool:
+        import docker
+
+        for c in self._found():
+            try:
+                c.remove()
+                return True
+            except docker.errors.NotFound:
+                return False
+        return False

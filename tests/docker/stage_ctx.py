@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pipeline.config import DeployConfig
 from pipeline.progress import Reporter
+from pipeline.results import RolloutOutput
 from pipeline.run import RunRecord, StageContext
-from pipeline.stages.results import RolloutOutput
 from tests.support.results import export_output, finished, push_output
 
 

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.config import build_config
 from pipeline.errors import RolloutError
+from pipeline.lock_slot import LockHolder
+from pipeline.process_identity import ProcessIdentity, boot_id, cmdline, start_ticks
 from pipeline.targets import supervisor as sup
 from pipeline.targets.local import LocalTarget
-from pipeline.targets.process import LockHolder, ProcessIdentity, boot_id, cmdline, start_ticks
 
 
 @pytest.fixture

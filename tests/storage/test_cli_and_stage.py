@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.config import build_config
 from pipeline.progress import Reporter
+from pipeline.results import PushOutput
 from pipeline.run import STAGE_ORDER, RunRecord, load_record, run_pipeline, save_record
-from pipeline.stages.results import PushOutput
 from tests.storage.conftest import MotoServer, tree_digests, write_version
 from tests.support.results import export_output, finished
 

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.errors import ExportError, StorageError
-from pipeline.model.versions import next_version, refuse_committed_pin
 from pipeline.storage import Store, open_store
 from pipeline.storage.gc import collect_garbage
 from pipeline.storage.local import LocalStore
@@ -33,6 +32,7 @@ from pipeline.storage.reserve import (
     taken_numbers,
 )
 from pipeline.storage.uri import parse_uri
+from pipeline.storage.versions import next_version, refuse_committed_pin
 from tests.storage.conftest import MotoServer, s3_config, write_version
 
 DAY = 86400.0

@@ -16,8 +16,8 @@ import pytest
 from pipeline.config import DeployConfig, build_config
 from pipeline.errors import ExportError, StorageError
 from pipeline.progress import Reporter
+from pipeline.results import ExportOutput, LoadOutput, PushOutput, TransferOutput
 from pipeline.run import RunRecord, run_pipeline, save_record
-from pipeline.stages.results import ExportOutput, LoadOutput, PushOutput, TransferOutput
 from pipeline.storage import open_store
 from pipeline.storage.reserve import read_reservation
 from tests.storage.conftest import MotoServer

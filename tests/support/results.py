@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.results import ExportOutput, PushOutput
 from pipeline.run import StageResult
-from pipeline.stages.results import ExportOutput, PushOutput
 
 
 def export_output(version_dir: Path, *, model_name: str = "digits", version: int | None = None,
@@ -35,7 +35,7 @@ def finished(output: Any) -> StageResult:
 
 def sample_output(stage: str) -> Any:
     """A valid result of any stage (values made up; for record and summary tests)."""
-    from pipeline.stages.results import (
+    from pipeline.results import (
         GateOutput,
         LoadOutput,
         RolloutOutput,

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from pipeline.errors import RolloutError
+from pipeline.rollout.swarm_run import rollout_swarm
 from pipeline.targets import swarm_spec as spec
 from pipeline.targets.swarm import SwarmRolloutFailed, SwarmTarget
-from pipeline.targets.swarm_run import rollout_swarm
 from tests.rollout.models import MODEL
 from tests.rollout.test_local_target import inputs
 from tests.support.procs import free_port, wait_for
@@ -138,7 +138,7 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
     swarm.containers.get(victim).kill()
     assert wait_for(lambda: healthy_versions(target, swarm) == [2, 2, 2] and
                     victim not in [r["container"] for r in target.replicas(MODEL)], 120, 0.5)
-    from pipeline.targets.swarm_run import golden_check
+    from pipeline.rollout.swarm_run import golden_check
 
     replaced = [r["container"] for r in target.replicas(MODEL) if r["container"] not in before]
     assert len(replaced) == 1

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import DeployConfig
+from pipeline.rollout.swarm_run import golden_check, rollout_swarm
 from pipeline.targets import swarm_spec as spec
 from pipeline.targets.swarm import SwarmRolloutFailed, SwarmTarget
-from pipeline.targets.swarm_run import golden_check, rollout_swarm
 from tests.rollout.models import MODEL
 from tests.rollout.test_local_target import inputs
 from tests.support.procs import free_port, wait_for

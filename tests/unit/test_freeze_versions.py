@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.errors import ExportError, TransferError
 from pipeline.model.freeze import LayerInfo, layers_to_unfreeze
-from pipeline.model.versions import choose_version, existing_versions
+from pipeline.storage.versions import choose_version, existing_versions
 
 BASE = [
     LayerInfo("image", False, False),

@@ -16,9 +16,9 @@ import pytest
 from pipeline.config import build_config
 from pipeline.errors import GateError, RolloutError
 from pipeline.progress import Reporter
+from pipeline.results import DeferredComparison, GateOutput, TransferOutput
 from pipeline.run import STAGE_ORDER, RunRecord, StageContext, reaches
 from pipeline.stages import gate, rollout
-from pipeline.stages.results import DeferredComparison, GateOutput, TransferOutput
 from pipeline.storage.base import VersionInfo
 from pipeline.storage.manifest import VersionManifest
 from tests.support.results import export_output, finished, push_output

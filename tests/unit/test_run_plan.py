@@ -4,6 +4,7 @@ import pytest
 
 from pipeline.config import build_config
 from pipeline.errors import StageOrderError
+from pipeline.results import LoadOutput, TransferOutput
 from pipeline.run import (
     STAGE_ORDER,
     RunRecord,
@@ -13,7 +14,6 @@ from pipeline.run import (
     save_record,
     select_stages,
 )
-from pipeline.stages.results import LoadOutput, TransferOutput
 from tests.support.results import sample_output
 
 

@@ -13,13 +13,19 @@ from typing import Any
 
 from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError, StorageError
+from pipeline.results import ExportOutput
+from pipeline.rollout.plan import previous_version
+from pipeline.rollout.session import (
+    committed_version,
+    committed_versions,
+    golden_for,
+    golden_verifier,
+)
 from pipeline.targets.swarm import Check, SwarmReport, SwarmTarget, joined
 
 
 def golden_check(cfg: DeployConfig, model: str, golden: Path) -> Check:
     """(endpoint, version) -> (ok, reason): the golden set against that endpoint, as `verify` runs it."""
-    from pipeline.rollout.session import golden_verifier
-
     def check(endpoint: str, version: int) -> tuple[bool, str]:
         outcome = golden_verifier(cfg, endpoint, model, golden)(version, None, cfg.rollout.verify_timeout_s)
         return outcome.ok, outcome.reason
@@ -29,19 +35,17 @@ def golden_check(cfg: DeployConfig, model: str, golden: Path) -> Check:
 
 def rollout_swarm(cfg: DeployConfig, model: str, version: int | None, *, verify: bool,
                   golden: Path | None = None, canary_port: int | None = None,
-                  target: SwarmTarget | None = None) -> SwarmReport:
+                  target: SwarmTarget | None = None, last: ExportOutput | None = None) -> SwarmReport:
     """Roll a committed version (default: the newest) across the service; SwarmRolloutFailed otherwise.
 
-    `golden`: the export's golden set (the deploy has it on disk); else the copy inside the
-    committed version is pulled from the store."""
-    from pipeline.rollout.session import committed_version, golden_for
-
+    `golden`: the export's golden set (the deploy has it on disk); else the last run's export
+    (`last`) if it is that version, else the copy inside the committed version, pulled from the store."""
     store, wanted = committed_version(cfg, model, version)
     target = target or SwarmTarget(cfg.rollout)
     with tempfile.TemporaryDirectory(prefix="tfrollout-golden-") as scratch:
         check = None
         if verify and cfg.rollout.verify_canary:
-            golden = golden or golden_for(cfg, store, model, wanted, Path(scratch))
+            golden = golden or golden_for(store, model, wanted, Path(scratch), last)
             check = golden_check(cfg, model, golden)
         return target.rollout(model, wanted, cfg.storage, check=check,
                               canary_port=canary_port or cfg.rollout.canary_port)
@@ -65,9 +69,6 @@ def rollback_swarm(cfg: DeployConfig, model: str, *, target: SwarmTarget | None 
 
 
 def _rollback_locked(cfg: DeployConfig, model: str, target: SwarmTarget) -> dict[str, Any]:
-    from pipeline.rollout.plan import previous_version
-    from pipeline.rollout.session import committed_versions
-
     if target.drop_canary(model):
         return {"ok": True, "action": "dropped-canary", "model": model,
                 "version": target.served_version(model), "service": target.service(model)}

@@ -1,4 +1,4 @@
-"""TF Serving version directories: which exist, which one to write next (pure + listing).
+"""TF Serving version numbers: which exist locally, which one to write next (pure + listing).
 
 The next number is one above every number known anywhere — the local export folder and
 the store (committed, being pushed, reserved; see `pipeline.storage.reserve`) — because a
