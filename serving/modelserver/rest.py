@@ -33,13 +33,13 @@ from .metrics import Metrics, api_label
 from .predict import Predictor
 from .rest_codec import (
     decode_request,
-    encode_response,
     parse_body,
     parse_cost,
     parse_json,
     request_format,
     signature_name,
 )
+from .rest_encode import encode_response
 from .rest_json import (
     Body,
     classification_body,

@@ -70,7 +70,7 @@ def write_value(value: Any, depth: int, single_line: bool) -> str:
 
 def predict_body(doc: Mapping[str, Any]) -> bytes:
     """MakeRowFormatJsonFromTensors / MakeColumnarFormatJsonFromTensors layout of
-    `{"predictions": ...}` / `{"outputs": ...}` (from rest_codec.encode_response)."""
+    `{"predictions": ...}` / `{"outputs": ...}` (from rest_encode.encode_response)."""
     if "predictions" in doc:
         rows = doc["predictions"]
         if rows and isinstance(rows[0], dict):  # several outputs: one object per row

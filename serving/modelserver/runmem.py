@@ -13,11 +13,12 @@ How the cost is measured: one run of the signature traced with
 RunOptions.SOFTWARE_TRACE, whose step stats carry every allocation and deallocation
 TensorFlow's allocator made for the step's tensors, timestamped (the tracking
 allocator: temporaries, outputs, forwarded buffers counted once). Replaying them in
-time order gives the step's peak of live tensor bytes, exactly and independently of
-other requests running at the same time. (The alternatives were worse: the process
-RSS is shared by concurrent requests and glibc keeps freed pages, so a trial run's
-RSS delta reads 0 once the heap is warm; summing output sizes counts forwarded
-buffers several times: 3× the true peak for the demo CNN.) The cost is kept as bytes
+time order (servable.step_peak_bytes, in `SavedModelServable.run_measured`) gives the
+step's peak of live tensor bytes, exactly and independently of other requests running
+at the same time. (The alternatives were worse: the process RSS is shared by
+concurrent requests and glibc keeps freed pages, so a trial run's RSS delta reads 0
+once the heap is warm; summing output sizes counts forwarded buffers several times:
+3× the true peak for the demo CNN.) The cost is kept as bytes
 per input byte (`Profile`), keyed by signature, fetched outputs and the inputs'
 dtypes and ranks, so images of another size reuse it.
 
@@ -41,7 +42,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tensorflow.core.protobuf import config_pb2
 
 from .limits import Charge, resource_exhausted
 from .servable import Servable
@@ -52,19 +52,6 @@ from .tensors import OwnedInputs
 ASSUMED_RATIO = 1024
 MARGIN = 1.25  # headroom over the measured peak (thread scheduling varies it a little)
 MAX_PROFILES = 256  # per version
-
-
-def step_peak_bytes(run_metadata: config_pb2.RunMetadata) -> int:
-    """Peak live tensor bytes of one traced step (allocations before frees at a tie)."""
-    events = [(r.alloc_micros, -r.alloc_bytes)
-              for dev in run_metadata.step_stats.dev_stats
-              for node in dev.node_stats for mem in node.memory for r in mem.allocation_records]
-    events.sort()
-    live = peak = 0
-    for _, negated in events:
-        live -= negated
-        peak = max(peak, live)
-    return peak
 
 
 def input_bytes(arrays: Mapping[str, np.ndarray]) -> int:

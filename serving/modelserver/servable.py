@@ -153,6 +153,19 @@ def check_input_aliases(spec: SignatureSpec, feeds: Sequence[str]) -> None:
                                f"Inputs expected to be in the set {{{','.join(sorted(spec.inputs))}}}.")
 
 
+def step_peak_bytes(run_metadata: config_pb2.RunMetadata) -> int:
+    """Peak live tensor bytes of one traced step (allocations before frees at a tie)."""
+    events = [(r.alloc_micros, -r.alloc_bytes)
+              for dev in run_metadata.step_stats.dev_stats
+              for node in dev.node_stats for mem in node.memory for r in mem.allocation_records]
+    events.sort()
+    live = peak = 0
+    for _, negated in events:
+        live -= negated
+        peak = max(peak, live)
+    return peak
+
+
 class SavedModelServable(Servable):
     """A SavedModel version run in a Session (see the module docstring)."""
 
@@ -218,8 +231,6 @@ class SavedModelServable(Servable):
         """`run()` traced: the step's allocation records give its peak of live tensor bytes."""
         if self._functions is not None:
             return self.run(signature_name, inputs, outputs), None
-        from .runmem import step_peak_bytes
-
         metadata = config_pb2.RunMetadata()
         out = self._run(signature_name, inputs, outputs, metadata)
         return out, step_peak_bytes(metadata)

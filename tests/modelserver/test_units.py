@@ -30,10 +30,10 @@ from serving.modelserver.policy import (
 )
 from serving.modelserver.rest_codec import (
     decode_request,
-    encode_response,
     parse_body,
     request_format,
 )
+from serving.modelserver.rest_encode import encode_response
 from serving.modelserver.tensors import (
     SignatureSpec,
     decode_inputs,
@@ -301,7 +301,7 @@ def test_bulk_float32_json_values_equal_write_decimal_value_by_value():
     import math
 
     from serving.modelserver.example_json import write_decimal
-    from serving.modelserver.rest_codec import decimal_doubles
+    from serving.modelserver.rest_encode import decimal_doubles
 
     rng = np.random.default_rng(7)
     bits = np.frombuffer(rng.integers(0, 2**32, 20_000, dtype=np.uint32).tobytes(), np.float32)
