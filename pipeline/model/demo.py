@@ -46,7 +46,7 @@ def train_source_model(out: Path, *, epochs: int, seed: int, reporter: Reporter)
         raise TfRolloutError(f"{out}: the demo source model must be saved as .keras or .h5")
     import keras
 
-    from pipeline.model.training import ProgressCallback
+    from pipeline.model.fitting import ProgressCallback
 
     keras.utils.set_random_seed(seed)
     data = demo_source_domain(seed=seed)

@@ -18,8 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.model.source import file_digest
-from pipeline.model.training import BaselineOutcome, Curve, PhaseResult, TransferOutcome
+from pipeline.model.digest import file_digest
+from pipeline.model.outcomes import BaselineOutcome, PhaseResult, TransferOutcome
+from pipeline.model.scoring import Curve
 
 RECORD_FORMAT = 1
 

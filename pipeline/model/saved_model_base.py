@@ -22,6 +22,7 @@ from typing import Any
 import keras
 
 from pipeline.errors import ModelLoadError, TransferError
+from pipeline.model.digest import file_digest
 
 LAYER_NAME = "saved_model_features"
 
@@ -182,8 +183,6 @@ class SignatureFeatures(keras.layers.Layer):
     def from_config(cls, config: dict[str, Any]) -> SignatureFeatures:
         """Re-read the source SavedModel (a saved `.keras` stores its variables, not its graph);
         one that changed since the model was trained is refused, not silently mixed in."""
-        from pipeline.model.source import file_digest
-
         path = Path(config["path"])
         expected = config.get("sha256")
         if expected is not None and (not path.is_dir() or file_digest(path) != expected):

@@ -6,12 +6,12 @@ TensorFlow/h5py/zip traceback tells a user nothing about what to fix.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ModelLoadError
+from pipeline.model.digest import file_digest
 
 KERAS_SUFFIXES = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 
@@ -25,19 +25,6 @@ class SourceModel:
     model: Any  # keras.Model (for SavedModels: a Model around a SignatureFeatures layer)
     sha256: str
     cut_layer: str | None  # None for SavedModels: the whole signature is the base
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file, or of a directory's files in path order (SavedModel)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with file.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def detect_format(path: Path) -> str:

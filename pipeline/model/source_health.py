@@ -142,7 +142,7 @@ def one_class(predictions: np.ndarray) -> int | None:
 def _outputs(model: Any, sample: Any) -> list[np.ndarray]:
     """Every output of `model` for `sample`, batch by batch through one traced function."""
     from pipeline.model.feature_cache import inference_function
-    from pipeline.model.training import row_batches
+    from pipeline.model.scoring import row_batches
 
     forward = inference_function(model)
     parts: list[list[np.ndarray]] = []

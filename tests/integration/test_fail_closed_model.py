@@ -11,8 +11,8 @@ from pipeline.config import TransferConfig
 from pipeline.errors import ExportError, TransferError
 from pipeline.model.data import demo_target_domain
 from pipeline.model.exporter import ExportSpec, export_model
+from pipeline.model.fitting import check_finite_losses
 from pipeline.model.source import load_source_model
-from pipeline.model.training import check_finite_losses
 from pipeline.progress import Reporter
 
 

@@ -234,7 +234,7 @@ def test_parity_runs_in_bounded_batches_and_finds_the_worst_row():
 def test_batchnorm_statistics_are_reestimated_from_the_data():
     import keras
 
-    from pipeline.model.training import batchnorm_layers, recalibrate_batchnorm
+    from pipeline.model.baseline import batchnorm_layers, recalibrate_batchnorm
 
     rng = np.random.default_rng(0)
     x = (rng.normal(5.0, 3.0, size=(200, 4, 4, 2))).astype(np.float32)
@@ -254,7 +254,7 @@ def test_batchnorm_statistics_are_reestimated_from_the_data():
 def test_the_baseline_trains_every_layer_even_after_transfer_froze_the_source(demo_source_model):
     import keras
 
-    from pipeline.model.training import fresh_base
+    from pipeline.model.baseline import fresh_base
 
     source = keras.models.load_model(demo_source_model, compile=False)
     for layer in source.layers[:-2]:

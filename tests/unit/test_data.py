@@ -225,7 +225,7 @@ def test_image_dir_split_is_decided_on_the_file_list(tmp_path: Path):
 
 
 def test_baseline_cap_keeps_a_stratified_seeded_subset_of_every_class():
-    from pipeline.model.training import Split, cap_examples
+    from pipeline.model.train_split import Split, cap_examples
 
     y = np.repeat(np.arange(4), [50, 30, 15, 5])
     x = np.arange(len(y), dtype=np.float32)[:, None]

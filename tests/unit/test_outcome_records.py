@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.model import outcome_records
-from pipeline.model.training import Curve, PhaseResult, TransferOutcome
+from pipeline.model.outcomes import PhaseResult, TransferOutcome
+from pipeline.model.scoring import Curve
 
 
 def _model():

@@ -81,7 +81,7 @@ def test_unset_thresholds_check_nothing_and_nan_never_passes():
 
 
 def test_time_to_accuracy_is_the_first_epoch_that_reaches_the_target():
-    from pipeline.model.training import time_to_accuracy
+    from pipeline.model.scoring import time_to_accuracy
 
     points = [(1, 0.5, 0.3), (2, 1.0, 0.7), (3, 1.5, 0.65), (4, 2.0, 0.9)]
     assert time_to_accuracy(points, 0.7) == 1.0
@@ -154,7 +154,7 @@ def test_curve_records_the_weights_early_stopping_restores():
     be the restored model (same epoch count), or the next phase seems to start with a drop."""
     import keras
 
-    from pipeline.model.training import Curve, quick_accuracy
+    from pipeline.model.scoring import Curve, quick_accuracy
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
