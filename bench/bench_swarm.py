@@ -40,6 +40,7 @@ def engine() -> Any:
 
 def run(client: Any, tmp: Path) -> dict[str, Any]:
     from pipeline.config import StorageConfig, build_config
+    from pipeline.rollout.swarm_run import swarm_engine
     from pipeline.storage import open_store
     from pipeline.storage.publish import push_version
     from pipeline.targets.swarm import SwarmTarget
@@ -68,11 +69,11 @@ def run(client: Any, tmp: Path) -> dict[str, Any]:
                 "service_name": f"tfr-bench{replicas}", "swarm_monitor_s": 3.0, "swarm_health_interval_s": 1.0}})
             target = SwarmTarget(cfg.rollout, client)
             try:
-                first = target.rollout(MODEL, 1, cfg.storage)
+                first = swarm_engine(cfg, target).rollout(MODEL, 1)
                 with FleetLoad(f"127.0.0.1:{port}", MODEL, "stable", x, clients=CLIENTS) as steady:
                     time.sleep(LOAD_S)
                 with FleetLoad(f"127.0.0.1:{port}", MODEL, "stable", x, clients=CLIENTS) as during:
-                    update = target.rollout(MODEL, 2, cfg.storage)
+                    update = swarm_engine(cfg, target).rollout(MODEL, 2)
                 rows.append({"replicas": replicas, "first_deploy_s": first.duration_s,
                              "rollout_v1_v2_s": update.duration_s,
                              "rollout_requests": during.requests, "rollout_failed": sum(during.errors.values()),

@@ -14,14 +14,15 @@ from typing import Any
 from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError, StorageError
 from pipeline.results import ExportOutput
-from pipeline.rollout.plan import previous_version
 from pipeline.rollout.session import (
     committed_version,
     committed_versions,
     golden_for,
     golden_verifier,
 )
-from pipeline.targets.swarm import Check, SwarmReport, SwarmTarget, joined
+from pipeline.rollout.swarm_engine import Check, SwarmEngine, SwarmReport
+from pipeline.targets.swarm import SwarmTarget
+from pipeline.targets.swarm_edge import SwarmRolloutEdge
 
 
 def golden_check(cfg: DeployConfig, model: str, golden: Path) -> Check:
@@ -33,6 +34,11 @@ def golden_check(cfg: DeployConfig, model: str, golden: Path) -> Check:
     return check
 
 
+def swarm_engine(cfg: DeployConfig, target: SwarmTarget | None = None) -> SwarmEngine:
+    """The swarm engine over the configured service (or `target`) and store."""
+    return SwarmEngine(SwarmRolloutEdge(target or SwarmTarget(cfg.rollout), cfg.storage), cfg.rollout)
+
+
 def rollout_swarm(cfg: DeployConfig, model: str, version: int | None, *, verify: bool,
                   golden: Path | None = None, canary_port: int | None = None,
                   target: SwarmTarget | None = None, last: ExportOutput | None = None) -> SwarmReport:
@@ -41,14 +47,13 @@ def rollout_swarm(cfg: DeployConfig, model: str, version: int | None, *, verify:
     `golden`: the export's golden set (the deploy has it on disk); else the last run's export
     (`last`) if it is that version, else the copy inside the committed version, pulled from the store."""
     store, wanted = committed_version(cfg, model, version)
-    target = target or SwarmTarget(cfg.rollout)
+    engine = swarm_engine(cfg, target)
     with tempfile.TemporaryDirectory(prefix="tfrollout-golden-") as scratch:
         check = None
         if verify and cfg.rollout.verify_canary:
             golden = golden or golden_for(store, model, wanted, Path(scratch), last)
             check = golden_check(cfg, model, golden)
-        return target.rollout(model, wanted, cfg.storage, check=check,
-                              canary_port=canary_port or cfg.rollout.canary_port)
+        return engine.rollout(model, wanted, check=check, canary_port=canary_port or cfg.rollout.canary_port)
 
 
 def rollback_swarm(cfg: DeployConfig, model: str, *, target: SwarmTarget | None = None) -> dict[str, Any]:
@@ -56,35 +61,19 @@ def rollback_swarm(cfg: DeployConfig, model: str, *, target: SwarmTarget | None 
     version below the one its spec pins — through the same canary check as a rollout (the store
     must be reachable: replicas fetch from it). Once the service has converged, a lock that
     cannot be released is a warning (`cleanup_pending`), not a failure."""
-    target = target or SwarmTarget(cfg.rollout)
-    target.require_manager()
-    target.lock(f"tfrollout rollback {model}", cfg.rollout.lock_stale_s)
-    try:
-        result = _rollback_locked(cfg, model, target)
-    except BaseException:
-        target.release_lock()  # the rollback's own error is the one to report
-        raise
-    result["cleanup_pending"] = joined(result.get("cleanup_pending"), target.release_lock())
-    return result
 
+    def committed() -> list[int]:
+        try:
+            return committed_versions(cfg, model)[1]
+        except StorageError as exc:
+            raise RolloutError(f"swarm rollback needs the store (replicas fetch the version from it): "
+                               f"{exc}") from None
 
-def _rollback_locked(cfg: DeployConfig, model: str, target: SwarmTarget) -> dict[str, Any]:
-    if target.drop_canary(model):
-        return {"ok": True, "action": "dropped-canary", "model": model,
-                "version": target.served_version(model), "service": target.service(model)}
-    current = target.served_version(model)
-    if current is None:
-        raise RolloutError(f"nothing to roll back: no swarm service {target.service(model)} serves {model!r}")
-    try:
-        _, committed = committed_versions(cfg, model)
-    except StorageError as exc:
-        raise RolloutError(f"swarm rollback needs the store (replicas fetch the version from it): "
-                           f"{exc}") from None
-    previous = previous_version(committed, committed, current)
-    if previous is None:  # nothing to do is not a failure: say so, change nothing
-        return {"ok": True, "action": "none", "model": model, "version": current,
-                "service": target.service(model),
-                "note": f"nothing to roll back: no committed version of {model!r} below v{current}; "
-                        f"the service stays on v{current}"}
-    report = rollout_swarm(cfg, model, previous, verify=True, target=target)
-    return {**report.to_json(), "action": "rollback", "previous": current}
+    with tempfile.TemporaryDirectory(prefix="tfrollout-golden-") as scratch:
+        def check_for(version: int) -> Check | None:
+            if not cfg.rollout.verify_canary:
+                return None
+            store, _ = committed_version(cfg, model, version)
+            return golden_check(cfg, model, golden_for(store, model, version, Path(scratch)))
+
+        return swarm_engine(cfg, target).rollback(model, committed, check_for)

@@ -110,8 +110,9 @@ def run(ctx: StageContext) -> RolloutOutput:
 def run_swarm(ctx: StageContext, model: str, version: int, golden: Path) -> RolloutOutput:
     """The swarm target: the service spec is pinned to the pushed version; a one-replica canary
     service is checked with the export's golden set first, then swarm rolls the replicas."""
+    from pipeline.rollout.swarm_engine import SwarmRolloutFailed
     from pipeline.rollout.swarm_run import rollout_swarm
-    from pipeline.targets.swarm import SwarmRolloutFailed, SwarmTarget
+    from pipeline.targets.swarm import SwarmTarget
 
     cfg = ctx.config
     target = SwarmTarget(cfg.rollout)
@@ -132,7 +133,7 @@ def run_swarm(ctx: StageContext, model: str, version: int, golden: Path) -> Roll
         ctx.reporter.note(f"warning: promoted, clean-up pending: {report.cleanup_pending}")
     timings = {"total": report.duration_s}
     if report.canary:
-        timings["canary"] = report.canary["duration_s"]
+        timings["canary"] = report.canary.duration_s
     return RolloutOutput(target="swarm", endpoint=target.endpoint, model_name=model, version=version,
                          previous=report.previous, action=report.action, stable_label=stable,
                          served={"model": model, "versions": sorted({r["version"] for r in report.replicas}),

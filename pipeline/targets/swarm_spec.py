@@ -240,6 +240,15 @@ def task_version(task: dict[str, Any]) -> int | None:
 
 
 @dataclass(frozen=True)
+class Applied:
+    """A spec written to the swarm: what was done, the service's name, how many replicas to wait for."""
+
+    action: str
+    name: str
+    replicas: int
+
+
+@dataclass(frozen=True)
 class Convergence:
     """Where a service stands, from its UpdateStatus and its tasks (pure)."""
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import StorageConfig, build_config
+from pipeline.rollout.swarm_run import swarm_engine
 from pipeline.targets.swarm import SwarmTarget
 from pipeline.verify.compare import Tolerance
 from pipeline.verify.golden import load_golden
@@ -63,7 +64,7 @@ def test_two_engines_one_swarm_rolls_a_global_service_across_both_nodes(cluster,
     target = SwarmTarget(cfg.rollout, manager)
     x = inputs(versions)
     try:
-        first = target.rollout(MODEL, 1, cfg.storage)
+        first = swarm_engine(cfg, target).rollout(MODEL, 1)
         assert first.ok and len(first.replicas) == 2, first
         running = [t for t in target.tasks(MODEL) if t["DesiredState"] == "running"]
         assert len({t["NodeID"] for t in running}) == 2  # one replica per engine
@@ -74,7 +75,7 @@ def test_two_engines_one_swarm_rolls_a_global_service_across_both_nodes(cluster,
             load.__enter__()
         try:
             time.sleep(1.0)
-            second = target.rollout(MODEL, 2, cfg.storage)
+            second = swarm_engine(cfg, target).rollout(MODEL, 2)
             time.sleep(1.0)
         finally:
             for load in loads:

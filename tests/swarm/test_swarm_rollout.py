@@ -10,9 +10,10 @@ import time
 import pytest
 
 from pipeline.errors import RolloutError
-from pipeline.rollout.swarm_run import rollout_swarm
+from pipeline.rollout.swarm_engine import SwarmRolloutFailed
+from pipeline.rollout.swarm_run import rollout_swarm, swarm_engine
 from pipeline.targets import swarm_spec as spec
-from pipeline.targets.swarm import SwarmRolloutFailed, SwarmTarget
+from pipeline.targets.swarm import SwarmTarget
 from tests.rollout.models import MODEL
 from tests.rollout.test_local_target import inputs
 from tests.support.procs import free_port, wait_for
@@ -71,7 +72,7 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
     endpoint = f"127.0.0.1:{cfg.rollout.grpc_port}"
     x = inputs(versions)
 
-    first = target.rollout(MODEL, 1, cfg.storage)
+    first = swarm_engine(cfg, target).rollout(MODEL, 1)
     assert first.ok and first.action == "first-deploy", first
     assert [r["version"] for r in first.replicas] == [1, 1, 1]
     assert healthy_versions(target, swarm) == [1, 1, 1]
@@ -85,7 +86,7 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
         second = rollout_swarm(cfg, MODEL, 2, verify=True, canary_port=free_port())  # `tfrollout rollout`
         time.sleep(1.0)
     assert second.ok and second.action == "update" and second.previous == 1
-    assert second.canary["ok"], second.canary
+    assert second.canary.ok, second.canary
     assert load.errors == {}, (load.errors, load.first_error)
     assert load.versions[1] > 0 and load.versions[2] > 0
     assert healthy_versions(target, swarm) == [2, 2, 2]
@@ -102,12 +103,12 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
         with pytest.raises(SwarmRolloutFailed, match="canary failed") as err:
             rollout_swarm(cfg, MODEL, 3, verify=True, canary_port=free_port())  # golden set pulled from the store
     report = err.value.report
-    assert not report.canary["ok"] and "differ" in report.canary["reason"], report.canary
+    assert not report.canary.ok and "differ" in report.canary.reason, report.canary
     assert target.served_version(MODEL) == 2 and watch.peak == 0 and not report.rolled_back
     assert load.errors == {} and set(load.versions) == {2}, (load.errors, load.first_error)
     assert not swarm.services.list(filters={"name": f"{report.service}-canary"})
-    print(f"swarm wrong-output v3: stopped at its canary replica in {report.canary['duration_s']:.1f} s "
-          f"({report.canary['reason'][:80]}); 0 main replicas on v3; stable load {load.requests} requests, 0 failed")
+    print(f"swarm wrong-output v3: stopped at its canary replica in {report.canary.duration_s:.1f} s "
+          f"({report.canary.reason[:80]}); 0 main replicas on v3; stable load {load.requests} requests, 0 failed")
 
     # a version that fails to load, through `tfrollout rollout` (canary on): stopped at its canary
     with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load, VersionWatch(target, UNLOADABLE) as watch:
@@ -116,13 +117,13 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
     report = err.value.report
     assert target.served_version(MODEL) == 2 and watch.peak == 0
     assert load.errors == {} and set(load.versions) == {2}, (load.errors, load.first_error)
-    print(f"swarm unloadable v{UNLOADABLE}: stopped at its canary in {report.canary['duration_s']:.1f} s; 0 main "
+    print(f"swarm unloadable v{UNLOADABLE}: stopped at its canary in {report.canary.duration_s:.1f} s; 0 main "
           f"replicas on it; stable load {load.requests} requests, 0 failed")
 
     # swarm's own rollback (no canary): a version whose bytes do not match the manifest never starts
     with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load, VersionWatch(target, TAMPERED) as watch:
         with pytest.raises(SwarmRolloutFailed) as err:
-            target.rollout(MODEL, TAMPERED, cfg.storage)
+            swarm_engine(cfg, target).rollout(MODEL, TAMPERED)
     report = err.value.report
     assert report.rolled_back and target.served_version(MODEL) == 2, report
     assert watch.peak <= 1, f"{watch.peak} replicas of v{TAMPERED} alive at once"
@@ -148,7 +149,7 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
 
     target.lock("test", 60)
     with pytest.raises(RolloutError, match="another rollout is in progress"):
-        SwarmTarget(cfg.rollout, swarm).rollout(MODEL, 1, cfg.storage)
+        swarm_engine(cfg, SwarmTarget(cfg.rollout, swarm)).rollout(MODEL, 1)
     assert target.served_version(MODEL) == 2
     target.unlock()
 
@@ -159,9 +160,9 @@ def test_swarm_deploy_update_under_load_bad_versions_rolled_back_killed_replica_
     def engine_gone(*_: object) -> None:
         raise ConnectionError("Connection aborted.")
 
-    broken._drop_unused = engine_gone  # type: ignore[method-assign]
+    broken.drop_unused = engine_gone  # type: ignore[method-assign]
     broken.unlock = engine_gone  # type: ignore[method-assign]
-    owed = broken.rollout(MODEL, 1, cfg.storage)  # v1 again; swarm's health gating only
+    owed = swarm_engine(cfg, broken).rollout(MODEL, 1)  # v1 again; swarm's health gating only
     assert owed.ok and broken.served_version(MODEL) == 1 and healthy_versions(target, swarm) == [1, 1, 1]
     assert "configs/secrets failed after 3 attempts" in owed.cleanup_pending
     assert "rollout lock not released" in owed.cleanup_pending

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import DeployConfig
-from pipeline.rollout.swarm_run import golden_check, rollout_swarm
+from pipeline.rollout.swarm_engine import SwarmRolloutFailed
+from pipeline.rollout.swarm_run import golden_check, rollout_swarm, swarm_engine
 from pipeline.targets import swarm_spec as spec
-from pipeline.targets.swarm import SwarmRolloutFailed, SwarmTarget
+from pipeline.targets.swarm import SwarmTarget
 from tests.rollout.models import MODEL
 from tests.rollout.test_local_target import inputs
 from tests.support.procs import free_port, wait_for
@@ -35,7 +36,7 @@ def sidecar_cfg(tmp_path: Path, swarm, serving_image: str, bad_versions) -> Iter
 
 
 def fetch_service(target: SwarmTarget):
-    return target._by_name(spec.settings_service(target.fetch_settings(MODEL)))
+    return target.service_named(spec.settings_service(target.fetch_settings(MODEL)))
 
 
 def fetch_version(target: SwarmTarget) -> int:
@@ -74,9 +75,9 @@ def test_sidecar_deploy_update_under_load_tampered_refused_and_purge(sidecar_cfg
     volume = spec.volume_name(cfg.rollout.service_name, MODEL)
     x = inputs(versions)
 
-    first = target.rollout(MODEL, 1, cfg.storage)
+    first = swarm_engine(cfg, target).rollout(MODEL, 1)
     assert first.ok and first.action == "first-deploy", first
-    assert first.fetch["ok"] and first.fetch["action"] == "create" and first.fetch["versions"] == [1], first.fetch
+    assert first.fetch.ok and first.fetch.action == "create" and first.fetch.versions == [1], first.fetch
     assert [r["version"] for r in first.replicas] == [1, 1]
     assert healthy_versions(target, swarm) == [1, 1]
     assert fetch_version(target) == 1
@@ -84,7 +85,7 @@ def test_sidecar_deploy_update_under_load_tampered_refused_and_purge(sidecar_cfg
     assert ok, reason
     assert_no_agent_in_serving_containers(target, swarm, volume)
     assert volume_listing(swarm, serving_image, volume) == ["1"]
-    print(f"\nsidecar first deploy: fetch service on v1 in {first.fetch['duration_s']:.1f} s, 2 replicas "
+    print(f"\nsidecar first deploy: fetch service on v1 in {first.fetch.duration_s:.1f} s, 2 replicas "
           f"healthy on v1 in {first.duration_s:.1f} s, golden set verified")
 
     with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load:
@@ -92,8 +93,8 @@ def test_sidecar_deploy_update_under_load_tampered_refused_and_purge(sidecar_cfg
         second = rollout_swarm(cfg, MODEL, 2, verify=True, canary_port=free_port())
         time.sleep(1.0)
     assert second.ok and second.action == "update" and second.previous == 1, second
-    assert second.fetch["ok"] and second.fetch["versions"] == [2, 1], second.fetch
-    assert second.canary["ok"], second.canary
+    assert second.fetch.ok and second.fetch.versions == [2, 1], second.fetch
+    assert second.canary.ok, second.canary
     assert load.versions[1] > 0 and load.versions[2] > 0, load.versions
     failed = sum(load.errors.values())
     # no drain in sidecar mode (documented): some failures are expected, a collapse is not
@@ -104,26 +105,26 @@ def test_sidecar_deploy_update_under_load_tampered_refused_and_purge(sidecar_cfg
     assert ok, reason
     assert_no_agent_in_serving_containers(target, swarm, volume)
     assert volume_listing(swarm, serving_image, volume) == ["1", "2"]
-    print(f"sidecar update v1->v2: {second.duration_s:.1f} s (fetch {second.fetch['duration_s']:.1f} s, canary "
-          f"{second.canary['duration_s']:.1f} s), {load.requests} requests from 16 clients, {failed} failed "
+    print(f"sidecar update v1->v2: {second.duration_s:.1f} s (fetch {second.fetch.duration_s:.1f} s, canary "
+          f"{second.canary.duration_s:.1f} s), {load.requests} requests from 16 clients, {failed} failed "
           f"{dict(load.errors)} (first: {load.first_error}), by version {dict(load.versions)}")
 
     # a version whose bytes do not match the manifest: the fetch refuses it, the serving service is untouched
-    spec_before = target._service(MODEL).attrs["Spec"]
+    spec_before = target.service_object(MODEL).attrs["Spec"]
     with FleetLoad(endpoint, MODEL, "stable", x, clients=16) as load:
         with pytest.raises(SwarmRolloutFailed, match="fetch failed") as err:
-            target.rollout(MODEL, TAMPERED, cfg.storage, check=golden_check(cfg, MODEL, versions.golden[2]),
+            swarm_engine(cfg, target).rollout(MODEL, TAMPERED, check=golden_check(cfg, MODEL, versions.golden[2]),
                            canary_port=free_port())
     report = err.value.report
-    assert not report.fetch["ok"] and report.canary is None and not report.rolled_back, report
-    assert target.served_version(MODEL) == 2 and target._service(MODEL).attrs["Spec"] == spec_before
+    assert not report.fetch.ok and report.canary is None and not report.rolled_back, report
+    assert target.served_version(MODEL) == 2 and target.service_object(MODEL).attrs["Spec"] == spec_before
     assert all(spec.task_version(t) != TAMPERED for t in target.tasks(MODEL))
     assert load.errors == {} and set(load.versions) == {2}, (load.errors, load.first_error)
     assert wait_for(lambda: fetch_version(target) == 2, 60, 0.5)  # swarm rolled the fetch service back
     assert "refusing to fetch" in target.logs(400)
     assert str(TAMPERED) not in volume_listing(swarm, serving_image, volume)
     assert healthy_versions(target, swarm) == [2, 2]
-    print(f"sidecar tampered v{TAMPERED}: refused by the fetch service in {report.fetch['duration_s']:.1f} s "
+    print(f"sidecar tampered v{TAMPERED}: refused by the fetch service in {report.fetch.duration_s:.1f} s "
           f"(rollout {report.duration_s:.1f} s); serving spec untouched; stable load {load.requests} requests, "
           "0 failed")
 
