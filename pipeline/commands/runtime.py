@@ -7,9 +7,6 @@ of a second, even on a CI runner.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,11 +15,10 @@ from pipeline.commands.common import ConfigOpt, DebugOpt, JsonOpt, ModelOpt, Set
 from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError, StorageError
 from pipeline.progress import Reporter
+from pipeline.rollout.engines import RolloutResult, open_engine
 from pipeline.rollout.host import ServingHost
-from pipeline.rollout.machine import RolloutReport
-from pipeline.rollout.session import committed_version, committed_versions, golden_for, open_session
+from pipeline.rollout.session import committed_version
 from pipeline.run import last_export
-from pipeline.storage import Store
 from pipeline.targets import open_target
 
 
@@ -34,98 +30,9 @@ def model_or_last(cfg: DeployConfig, model: str | None) -> str:
     return export.model_name if export is not None else cfg.export.model_name
 
 
-def rollout_version(cfg: DeployConfig, model: str, version: int | None, *, verify: bool,
-                    note: Callable[[str], None] = lambda line: None) -> RolloutReport:
-    """Roll a committed version (default: the newest) out: canary -> verify -> promote, or roll back.
-
-    A comparison with serving its gate deferred runs first (stages.rollout.check_before_rollout)."""
-    from pipeline.stages.rollout import check_before_rollout
-
-    store, wanted = committed_version(cfg, model, version)
-    check_before_rollout(cfg, store, model, wanted, note)
-    with tempfile.TemporaryDirectory(prefix="tfrollout-golden-") as scratch:
-        golden = (golden_for(store, model, wanted, Path(scratch), last_export(cfg))
-                  if verify and cfg.rollout.verify_canary else None)
-        session = open_session(cfg, model, store=store, golden=golden)
-        try:
-            return session.machine.rollout(model, wanted)
-        finally:
-            session.close()
-
-
-def rollback_model(cfg: DeployConfig, model: str, *, verify: bool = True) -> dict[str, Any]:
-    """Drop an unfinished canary, else go back to the last version verified as stable before the
-    current one (the host's promotion history), verified again with its own golden set.
-
-    An unreachable store does not stop a rollback without verification (`verify=False`): the
-    versions already on the host are used. Verifying needs the version's golden set from the
-    store: without it the rollback is refused (fail closed), saying how to skip the check.
-    """
-    note = None
-    store: Store | None = None
-    committed: list[int] | None = None
-    try:
-        store, committed = committed_versions(cfg, model)
-    except StorageError as exc:
-        note = f"store unreachable ({exc}); using versions on the host"
-    session = open_session(cfg, model, store=store)
-    try:
-        available = committed if committed is not None else session.target.versions(model)
-        with tempfile.TemporaryDirectory(prefix="tfrollout-rollback-") as scratch:
-            verifier = rollback_verifier(cfg, session, store, model, available, Path(scratch)) if verify else None
-            report = session.machine.rollback(model, available, verifier=verifier)
-    finally:
-        session.close()
-    notes = [text for text in (report.note, note) if text]
-    return {**report.to_json(), "note": "; ".join(notes) or None}
-
-
-def rollback_verifier(cfg: DeployConfig, session: Any, store: Store | None, model: str, available: list[int],
-                      scratch: Path) -> Any:
-    """The check for the version a rollback would restore: its golden set, served under the
-    canary label (no quality gate: the point is to leave the current stable). None when
-    there is nothing to restore (the machine then says so)."""
-    from pipeline.rollout.history import rollback_target
-    from pipeline.rollout.session import golden_verifier
-
-    current = session.host.read(model)
-    if current is None or current.stable is None or current.canary is not None:
-        return None  # nothing served, or an unfinished canary to drop: nothing to verify
-    target = rollback_target(session.host.promotions(model), set(session.host.versions_on_host(model)) & set(available),
-                             current.stable)
-    if target is None:
-        return None
-    if store is None:
-        raise RolloutError(f"rollback to {model} v{target} verifies it with its golden set, which comes from the "
-                           "store, and the store is unreachable; `tfrollout rollback --no-verify` restores it "
-                           "unverified")
-    golden = golden_for(store, model, target, scratch, last_export(cfg))
-    plain = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"min_accuracy": None,
-                                                                        "max_drop_vs_serving": None})})
-    return golden_verifier(plain, session.target.endpoint, model, golden)
-
-
 def finish_owed_clean_up(cfg: DeployConfig, model: str) -> str | None:
     """Clean-up an earlier promotion still owes, finished now (see rollout.pending); None if none."""
-    from pipeline.rollout.pending import PendingCleanup
-
-    if cfg.rollout.target == "swarm":  # nothing kept locally: the engine shows what is left
-        from pipeline.targets.swarm import SwarmTarget
-
-        try:
-            return SwarmTarget(cfg.rollout).finish_clean_up(model)
-        except Exception as exc:  # noqa: BLE001 - status still reports what it can
-            return f"clean-up pending, not finished now: {exc}"
-    if PendingCleanup(cfg.run.workdir).load(model) is None:
-        return None
-    try:
-        session = open_session(cfg, model, store=None)
-    except Exception as exc:  # noqa: BLE001 - status still reports what it can
-        return f"clean-up pending, not finished now: {exc}"
-    try:
-        return session.machine.finish_clean_up(model)
-    finally:
-        session.close()
+    return open_engine(cfg).finish_clean_up(model)
 
 
 def status_report(cfg: DeployConfig, model: str) -> dict[str, Any]:
@@ -137,9 +44,9 @@ def status_report(cfg: DeployConfig, model: str) -> dict[str, Any]:
         info: dict[str, Any] = {"ok": True, "model": model, **target.describe(),
                                 "config": served.to_json() if served else None,
                                 "on_host": target.versions(model), "states": None,
-                                "promoted": host.promotions(model) if target.kind != "swarm" else None}
+                                "promoted": host.promotions(model) if not target.replicated else None}
         # swarm: the shared port answers for a random replica; per-replica rows come from describe()
-        if info["running"] and target.kind != "swarm":
+        if info["running"] and not target.replicated:
             try:
                 info["states"] = {str(v): s for v, (s, _) in host.states(model, 5.0).items()}
             except Exception as exc:  # noqa: BLE001 - a sick runtime is a status, not a crash
@@ -174,21 +81,14 @@ def version_evaluations(cfg: DeployConfig, model: str, versions: set[int]) -> tu
     return out, None
 
 
-def _print_report(report: dict[str, Any], as_json: bool) -> None:
+def _print_result(result: RolloutResult, as_json: bool) -> None:
     if as_json:
-        emit(report)
+        emit(result.to_json())
         return
-    if report.get("action") == "none":
-        typer.echo(report.get("note") or "nothing to do")
-        return
-    served = report.get("served") or {}
-    typer.echo(f"{report.get('action')}: {report.get('model')} stable -> {served.get('labels', {})} "
-               f"loaded {served.get('versions')} ({report.get('timings_s')})")
-    if report.get("note"):
-        typer.echo(f"note: {report['note']}")
-    if report.get("cleanup_pending"):
-        typer.echo(f"warning: promoted, clean-up pending: {report['cleanup_pending']} (the next rollout, "
-                   "rollback or status finishes it)", err=True)
+    for line in result.lines:
+        typer.echo(line)
+    for line in result.warnings:
+        typer.echo(line, err=True)
 
 
 def rollout(
@@ -201,32 +101,13 @@ def rollout(
     """Roll a committed version out: canary -> verify -> promote, or roll back on failure."""
     cfg = load_cfg(config, set_)
     note = Reporter(quiet=as_json).note
-    if cfg.rollout.target == "swarm":  # a service spec rolled by swarm, not the config-reload machine
-        from pipeline.rollout.swarm_run import rollout_swarm
-        from pipeline.stages.rollout import check_before_rollout
+    from pipeline.stages.rollout import check_before_rollout
 
-        name = model_or_last(cfg, model)
-        store, wanted = committed_version(cfg, name, version)
-        check_before_rollout(cfg, store, name, wanted, note)
-        swarm = rollout_swarm(cfg, name, wanted, verify=not no_verify, last=last_export(cfg))
-        _print_swarm_report(swarm.to_json(), as_json)
-        return
-    report = rollout_version(cfg, model_or_last(cfg, model), version, verify=not no_verify, note=note)
-    _print_report(report.to_json(), as_json)
-
-
-def _print_swarm_report(report: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        emit(report)
-        return
-    if report.get("action") == "none":
-        typer.echo(report.get("note") or "nothing to do")
-        return
-    replicas = report.get("replicas") or []
-    typer.echo(f"{report.get('action')}: {report.get('model')} v{report.get('version')} on {len(replicas)} "
-               f"replica(s) of {report.get('service')} in {report.get('duration_s', 0.0):.1f} s")
-    if report.get("cleanup_pending"):
-        typer.echo(f"warning: promoted, clean-up pending: {report['cleanup_pending']}", err=True)
+    name = model_or_last(cfg, model)
+    store, wanted = committed_version(cfg, name, version)
+    check_before_rollout(cfg, store, name, wanted, note)
+    engine = open_engine(cfg, last=last_export(cfg))
+    _print_result(engine.rollout(name, wanted, store=store, golden=None, verify=not no_verify), as_json)
 
 
 def rollback(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None,
@@ -235,12 +116,8 @@ def rollback(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = No
              as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Restore service: drop an unfinished canary, else go back to the previous committed version on the host."""
     cfg = load_cfg(config, set_)
-    if cfg.rollout.target == "swarm":  # the service rolls back to the previous committed version, canary first
-        from pipeline.rollout.swarm_run import rollback_swarm
-
-        _print_swarm_report(rollback_swarm(cfg, model_or_last(cfg, model)), as_json)
-        return
-    _print_report(rollback_model(cfg, model_or_last(cfg, model), verify=not no_verify), as_json)
+    engine = open_engine(cfg, last=last_export(cfg))
+    _print_result(engine.rollback(model_or_last(cfg, model), verify=not no_verify), as_json)
 
 
 def status(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None,

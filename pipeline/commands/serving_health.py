@@ -28,7 +28,7 @@ def judge(info: dict[str, Any]) -> tuple[str, str | None]:
     config = info.get("config") or {}
     versions = list(config.get("versions") or [])
     model = info.get("model")
-    if info.get("target") == "swarm":
+    if "services" in info:  # a replicated target reports per service (see SwarmTarget.describe)
         return _swarm(info, model)
     if info.get("states_error"):
         return DEGRADED, f"version states could not be read: {info['states_error']}"

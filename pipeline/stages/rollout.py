@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pipeline.config import DeployConfig
@@ -23,8 +22,8 @@ from pipeline.results import (
     RolloutOutput,
     TransferOutput,
 )
-from pipeline.rollout.machine import RolloutFailed
-from pipeline.rollout.session import committed_versions, open_session
+from pipeline.rollout.engines import EngineFailed, open_engine
+from pipeline.rollout.session import committed_versions
 from pipeline.run import RunRecord, StageContext, load_record
 from pipeline.storage import Store
 
@@ -73,9 +72,6 @@ def run(ctx: StageContext) -> RolloutOutput:
     push = ctx.output(PushOutput)
     export = ctx.output(ExportOutput)
     model, version = push.model_name, push.version
-    if cfg.rollout.target == "swarm":
-        checked = owed_comparison(cfg, ctx.record, ctx.reporter.note)
-        return run_swarm(ctx, model, version, export.golden).model_copy(update={"serving_check": checked})
     store: Store | None = None
     if cfg.rollout.model_base_path is None:
         store, committed = committed_versions(cfg, model)
@@ -83,59 +79,19 @@ def run(ctx: StageContext) -> RolloutOutput:
             raise StorageError(f"{model} version {version} is not committed in {store.uri}; "
                                "run the push stage first")
     checked = owed_comparison(cfg, ctx.record, ctx.reporter.note)  # before the serving host changes
-    session = open_session(cfg, model, store=store, golden=export.golden)
+    engine = open_engine(cfg, last=export)
     path = ctx.workdir / "rollout.json"
-    ctx.reporter.note(f"rolling out {model} v{version} to the {session.target.kind} target "
-                      f"at {session.target.endpoint}")
+    ctx.reporter.note(engine.describe_rollout(model, version))
     try:
-        report = session.machine.rollout(model, version)
-    except RolloutFailed as exc:
-        path.write_text(json.dumps(exc.report.to_json(), indent=2, default=str))
-        raise RolloutError(f"{exc} (report with runtime logs: {path})") from None
-    finally:
-        session.close()
-    path.write_text(json.dumps(report.to_json(), indent=2, default=str))
-    ctx.reporter.note(f"{report.action}: {model} v{version} is '{cfg.rollout.stable_label}' at "
-                      f"{session.target.endpoint} (timings {report.timings_s})")
-    if report.cleanup_pending:
-        ctx.reporter.note(f"warning: promoted, clean-up pending ({report.cleanup_pending}); the next "
-                          "rollout, rollback or status finishes it")
-    return RolloutOutput(target=session.target.kind, endpoint=session.target.endpoint, model_name=model,
-                         version=version, previous=report.previous, action=report.action,
-                         stable_label=cfg.rollout.stable_label, served=report.served,
-                         timings_s=report.timings_s, report=path, cleanup_pending=report.cleanup_pending,
+        result = engine.rollout(model, version, store=store, golden=export.golden)
+    except EngineFailed as exc:
+        path.write_text(json.dumps(exc.report, indent=2, default=str))
+        raise RolloutError(f"{exc} ({exc.report_hint}: {path})") from None
+    path.write_text(json.dumps(result.report, indent=2, default=str))
+    for line in result.stage_notes:
+        ctx.reporter.note(line)
+    return RolloutOutput(target=engine.kind, endpoint=engine.endpoint, model_name=model,
+                         version=version, previous=result.previous, action=result.action,
+                         stable_label=cfg.rollout.stable_label, served=result.served,
+                         timings_s=result.timings_s, report=path, cleanup_pending=result.cleanup_pending,
                          serving_check=checked)
-
-
-def run_swarm(ctx: StageContext, model: str, version: int, golden: Path) -> RolloutOutput:
-    """The swarm target: the service spec is pinned to the pushed version; a one-replica canary
-    service is checked with the export's golden set first, then swarm rolls the replicas."""
-    from pipeline.rollout.swarm_engine import SwarmRolloutFailed
-    from pipeline.rollout.swarm_run import rollout_swarm
-    from pipeline.targets.swarm import SwarmTarget
-
-    cfg = ctx.config
-    target = SwarmTarget(cfg.rollout)
-    path = ctx.workdir / "rollout.json"
-    ctx.reporter.note(f"rolling out {model} v{version} to swarm service {target.service(model)} "
-                      f"({cfg.rollout.replicas if cfg.rollout.swarm_mode == 'replicated' else 'one per node'} "
-                      f"replica(s)) at {target.endpoint}")
-    try:
-        report = rollout_swarm(cfg, model, version, verify=True, golden=golden, target=target)
-    except SwarmRolloutFailed as exc:
-        path.write_text(json.dumps(exc.report.to_json(), indent=2, default=str))
-        raise RolloutError(f"{exc} (report: {path})") from None
-    path.write_text(json.dumps(report.to_json(), indent=2, default=str))
-    stable = cfg.rollout.stable_label
-    ctx.reporter.note(f"{report.action}: {model} v{version} is '{stable}' on {len(report.replicas)} replica(s) "
-                      f"in {report.duration_s:.1f} s")
-    if report.cleanup_pending:
-        ctx.reporter.note(f"warning: promoted, clean-up pending: {report.cleanup_pending}")
-    timings = {"total": report.duration_s}
-    if report.canary:
-        timings["canary"] = report.canary.duration_s
-    return RolloutOutput(target="swarm", endpoint=target.endpoint, model_name=model, version=version,
-                         previous=report.previous, action=report.action, stable_label=stable,
-                         served={"model": model, "versions": sorted({r["version"] for r in report.replicas}),
-                                 "labels": {stable: version}, "replicas": len(report.replicas)},
-                         timings_s=timings, report=path, cleanup_pending=report.cleanup_pending)

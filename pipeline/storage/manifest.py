@@ -3,6 +3,9 @@
 It lists every file (relative path, size, sha256) plus the export manifest's
 metadata. It is written last, so a version is visible to readers only when the
 manifest exists *and* every file it lists exists with the listed size.
+
+Reading its file list (format, fields, path safety) is `serving.agent.manifest`, shared
+with the replica agent, which checks the same manifest before a replica serves a version.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StorageError
+from serving.agent.manifest import MANIFEST_FORMAT, MANIFEST_NAME, file_list, load_manifest
 
-MANIFEST_NAME = "tfrollout.manifest.json"
 EXPORT_MANIFEST_NAME = "tfrollout.json"
-FORMAT = "tfrollout.store/1"
+FORMAT = MANIFEST_FORMAT
 CHUNK = 1024 * 1024
 
 
@@ -71,26 +74,14 @@ class VersionManifest:
     def loads(cls, data: bytes, where: str = "manifest") -> VersionManifest:
         """Parse and validate; a malformed manifest is a StorageError naming `where`."""
         try:
-            raw = json.loads(data)
-            if raw.get("format") != FORMAT:
-                raise ValueError(f"unknown format {raw.get('format')!r}")
-            files = [FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in raw["files"]]
-            for entry in files:
-                check_relpath(entry.path)
+            raw = load_manifest(data)
+            files = [FileEntry(*entry) for entry in file_list(raw)]
             tokens = {str(k): str(v) for k, v in dict(raw.get("store_tokens") or {}).items()}
             return cls(model_name=str(raw["model_name"]), version=int(raw["version"]), files=files,
                        export=dict(raw.get("export") or {}), committed_at=str(raw.get("committed_at", "")),
                        tokens=tokens)
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError(f"{where}: unreadable store manifest ({exc})") from None
-
-
-def check_relpath(path: str) -> str:
-    """Refuse absolute paths and `..`: a manifest must never write outside its version dir."""
-    parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path:
-        raise ValueError(f"bad relative path {path!r}")
-    return path
 
 
 def sha256_file(path: Path) -> str:

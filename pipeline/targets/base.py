@@ -21,6 +21,10 @@ class ServingTarget(ABC):
     """A serving runtime started with `--model_config_file` on its host, plus that host's files."""
 
     kind: str = "abstract"
+    # A replicated service (swarm): rolled by its spec, not by reloading one runtime's config;
+    # its shared port answers for a random replica, so per-version states and the promotion
+    # history are not read through it.
+    replicated: bool = False
 
     def __init__(self, cfg: RolloutConfig) -> None:
         self.cfg = cfg

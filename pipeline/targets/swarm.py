@@ -6,7 +6,7 @@ replica at random). Here the *service spec* is the unit of change: a rollout wri
 pinned to the new version and lets swarm roll it (start-first, one replica at a time,
 health-gated, `failure_action: rollback`); this module only writes specs and watches swarm
 converge. The spec itself is built in `swarm_spec` (pure); the replica side is
-`swarm_agent` (fetch + verify + health), shipped into the replicas as a config object.
+`serving.agent` (fetch + verify + health), shipped into the replicas as one zip in a config object.
 
 Two ways a replica gets its version (`rollout.swarm_fetch`): "agent" runs the agent inside each
 replica (needs Python in the serving image: ours); "sidecar" is for images without Python (the
@@ -15,7 +15,7 @@ agent's `fetch` mode into a per-model volume `<service>-models` on every node; a
 updates that service and waits until it holds the verified version on every node, and only then
 starts the canary and updates the serving service, whose replicas mount the volume read-only and
 run nothing but bash and the image's entrypoint. Sidecar mode cannot drain a stopping replica
-(see `swarm_spec`): without client retries a few requests fail per replaced replica.
+(see `swarm_fetch_spec`): without client retries a few requests fail per replaced replica.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pipeline.targets.docker import engine_client
 
 class SwarmTarget(ServingTarget):
     kind = "swarm"
+    replicated = True
 
     def __init__(self, cfg: RolloutConfig, client: Any | None = None, *, poll_s: float = 0.5) -> None:
         super().__init__(cfg)

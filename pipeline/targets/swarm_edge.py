@@ -12,16 +12,14 @@ import dataclasses
 import hashlib
 import json
 import secrets
-from pathlib import Path
 from typing import Any
 
 from pipeline.config import StorageConfig
 from pipeline.errors import RolloutError
 from pipeline.targets import swarm_spec as spec
 from pipeline.targets.swarm import SwarmTarget
-
-AGENT_SOURCE = Path(__file__).with_name("swarm_agent.py")
-MANIFEST_NAME = "tfrollout.manifest.json"
+from serving.agent.bundle import agent_bundle
+from serving.agent.manifest import MANIFEST_NAME
 
 
 def store_ref(storage: StorageConfig) -> spec.StoreRef:
@@ -91,7 +89,7 @@ class SwarmRolloutEdge:
             objs = spec.sidecar_objects(s, version, token=token, stable_label=t.cfg.stable_label)
         else:
             objs = spec.objects(s, version, hashlib.sha256(manifest).hexdigest(), store_ref(self.storage),
-                                agent_source=AGENT_SOURCE.read_bytes(), credentials=store_credentials(self.storage),
+                                agent_source=agent_bundle(), credentials=store_credentials(self.storage),
                                 token=token, stable_label=t.cfg.stable_label)
         ids = t.ensure_objects(s, objs)
         if token_ref is not None:
@@ -130,7 +128,7 @@ class SwarmRolloutEdge:
         fs = t.fetch_settings(model)
         name = spec.settings_service(fs)
         pinned = [(number, hashlib.sha256(data).hexdigest()) for number, data in versions]
-        objs = spec.fetch_objects(fs, pinned, store_ref(self.storage), agent_source=AGENT_SOURCE.read_bytes(),
+        objs = spec.fetch_objects(fs, pinned, store_ref(self.storage), agent_source=agent_bundle(),
                                   credentials=store_credentials(self.storage))
         ids = t.ensure_objects(fs, objs)
         template = spec.fetch_task_template(fs, version, objs, ids)

@@ -13,8 +13,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.commands.runtime import rollback_model
 from pipeline.config import DeployConfig
+from pipeline.rollout.reload_rollback import rollback_model
 from pipeline.rollout.served import ask_runtime
 from pipeline.rollout.session import open_session
 from pipeline.storage import open_store

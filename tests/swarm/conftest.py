@@ -24,7 +24,7 @@ def migrate_queued_connections() -> Iterator[None]:
     """net.ipv4.tcp_migrate_req=1 on this host while the swarm tests run (restored after), as the
     README asks of swarm nodes: a replica leaving the shared port's SO_REUSEPORT group hands the
     connections already queued on its listener to a sibling instead of resetting them."""
-    from pipeline.targets.swarm_agent import MIGRATE_REQ
+    from serving.agent import MIGRATE_REQ
 
     path = Path(MIGRATE_REQ)
     if not path.exists():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from pipeline.targets import swarm_agent as agent
+from serving.agent import draining as agent
 from tests.support.procs import free_port, stop_process, wait_for
 
 SERVER = textwrap.dedent('''

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from pipeline.errors import RolloutError
-from pipeline.targets import swarm_agent as agent
 from pipeline.targets import swarm_spec as spec
+from serving import agent
 
 SETTINGS = spec.ServiceSettings(prefix="tfr", model="digits", image="tfrollout/model-server:x", grpc_port=8600,
                                 replicas=3, monitor_s=4.0)
@@ -332,7 +332,7 @@ def test_sidecar_start_script_picks_a_port_nobody_listens_on_and_execs_the_entry
 
 
 def test_the_drain_says_whether_queued_connections_move_or_are_reset(tmp_path):
-    from pipeline.targets.swarm_agent import migrates_queued_connections
+    from serving.agent import migrates_queued_connections
 
     setting = tmp_path / "tcp_migrate_req"
     setting.write_text("1\n")

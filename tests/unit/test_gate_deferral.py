@@ -194,7 +194,7 @@ def test_the_rollout_stage_runs_the_owed_comparison_before_touching_the_serving_
         tmp_path, transfer, monkeypatch):
     cfg = build_config(assignments=[f"run.workdir={tmp_path / 'work'}", "rollout.model_base_path=s3://b/m"])
     opened: list[str] = []
-    monkeypatch.setattr(rollout, "open_session", lambda *a, **k: opened.append("session") or 1 / 0)
+    monkeypatch.setattr(rollout, "open_engine", lambda *a, **k: opened.append("session") or 1 / 0)
     monkeypatch.setattr(gate, "served_stable", unreachable)
     ctx = StageContext(cfg, _record(cfg, transfer, deferred_gate(0.9)), Reporter(quiet=True))
     with pytest.raises(GateError, match="comparison with serving deferred at the gate could not read") as failed:
