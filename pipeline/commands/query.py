@@ -101,20 +101,14 @@ def verify_golden(cfg: DeployConfig, endpoint: Endpoint, wanted: ServedModel, go
 def stable_on_host(cfg: DeployConfig, model: str) -> int | None:
     """The version the rollout target's `stable` label serves, or None when the host has no
     such label or cannot be read (then the last export is verified, as before)."""
-    from pipeline.rollout.host import ServingHost
+    from pipeline.rollout.host import read_served
     from pipeline.targets import open_target
 
     try:
-        host = ServingHost(open_target(cfg.rollout, cfg.run.workdir), None)
+        served = read_served(open_target(cfg.rollout, cfg.run.workdir), model)
+        return None if served is None else served.labels.get(cfg.rollout.stable_label)
     except Exception:  # noqa: BLE001 - no readable host: fall back to the export
         return None
-    try:
-        served = host.read(model)
-        return None if served is None else served.labels.get(cfg.rollout.stable_label)
-    except Exception:  # noqa: BLE001
-        return None
-    finally:
-        host.close()
 
 
 def stable_golden(cfg: DeployConfig, model: str, version: int, scratch: Path) -> Path:

@@ -16,10 +16,10 @@ from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError, StorageError
 from pipeline.progress import Reporter
 from pipeline.rollout.engines import RolloutResult, open_engine
-from pipeline.rollout.host import ServingHost
+from pipeline.rollout.host import ServingHost, read_served
 from pipeline.rollout.session import committed_version
 from pipeline.run import last_export
-from pipeline.targets import open_target
+from pipeline.targets import ReloadableTarget, open_target
 
 
 def model_or_last(cfg: DeployConfig, model: str | None) -> str:
@@ -38,15 +38,16 @@ def finish_owed_clean_up(cfg: DeployConfig, model: str) -> str | None:
 def status_report(cfg: DeployConfig, model: str) -> dict[str, Any]:
     """What the host's config serves, the runtime's health and the live version states."""
     target = open_target(cfg.rollout, cfg.run.workdir)
-    host = ServingHost(target, None)
+    # one runtime: its promotion history and per-version states; a replicated service (swarm)
+    # answers on a shared port for a random replica, so its per-replica rows come from describe()
+    host = ServingHost(target, None) if isinstance(target, ReloadableTarget) else None
     try:
-        served = host.read(model)
+        served = read_served(target, model)
         info: dict[str, Any] = {"ok": True, "model": model, **target.describe(),
                                 "config": served.to_json() if served else None,
                                 "on_host": target.versions(model), "states": None,
-                                "promoted": host.promotions(model) if not target.replicated else None}
-        # swarm: the shared port answers for a random replica; per-replica rows come from describe()
-        if info["running"] and not target.replicated:
+                                "promoted": host.promotions(model) if host is not None else None}
+        if info["running"] and host is not None:
             try:
                 info["states"] = {str(v): s for v, (s, _) in host.states(model, 5.0).items()}
             except Exception as exc:  # noqa: BLE001 - a sick runtime is a status, not a crash
@@ -56,7 +57,8 @@ def status_report(cfg: DeployConfig, model: str) -> dict[str, Any]:
         info["evaluation"], info["evaluation_error"] = version_evaluations(cfg, model, wanted)
         return info
     finally:
-        host.close()
+        if host is not None:
+            host.close()
 
 
 def version_evaluations(cfg: DeployConfig, model: str, versions: set[int]) -> tuple[dict[str, Any], str | None]:

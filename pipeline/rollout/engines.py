@@ -5,7 +5,7 @@
 - `SwarmRollout`: a replicated service whose spec is rolled by swarm
   (`rollout.swarm_engine.SwarmEngine`).
 
-`open_engine(cfg)` is the one place that picks an engine (by the target it opens). Each engine returns a
+`open_engine(cfg)` is the one place that picks an engine (by the kind of target it opens). Each engine returns a
 `RolloutResult` (the typed fields callers read, plus the engine's full report for the
 JSON output, unchanged) or raises `EngineFailed` carrying that report.
 """
@@ -21,7 +21,7 @@ from pipeline.config import DeployConfig
 from pipeline.errors import RolloutError
 from pipeline.results import ExportOutput
 from pipeline.storage import Store
-from pipeline.targets.base import ServingTarget
+from pipeline.targets.base import ReloadableTarget
 
 if TYPE_CHECKING:
     from pipeline.targets.swarm import SwarmTarget
@@ -76,9 +76,9 @@ def open_engine(cfg: DeployConfig, *, last: ExportOutput | None = None) -> Rollo
     from pipeline.targets import open_target
 
     target = open_target(cfg.rollout, cfg.run.workdir)
-    if target.replicated:
-        return SwarmRollout(cfg, cast("SwarmTarget", target), last)
-    return ConfigReloadEngine(cfg, target, last)
+    if isinstance(target, ReloadableTarget):
+        return ConfigReloadEngine(cfg, target, last)
+    return SwarmRollout(cfg, cast("SwarmTarget", target), last)  # the one target rolled by its spec
 
 
 # ------------------------------------------------------------------ config reload
@@ -107,7 +107,7 @@ def _reload_result(report: dict[str, Any], stable: str, endpoint: str) -> Rollou
 class ConfigReloadEngine:
     """One runtime, changed by reloading its model config (canary label, verify, promote)."""
 
-    def __init__(self, cfg: DeployConfig, target: ServingTarget, last: ExportOutput | None) -> None:
+    def __init__(self, cfg: DeployConfig, target: ReloadableTarget, last: ExportOutput | None) -> None:
         self.cfg, self.target, self.last = cfg, target, last
         self.kind, self.endpoint = self.target.kind, self.target.endpoint
 

@@ -22,7 +22,7 @@ from pipeline.errors import RolloutError
 from pipeline.rollout.clock import Clock, Deadline, SystemClock
 from pipeline.rollout.history import advanced, read_histories, with_histories
 from pipeline.rollout.plan import Served
-from pipeline.targets.base import ServingTarget
+from pipeline.targets.base import ReloadableTarget, ServingTarget
 from serving import tfs_config
 from serving.client import ClientError, ModelNotFoundError, PredictionClient
 
@@ -69,10 +69,18 @@ def _why(err: ClientError) -> str:
     return str(err)
 
 
-class ServingHost:
-    """Implements the machine's `Host` protocol on a `ServingTarget`."""
+def read_served(target: ServingTarget, model: str) -> Served | None:
+    """What the target's persisted model config serves for `model` (any target, swarm included)."""
+    try:
+        return served_from_config(target.read_config(), model)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file must not block a restore
+        raise RolloutError(f"unreadable model config on the serving host: {exc}") from None
 
-    def __init__(self, target: ServingTarget, fetch: Fetcher | None, *, passthrough: bool = False,
+
+class ServingHost:
+    """Implements the machine's `Host` protocol on a `ReloadableTarget`."""
+
+    def __init__(self, target: ReloadableTarget, fetch: Fetcher | None, *, passthrough: bool = False,
                  lock_stale_s: float = 1800.0, clock: Clock | None = None,
                  store_versions: Callable[[str], list[int]] | None = None) -> None:
         """Delivery is explicit, so no caller has to patch it:
@@ -106,10 +114,7 @@ class ServingHost:
 
     # ------------------------------------------------------------- config
     def read(self, model: str) -> Served | None:
-        try:
-            return served_from_config(self.target.read_config(), model)
-        except Exception as exc:  # noqa: BLE001 - a corrupt file must not block a restore
-            raise RolloutError(f"unreadable model config on the serving host: {exc}") from None
+        return read_served(self.target, model)
 
     def _config(self, text: str | None, served: Served | None, model: str):
         return merged_config(text, served, model, self.target.base_path(model))

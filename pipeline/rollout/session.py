@@ -17,7 +17,7 @@ from pipeline.rollout.host import Fetcher, ServingHost
 from pipeline.rollout.machine import Deadlines, Machine, Verifier, VerifyOutcome, wall_clock_owner
 from pipeline.rollout.pending import PendingCleanup
 from pipeline.storage import Store, open_store
-from pipeline.targets import ServingTarget, open_target
+from pipeline.targets import ReloadableTarget, open_reloadable
 from pipeline.verify.compare import Tolerance
 from pipeline.verify.golden import GOLDEN_FILE, load_golden
 from pipeline.verify.promote_gate import (
@@ -36,7 +36,7 @@ class Session:
     """One model's rollout on one serving target; `close()` releases the gRPC channel."""
 
     model: str
-    target: ServingTarget
+    target: ReloadableTarget
     host: ServingHost
     machine: Machine
 
@@ -127,7 +127,7 @@ def open_session(cfg: DeployConfig, model: str, *, store: Store | None,
     `rollout.verify_canary`) every new version is verified before it becomes stable.
     """
     r = cfg.rollout
-    target = open_target(r, cfg.run.workdir)
+    target = open_reloadable(r, cfg.run.workdir)
     passthrough = r.model_base_path is not None
     fetch: Fetcher | None = None
     if store is not None and not passthrough:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import RolloutConfig
-from pipeline.targets.base import ServingTarget
+from pipeline.errors import RolloutError
+from pipeline.targets.base import ReloadableTarget, ServingTarget
 
 
 def _local(cfg: RolloutConfig, workdir: Path) -> ServingTarget:
@@ -40,4 +41,13 @@ def open_target(cfg: RolloutConfig, workdir: Path) -> ServingTarget:
     return TARGETS[cfg.target](cfg, workdir)
 
 
-__all__ = ["ServingTarget", "open_target"]
+def open_reloadable(cfg: RolloutConfig, workdir: Path) -> ReloadableTarget:
+    """The configured target as the config-reload machine drives it (RolloutError for a swarm service)."""
+    target = open_target(cfg, workdir)
+    if not isinstance(target, ReloadableTarget):
+        raise RolloutError(f"the {target.kind} target is rolled by its service spec, not by reloading "
+                           "a model config")
+    return target
+
+
+__all__ = ["ReloadableTarget", "ServingTarget", "open_reloadable", "open_target"]

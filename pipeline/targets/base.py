@@ -18,13 +18,9 @@ OUR_IMAGE_PREFIX = "tfrollout/"
 
 
 class ServingTarget(ABC):
-    """A serving runtime started with `--model_config_file` on its host, plus that host's files."""
+    """A serving host as status, stop, purge, gc and the rollout lock see it (every target)."""
 
     kind: str = "abstract"
-    # A replicated service (swarm): rolled by its spec, not by reloading one runtime's config;
-    # its shared port answers for a random replica, so per-version states and the promotion
-    # history are not read through it.
-    replicated: bool = False
 
     def __init__(self, cfg: RolloutConfig) -> None:
         self.cfg = cfg
@@ -61,23 +57,11 @@ class ServingTarget(ABC):
         """Where delivered versions of `model` live, as the server sees that path."""
 
     @abstractmethod
-    def start(self) -> None:
-        """Start the runtime (its config file must already be written); returns without waiting."""
-
-    @abstractmethod
     def running(self) -> bool: ...
 
     @abstractmethod
     def read_config(self) -> str | None:
         """The persisted `model_config_list` text, or None when there is none."""
-
-    @abstractmethod
-    def write_config(self, text: str | None) -> None:
-        """Persist (or with None remove) the config file a restarted runtime reads."""
-
-    @abstractmethod
-    def deliver(self, model: str, version: int, source: Path) -> None:
-        """Copy a verified version directory to the host, visible only when complete."""
 
     @abstractmethod
     def versions(self, model: str) -> list[int]:
@@ -136,3 +120,21 @@ class ServingTarget(ABC):
         """Health facts for `tfrollout status`."""
         return {"target": self.kind, "endpoint": self.endpoint, "running": self.running(),
                 "admin_api": "token" if self.admin_protected() else "open"}
+
+
+class ReloadableTarget(ServingTarget):
+    """One runtime started with `--model_config_file`, changed by writing that file and reloading:
+    what the config-reload machine drives (local process, Docker container). A replicated service
+    (swarm) is not one of these: its spec is the unit of change."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the runtime (its config file must already be written); returns without waiting."""
+
+    @abstractmethod
+    def write_config(self, text: str | None) -> None:
+        """Persist (or with None remove) the config file a restarted runtime reads."""
+
+    @abstractmethod
+    def deliver(self, model: str, version: int, source: Path) -> None:
+        """Copy a verified version directory to the host, visible only when complete."""

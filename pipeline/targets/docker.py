@@ -18,9 +18,9 @@ from typing import Any
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
 from pipeline.lock_slot import LockHolder
-from pipeline.targets.base import CONFIG_NAME, OUR_IMAGE_PREFIX, TOKEN_NAME, ServingTarget
+from pipeline.targets.base import CONFIG_NAME, OUR_IMAGE_PREFIX, TOKEN_NAME, ReloadableTarget
 from pipeline.targets.engine import API_VERSION as API_VERSION
-from pipeline.targets.engine import engine_client, engine_settings
+from pipeline.targets.engine import created_unless_taken, engine_client, engine_settings
 from pipeline.targets.engine import forget_engine_clients as forget_engine_clients
 from pipeline.targets.engine import ssh_url_with_config_port as ssh_url_with_config_port
 from pipeline.targets.engine import unreachable_hint as unreachable_hint
@@ -32,7 +32,7 @@ LABEL = "org.tfrollout.managed"
 HOLDER_LABEL = "org.tfrollout.lock-holder"
 
 
-class DockerTarget(ServingTarget):
+class DockerTarget(ReloadableTarget):
     kind = "docker"
 
     def __init__(self, cfg: RolloutConfig, client: Any | None = None) -> None:
@@ -272,20 +272,11 @@ class LockContainer:
         self.name = f"{target.cfg.container_name}-rollout-lock"
 
     def create(self, holder: LockHolder) -> bool:
-        import docker
-
         self.target._ensure_image()
-        try:
-            self.target.client.containers.create(
-                self.target.cfg.image, command=["true"], name=self.name, network_mode="none",
-                entrypoint=["true"],
-                labels={LABEL: "lock", "org.tfrollout.lock-owner": holder.owner,
-                        "org.tfrollout.lock-at": str(holder.at), HOLDER_LABEL: json.dumps(holder.to_json())})
-            return True
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise RolloutError(f"cannot take the rollout lock: {exc.explanation or exc}") from None
-            return False
+        return created_unless_taken(lambda: self.target.client.containers.create(
+            self.target.cfg.image, command=["true"], name=self.name, network_mode="none", entrypoint=["true"],
+            labels={LABEL: "lock", "org.tfrollout.lock-owner": holder.owner,
+                    "org.tfrollout.lock-at": str(holder.at), HOLDER_LABEL: json.dumps(holder.to_json())}))
 
     def read(self) -> LockHolder | None:
         import docker

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,17 @@ def _close_quietly(client: Any) -> None:
         client.close()
     except Exception:  # noqa: BLE001,S110 - a dead session's close may fail; nothing is left to release
         pass
+
+
+def created_unless_taken(create: Callable[[], Any]) -> bool:
+    """Run `create()` for an object with an engine-unique name: True once made, False when the
+    name is taken (HTTP 409) — how the rollout locks are taken; any other refusal is an error."""
+    import docker
+
+    try:
+        create()
+        return True
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:
+            raise RolloutError(f"cannot take the rollout lock: {exc.explanation or exc}") from None
+        return False

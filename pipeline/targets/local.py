@@ -25,7 +25,7 @@ from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
 from pipeline.lock_slot import LockHolder
 from pipeline.process_identity import ProcessIdentity
-from pipeline.targets.base import CONFIG_NAME, LOCK_NAME, TOKEN_NAME, ServingTarget
+from pipeline.targets.base import CONFIG_NAME, LOCK_NAME, TOKEN_NAME, ReloadableTarget
 from pipeline.targets.supervisor import read_state
 
 MARKER = ".tfrollout-delivered"
@@ -37,7 +37,7 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-class LocalTarget(ServingTarget):
+class LocalTarget(ReloadableTarget):
     kind = "local"
 
     def __init__(self, cfg: RolloutConfig, directory: Path) -> None:

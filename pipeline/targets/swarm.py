@@ -24,7 +24,6 @@ import base64
 import dataclasses
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from pipeline.cleanup import CLEANUP_ATTEMPTS, retried
@@ -33,12 +32,11 @@ from pipeline.errors import RolloutError
 from pipeline.lock_slot import LockHolder
 from pipeline.targets import swarm_spec as spec
 from pipeline.targets.base import OUR_IMAGE_PREFIX, ServingTarget
-from pipeline.targets.docker import engine_client
+from pipeline.targets.engine import created_unless_taken, engine_client
 
 
 class SwarmTarget(ServingTarget):
     kind = "swarm"
-    replicated = True
 
     def __init__(self, cfg: RolloutConfig, client: Any | None = None, *, poll_s: float = 0.5) -> None:
         super().__init__(cfg)
@@ -269,8 +267,6 @@ class SwarmTarget(ServingTarget):
     def delivered_path(self, model: str) -> str:
         return f"/models/{model}"
 
-    def start(self) -> None:
-        raise RolloutError("the swarm target starts replicas through `rollout` (a service spec), not `start`")
 
     def running(self) -> bool:
         """A serving replica runs (the sidecar fetch service serves nothing)."""
@@ -299,12 +295,7 @@ class SwarmTarget(ServingTarget):
             merged.model_config_list.config.extend(tfs_config.parse_model_server_config(text).model_config_list.config)
         return tfs_config.to_text(merged)
 
-    def write_config(self, text: str | None) -> None:
-        raise RolloutError("the swarm target is changed through service specs (SwarmTarget.rollout), "
-                           "not by writing a model config")
 
-    def deliver(self, model: str, version: int, source: Path) -> None:
-        raise RolloutError("swarm replicas fetch their version from the store themselves")
 
     def versions(self, model: str) -> list[int]:
         v = self.served_version(model)
@@ -403,16 +394,9 @@ class LockConfig:
         return [c for c in self.client.configs.list(filters={"name": self.name}) if c.name == self.name]
 
     def create(self, holder: LockHolder) -> bool:
-        import docker
-
-        try:
-            self.client.configs.create(name=self.name, data=json.dumps(holder.to_json()).encode(),
-                                       labels={spec.MANAGED: "lock", spec.SERVICE_LABEL: self.service_name})
-            return True
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise RolloutError(f"cannot take the rollout lock: {exc.explanation or exc}") from None
-            return False
+        return created_unless_taken(lambda: self.client.configs.create(
+            name=self.name, data=json.dumps(holder.to_json()).encode(),
+            labels={spec.MANAGED: "lock", spec.SERVICE_LABEL: self.service_name}))
 
     def read(self) -> LockHolder | None:
         found = self._found()
