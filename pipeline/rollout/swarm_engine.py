@@ -29,7 +29,7 @@ from pipeline.cleanup import CLEANUP_ATTEMPTS, joined, retried
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError, TfRolloutError
 from pipeline.rollout.plan import previous_version
-from pipeline.targets.swarm_spec import Applied, Convergence
+from pipeline.targets.swarm.spec import Applied, Convergence
 
 # (endpoint, version) -> (ok, reason): e.g. the golden set against that endpoint
 Check = Callable[[str, int], tuple[bool, str]]

@@ -22,7 +22,7 @@ from pipeline.rollout.session import (
 )
 from pipeline.rollout.swarm_engine import Check, SwarmEngine, SwarmReport
 from pipeline.targets.swarm import SwarmTarget
-from pipeline.targets.swarm_edge import SwarmRolloutEdge
+from pipeline.targets.swarm.edge import SwarmRolloutEdge
 
 
 def golden_check(cfg: DeployConfig, model: str, golden: Path) -> Check:

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.targets.swarm_fetch_spec import (
+from pipeline.targets.swarm.fetch_spec import (
     FETCH_ROLE,
     FETCH_SPEC_PATH,
     REST_PORT_FILE,
@@ -37,7 +37,7 @@ from pipeline.targets.swarm_fetch_spec import (
     volume_mount,
     volume_name,
 )
-from pipeline.targets.swarm_service import (
+from pipeline.targets.swarm.service import (
     AGENT_PATH,
     CREDENTIALS_PATH,
     ENTRYPOINT,

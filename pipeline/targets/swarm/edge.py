@@ -16,8 +16,8 @@ from typing import Any
 
 from pipeline.config import StorageConfig
 from pipeline.errors import RolloutError
-from pipeline.targets import swarm_spec as spec
-from pipeline.targets.swarm import SwarmTarget
+from pipeline.targets.swarm import spec
+from pipeline.targets.swarm.target import SwarmTarget
 from serving.agent.bundle import agent_bundle
 from serving.agent.manifest import MANIFEST_NAME
 

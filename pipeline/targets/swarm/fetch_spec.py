@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.targets.swarm_service import (
+from pipeline.targets.swarm.service import (
     AGENT_PATH,
     CREDENTIALS_PATH,
     ENTRYPOINT,
