@@ -14,7 +14,7 @@ from pipeline.rollout.session import committed_versions, open_session
 from serving.client.errors import RequestFailedError
 from tests.rollout.hammer import BackgroundLoad
 from tests.rollout.models import MODEL
-from tests.rollout.test_local_target import inputs
+from tests.support.golden_inputs import inputs
 
 pytestmark = pytest.mark.e2e
 

@@ -4,21 +4,20 @@ Two whole deploys of the demo (versions 1 and 2, canary -> promote) are checked 
 `test_quickstart.py`, which runs the README quick start on a fresh clone."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.deploy_cli import quick_transfer_env
+
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 
 
 def test_failed_stage_resumes_without_redoing_earlier_ones(tmp_path: Path, demo_source_model: Path):
-    env = {**os.environ, "TFROLLOUT_MODEL__PATH": str(demo_source_model),
-           "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
-           "TFROLLOUT_TRANSFER__BASELINE": "false"}
+    env = quick_transfer_env(demo_source_model)
     (tmp_path / "exports" / "digits" / "5").mkdir(parents=True)
     cmd = [str(BIN / "tfrollout"), "deploy", "--json", "--until", "push", "--set", "export.version=5"]
     failed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -3,13 +3,13 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
+from tests.support.cli import TFROLLOUT
+
 FAST = ["--set", "transfer.head_epochs=3", "--set", "transfer.fine_tune_epochs=1",
         "--set", "transfer.baseline=false"]
 

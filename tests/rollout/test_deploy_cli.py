@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import TFROLLOUT
+from tests.support.deploy_cli import quick_transfer_env
 from tests.support.procs import free_port
 
 pytestmark = pytest.mark.e2e
-TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
+
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "deploy.toml"
 # Runs the console script's `main` in-process and reports, at exit, whether TensorFlow was imported.
 WITH_MODULE_REPORT = ("import atexit, sys\n"
@@ -26,10 +27,9 @@ WITH_MODULE_REPORT = ("import atexit, sys\n"
 
 def test_deploy_twice_first_deploy_then_canary_promote_and_predict(tmp_path: Path, demo_source_model: Path):
     port = free_port()
-    env = {**os.environ, "TFROLLOUT_MODEL__PATH": str(demo_source_model),
-           "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
-           "TFROLLOUT_TRANSFER__BASELINE": "false", "TFROLLOUT_GATE__MIN_ACCURACY": "0", "TFROLLOUT_ROLLOUT__GRPC_PORT": str(port),
-           "TFROLLOUT_ROLLOUT__REST_PORT": "0", "TFROLLOUT_VERIFY__ENDPOINT": f"127.0.0.1:{port}"}
+    env = quick_transfer_env(demo_source_model, TFROLLOUT_GATE__MIN_ACCURACY="0",
+                             TFROLLOUT_ROLLOUT__GRPC_PORT=str(port), TFROLLOUT_ROLLOUT__REST_PORT="0",
+                             TFROLLOUT_VERIFY__ENDPOINT=f"127.0.0.1:{port}")
 
     def cli(*args: str, check: bool = True, without_tf: bool = False) -> subprocess.CompletedProcess:
         command = [sys.executable, "-c", WITH_MODULE_REPORT] if without_tf else [TFROLLOUT]

@@ -16,9 +16,9 @@ from pipeline.errors import RolloutError, StorageError
 from pipeline.rollout.machine import RolloutFailed
 from pipeline.rollout.plan import Served
 from pipeline.rollout.session import committed_versions, open_session
-from pipeline.verify.golden import load_golden
 from tests.rollout.hammer import BackgroundLoad
 from tests.rollout.models import MODEL, Versions
+from tests.support.golden_inputs import inputs
 
 RESULTS: dict[str, object] = {}
 
@@ -34,10 +34,6 @@ def rollout(cfg: DeployConfig, versions: Versions, version: int, golden: int | N
         return session.machine.rollout(MODEL, version)
     finally:
         session.close()
-
-
-def inputs(versions: Versions) -> dict[str, np.ndarray]:
-    return {k: v[:1] for k, v in load_golden(versions.golden[1]).inputs.items()}
 
 
 def test_first_deploy_then_update_under_load_has_zero_failed_requests(local_cfg, versions):

@@ -1,24 +1,21 @@
 """`tfrollout deploy` with `storage.uri = "s3://…"` and an endpoint: the demo pushed to a real S3 process."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.storage.conftest import MotoServer
+from tests.support.cli import TFROLLOUT
+from tests.support.deploy_cli import quick_transfer_env
 
 pytestmark = pytest.mark.e2e
-TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
 
 
 def test_deploy_pushes_demo_export_to_s3(tmp_path: Path, moto: MotoServer, demo_source_model: Path):
     bucket = "deploy-e2e"
-    env = {**os.environ, "TFROLLOUT_MODEL__PATH": str(demo_source_model),
-           "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
-           "TFROLLOUT_TRANSFER__BASELINE": "false"}
+    env = quick_transfer_env(demo_source_model)
     cmd = [TFROLLOUT, "deploy", "--json", "--until", "push",
            "--set", f"storage.uri=s3://{bucket}/models", "--set", f"storage.endpoint_url={moto.endpoint}",
            "--set", "storage.addressing_style=path", "--set", "storage.create_bucket=true"]

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,10 @@ from pipeline.run import RunRecord, run_pipeline, save_record
 from pipeline.storage import open_store
 from pipeline.storage.reserve import read_reservation
 from tests.storage.conftest import MotoServer
+from tests.support.cli import TFROLLOUT
+from tests.support.deploy_cli import quick_transfer_env
 from tests.support.procs import free_port
 from tests.support.results import finished, sample_output
-
-TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
 
 
 @pytest.fixture(scope="module")
@@ -161,11 +159,9 @@ def test_pinned_version_with_a_local_directory_is_refused_before_reserving(tmp_p
 def test_cli_deploy_from_two_fresh_dirs_against_one_s3_store(tmp_path: Path, moto: MotoServer,
                                                              demo_source_model: Path) -> None:
     """`tfrollout deploy --until push` in two fresh directories at once, one bucket: versions 1 and 2."""
-    env = {**os.environ, "TFROLLOUT_MODEL__PATH": str(demo_source_model),
-           "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
-           "TFROLLOUT_TRANSFER__BASELINE": "false", "TFROLLOUT_STORAGE__URI": "s3://ci-shared/models",
-           "TFROLLOUT_STORAGE__ENDPOINT_URL": moto.endpoint, "TFROLLOUT_STORAGE__ADDRESSING_STYLE": "path",
-           "TFROLLOUT_STORAGE__CREATE_BUCKET": "true"}
+    env = quick_transfer_env(demo_source_model, TFROLLOUT_STORAGE__URI="s3://ci-shared/models",
+                             TFROLLOUT_STORAGE__ENDPOINT_URL=moto.endpoint,
+                             TFROLLOUT_STORAGE__ADDRESSING_STYLE="path", TFROLLOUT_STORAGE__CREATE_BUCKET="true")
     dirs = [tmp_path / "job1", tmp_path / "job2"]
     procs = []
     for d in dirs:

@@ -7,24 +7,30 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-TFROLLOUT = str(Path(sys.executable).with_name("tfrollout"))
+from tests.support.cli import TFROLLOUT
+
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "deploy.toml"
+
+
+def quick_transfer_env(source_model: Path, **settings: str) -> dict[str, str]:
+    """This process's environment plus a quick transfer of `source_model` (3 head epochs, 1 fine-tune
+    epoch, no baseline) and `settings` as TFROLLOUT_<SECTION>__<KEY> variables."""
+    return {**os.environ, "TFROLLOUT_MODEL__PATH": str(source_model),
+            "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
+            "TFROLLOUT_TRANSFER__BASELINE": "false", **settings}
 
 
 def quick_deploy_env(source_model: Path, aws_env: dict[str, str], store_endpoint: str, bucket: str,
                      **settings: str) -> dict[str, str]:
     """The process environment: quick transfer, s3://<bucket>/models at `store_endpoint`,
     plus `settings` as TFROLLOUT_<SECTION>__<KEY> variables."""
-    return {**os.environ, **aws_env,
-            "TFROLLOUT_MODEL__PATH": str(source_model),
-            "TFROLLOUT_TRANSFER__HEAD_EPOCHS": "3", "TFROLLOUT_TRANSFER__FINE_TUNE_EPOCHS": "1",
-            "TFROLLOUT_TRANSFER__BASELINE": "false", "TFROLLOUT_GATE__MIN_ACCURACY": "0",
-            "TFROLLOUT_STORAGE__URI": f"s3://{bucket}/models", "TFROLLOUT_STORAGE__ENDPOINT_URL": store_endpoint,
-            "TFROLLOUT_STORAGE__CREATE_BUCKET": "true", **settings}
+    return quick_transfer_env(source_model, **aws_env, TFROLLOUT_GATE__MIN_ACCURACY="0",
+                              TFROLLOUT_STORAGE__URI=f"s3://{bucket}/models",
+                              TFROLLOUT_STORAGE__ENDPOINT_URL=store_endpoint,
+                              TFROLLOUT_STORAGE__CREATE_BUCKET="true", **settings)
 
 
 def json_cli(cwd: Path, env: dict[str, str], *extra: str) -> Callable[..., dict]:

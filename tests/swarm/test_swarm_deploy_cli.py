@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.targets import swarm_spec as spec
+from pipeline.targets.swarm import spec
 from pipeline.verify.golden import load_golden
 from tests.storage.conftest import MotoServer
 from tests.support.deploy_cli import REPO_CONFIG, json_cli, quick_deploy_env

@@ -22,8 +22,8 @@ from pipeline.verify.golden import load_golden
 from pipeline.verify.runner import Endpoint, ServedModel, verify_served
 from serving.client import PredictionClient
 from tests.rollout.models import MODEL
-from tests.rollout.test_local_target import inputs
 from tests.support.engine import unavailable
+from tests.support.golden_inputs import inputs
 from tests.support.procs import free_port
 from tests.swarm.load import FleetLoad
 

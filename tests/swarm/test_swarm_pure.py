@@ -9,7 +9,7 @@ import json
 import pytest
 
 from pipeline.errors import RolloutError
-from pipeline.targets import swarm_spec as spec
+from pipeline.targets.swarm import spec
 from serving import agent
 
 SETTINGS = spec.ServiceSettings(prefix="tfr", model="digits", image="tfrollout/model-server:x", grpc_port=8600,

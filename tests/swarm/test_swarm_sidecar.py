@@ -16,10 +16,9 @@ import pytest
 from pipeline.config import DeployConfig
 from pipeline.rollout.swarm_engine import SwarmRolloutFailed
 from pipeline.rollout.swarm_run import golden_check, rollout_swarm, swarm_engine
-from pipeline.targets import swarm_spec as spec
-from pipeline.targets.swarm import SwarmTarget
+from pipeline.targets.swarm import SwarmTarget, spec
 from tests.rollout.models import MODEL
-from tests.rollout.test_local_target import inputs
+from tests.support.golden_inputs import inputs
 from tests.support.procs import free_port, wait_for
 from tests.swarm.conftest import TAMPERED, swarm_config
 from tests.swarm.load import FleetLoad

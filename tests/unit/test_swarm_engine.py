@@ -10,7 +10,7 @@ import pytest
 from pipeline.config import RolloutConfig
 from pipeline.errors import RolloutError
 from pipeline.rollout.swarm_engine import SwarmEngine, SwarmRolloutFailed
-from pipeline.targets.swarm_spec import Applied, Convergence
+from pipeline.targets.swarm.spec import Applied, Convergence
 
 M = "digits"
 SERVICE = f"tfrollout-{M}"
