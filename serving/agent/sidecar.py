@@ -2,7 +2,7 @@
 official tensorflow/serving.
 
 Why a separate service: the same fetch + verify runs in a global service, one task per node, into
-a named volume the serving replicas mount read-only (`pipeline.targets.swarm_fetch_spec`). Every
+a named volume the serving replicas mount read-only (`pipeline.targets.swarm.fetch_spec`). Every
 listed version is fetched (each staged privately, renamed when complete), then the versions the
 spec no longer lists are removed; the task idles until stopped, so its files stay.
 """
